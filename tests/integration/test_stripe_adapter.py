@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import stripe
 from pydantic import SecretStr
+from tests.fakes.stripe_server import Fault, StripeFake
 
 from payorch.gateways.base import Gateway, GatewayError, Outcome, PaymentRequest
 from payorch.gateways.stripe import StripeGateway
 from payorch.settings import GatewayConfig
-from tests.fakes.stripe_server import Fault, StripeFake
 
 WEBHOOK_SECRET = "whsec_test_secret"
 
@@ -35,7 +35,9 @@ def _no_leftover_faults(fake: StripeFake) -> Iterator[None]:
 
 
 def _config(url: str, *, timeout_ms: int = 500, api_key: str = "sk_test_fake") -> GatewayConfig:
-    return GatewayConfig(name="stripe", kind="stripe", base_url=url, api_key=SecretStr(api_key), timeout_ms=timeout_ms)
+    return GatewayConfig(
+        name="stripe", kind="stripe", base_url=url, api_key=SecretStr(api_key), timeout_ms=timeout_ms
+    )
 
 
 @pytest.fixture
@@ -45,14 +47,14 @@ async def gateway(fake: StripeFake) -> AsyncIterator[StripeGateway]:
     await adapter.aclose()
 
 
-def _request(token: str = "tok_visa", *, amount: int = 1500, capture: bool = True) -> PaymentRequest:
+def _request(card: str = "tok_visa", *, amount: int = 1500, capture: bool = True) -> PaymentRequest:
     return PaymentRequest(
         attempt_id=f"att_{uuid.uuid4().hex}",
         merchant_id="mer_1",
         charge_id=f"ch_{uuid.uuid4().hex}",
         amount=amount,
         currency="USD",
-        token=token,
+        token=card,
         capture=capture,
     )
 
@@ -75,7 +77,11 @@ async def test_charge_approves_and_records_ids_in_metadata(gateway: StripeGatewa
     assert charge.amount_captured == 1500
     assert charge.currency == "usd"
     assert charge.idempotency_key == request.attempt_id
-    assert charge.metadata == {"merchant_id": "mer_1", "charge_id": request.charge_id, "attempt_id": request.attempt_id}
+    assert charge.metadata == {
+        "merchant_id": "mer_1",
+        "charge_id": request.charge_id,
+        "attempt_id": request.attempt_id,
+    }
 
 
 async def test_authorize_capture_and_refund(gateway: StripeGateway, fake: StripeFake) -> None:
@@ -263,7 +269,9 @@ async def test_unknown_faults_resolve_by_lookup_to_the_ledger(
     assert charge.amount_captured == request.amount
 
 
-async def test_hang_is_unknown_then_lookup_charges_exactly_once(gateway: StripeGateway, fake: StripeFake) -> None:
+async def test_hang_is_unknown_then_lookup_charges_exactly_once(
+    gateway: StripeGateway, fake: StripeFake
+) -> None:
     request = _request()
     fake.inject(Fault.HANG)
 
@@ -308,7 +316,9 @@ async def test_a_decline_lost_in_a_reset_is_found_by_lookup(gateway: StripeGatew
     assert resolved.decline_code == "insufficient_funds"
 
 
-async def test_lookup_never_reads_a_refused_replay_as_not_sent(gateway: StripeGateway, fake: StripeFake) -> None:
+async def test_lookup_never_reads_a_refused_replay_as_not_sent(
+    gateway: StripeGateway, fake: StripeFake
+) -> None:
     request = _request()
     fake.inject(Fault.RESET_AFTER_CHARGE)
     assert (await gateway.authorize(request)).outcome is Outcome.UNKNOWN
@@ -340,7 +350,9 @@ async def test_fault_per_token_leaves_other_cards_alone(gateway: StripeGateway, 
 # -- vault ----------------------------------------------------------------------------------------
 
 
-async def test_vault_turns_a_token_into_a_reusable_payment_method(gateway: StripeGateway, fake: StripeFake) -> None:
+async def test_vault_turns_a_token_into_a_reusable_payment_method(
+    gateway: StripeGateway, fake: StripeFake
+) -> None:
     vaulted = await gateway.vault("tok_mastercard", "pm_ours_1")
     assert vaulted.outcome is Outcome.APPROVED
     assert vaulted.token is not None
@@ -365,13 +377,21 @@ async def test_vault_refuses_what_is_not_a_stripe_token(gateway: StripeGateway) 
 
 
 def _event(timestamp: int | None = None, secret: str = WEBHOOK_SECRET) -> tuple[dict[str, str], bytes]:
-    payload = json.dumps({
-        "id": "evt_1",
-        "object": "event",
-        "type": "payment_intent.succeeded",
-        "data": {"object": {"id": "pi_1", "object": "payment_intent", "amount_received": 1500,
-                            "metadata": {"attempt_id": "att_1"}}},
-    })
+    payload = json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": {
+                "object": {
+                    "id": "pi_1",
+                    "object": "payment_intent",
+                    "amount_received": 1500,
+                    "metadata": {"attempt_id": "att_1"},
+                }
+            },
+        }
+    )
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
     return {"Stripe-Signature": header}, payload.encode()
 
@@ -406,7 +426,9 @@ async def test_stale_webhook_is_refused(gateway: StripeGateway) -> None:
         await gateway.parse_webhook(headers, body)
 
 
-async def test_webhook_without_signature_or_secret_is_refused(fake: StripeFake, gateway: StripeGateway) -> None:
+async def test_webhook_without_signature_or_secret_is_refused(
+    fake: StripeFake, gateway: StripeGateway
+) -> None:
     headers, body = _event()
     no_secret = StripeGateway(_config(fake.url))
     try:
