@@ -21,9 +21,10 @@ ENV PATH="/opt/venv/bin:${PATH}"
 
 WORKDIR /build
 # README.md is part of the package metadata (pyproject `readme`), so hatchling needs it to build.
-COPY pyproject.toml README.md ./
+# constraints.txt pins the dependency versions, the same file `make` installs with.
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --constraint constraints.txt .
 
 
 FROM python:3.11.11-slim-bookworm AS runtime
