@@ -18,10 +18,23 @@ from pathlib import Path
 STARTUP_DEADLINE_S = 15.0
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(cluster_bus: bool = False) -> int:
+    """A free loopback port; for a cluster node also its bus port (port + 10000) must be free."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not cluster_bus or (port + 10000 <= 65535 and _bindable(port + 10000)):
+            return port
 
 
 def _cli(port: int, *args: str, timeout: float = 5.0) -> str:
@@ -46,17 +59,33 @@ def wait_until(condition, what: str, deadline_s: float = STARTUP_DEADLINE_S) -> 
 class RedisServer:
     """One ``redis-server`` on ``port``; ``stop()`` and ``start()`` again keep the port."""
 
-    def __init__(self, directory: Path, port: int | None = None, *extra: str) -> None:
-        self.port = port or free_port()
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.cluster = "--cluster-enabled" in extra
+        self.port = free_port(self.cluster)
         self.directory = directory
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_once = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start on ``self.port``; the first start moves to another free port if it lost a race for it."""
+        for _ in range(5):
+            try:
+                self._start_once()
+            except RuntimeError:
+                if self.started_once:
+                    raise
+                self.port = free_port(self.cluster)
+            else:
+                self.started_once = True
+                return
+        raise RuntimeError("could not start redis-server on any free port")
+
+    def _start_once(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
@@ -67,6 +96,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--protected-mode", "yes",
+                "--logfile", str(self.directory / "redis.log"),
                 *self.extra,
             ],
             stdout=subprocess.DEVNULL,
@@ -130,7 +160,6 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisClusterHarness]:
         for n in range(masters):
             server = RedisServer(
                 directory / f"node{n}",
-                None,
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "5000",
