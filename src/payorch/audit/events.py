@@ -1,0 +1,135 @@
+"""Audit events (PCI DSS 10.2.2: who, what, which resource, outcome, when, from where) and ``record``.
+
+``record(session, event)`` redacts the event and writes it to ``audit_outbox`` inside the caller's
+transaction: the action and its audit row commit or roll back together. The caller commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payorch.audit.redaction import redact
+from payorch.storage import audit as audit_store
+
+Outcome = Literal["success", "failure", "unknown"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class AuditAction(enum.StrEnum):
+    """The catalogue of audited actions. ``AuditEvent.action`` also accepts any ``noun.verb`` string,
+    so a new action needs no change here, but prefer adding it for one place to read them all."""
+
+    CHARGE_CREATED = "charge.created"
+    CHARGE_ATTEMPT_SENT = "charge.attempt.sent"
+    CHARGE_ATTEMPT_OUTCOME = "charge.attempt.outcome"
+    CHARGE_SUCCEEDED = "charge.succeeded"
+    CHARGE_FAILED = "charge.failed"
+    CHARGE_PROCESSING = "charge.processing"
+    CHARGE_CAPTURED = "charge.captured"
+    CHARGE_CANCELED = "charge.canceled"
+    REFUND_CREATED = "refund.created"
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
+    PAYMENT_METHOD_VAULTED = "payment_method.vaulted"
+    RECONCILER_DECISION = "reconciler.decision"
+    MERCHANT_CREATED = "merchant.created"
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
+    WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
+    WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
+    WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+    BANK_LINK_CREATED = "bank_link.created"
+    BANK_LINK_COMPLETED = "bank_link.completed"
+    BANK_LINK_FAILED = "bank_link.failed"
+
+
+def new_audit_id(now: dt.datetime | None = None) -> str:
+    """``aud_`` + 26 Crockford base32 characters: 48-bit milliseconds then 80 random bits (ULID
+    layout), so ids sort by creation time."""
+    millis = int((now.timestamp() if now else time.time()) * 1000)
+    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "aud_" + "".join(reversed(chars))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Actor(BaseModel):
+    """Who: the merchant, the API key it used, and a human user when there is one (dashboard, CLI)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    merchant_id: str | None = None
+    api_key_id: str | None = None
+    user: str | None = None
+    """``system:reconciler``, ``cli:<os user>`` or a dashboard user; never a credential."""
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: str = Field(min_length=1, max_length=64)
+    id: str = Field(min_length=1, max_length=128)
+
+
+class Origin(BaseModel):
+    """From where: client IP (as resolved through trusted proxies) and the request id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    ip: str | None = None
+    request_id: str | None = None
+
+
+class AuditEvent(BaseModel):
+    """One audited action. ``details`` is free-form and redacted before it is stored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(default_factory=new_audit_id, pattern=r"^aud_[0-9A-Z]{26}$")
+    occurred_at: dt.datetime = Field(default_factory=_utcnow)
+    actor: Actor = Field(default_factory=Actor)
+    action: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=128)
+    resource: Resource
+    outcome: Outcome = "success"
+    origin: Origin = Field(default_factory=Origin)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at must be timezone-aware")
+        return value.astimezone(dt.UTC)
+
+    def redacted_payload(self) -> dict[str, Any]:
+        """The JSON form stored and shipped: every field but the id and timestamp goes through
+        ``redact``, so a card number or key anywhere (a user name, a resource id) is masked too."""
+        payload: dict[str, Any] = redact(self.model_dump(mode="json", exclude={"id", "occurred_at"}))
+        payload["id"] = self.id
+        payload["occurred_at"] = self.occurred_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return payload
+
+
+async def record(session: AsyncSession, event: AuditEvent) -> None:
+    """Redact ``event`` and add it to ``audit_outbox`` in the session's current transaction.
+
+    Flushes but never commits: the caller's unit of work commits the action and its audit row
+    together, or rolls both back.
+    """
+    await audit_store.insert_outbox(
+        session,
+        event_id=event.id,
+        occurred_at=event.occurred_at,
+        merchant_id=event.actor.merchant_id,
+        payload=event.redacted_payload(),
+    )

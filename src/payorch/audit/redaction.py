@@ -1,0 +1,177 @@
+"""The one redaction step run before anything is stored, shipped or logged (DESIGN.md sections 8, 11).
+
+``redact(value)`` walks dicts, lists and strings and returns a JSON-ready copy in which:
+- values under secret-bearing keys (cvc, password, token, api_key, authorization, ...) are replaced;
+- card numbers are masked wherever they appear: in values, in free text, in keys, and as JSON numbers;
+- strings that look like credentials are masked wherever they appear: our and Stripe's secret keys
+  (``sk_live_...``, ``rk_test_...``), webhook secrets (``whsec_...``), Bearer/Basic credentials, JWTs,
+  AWS access key ids and secret-looking 40-character values, PEM private keys.
+
+``redact_log_event`` is the same function in structlog processor form, so logs share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+import re
+import uuid
+from collections.abc import Mapping, MutableMapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+from payorch.security.pan import is_card_number, mask_digits, mask_pans
+
+REDACTED = "[REDACTED]"
+_MAX_DEPTH = 32
+
+# Keys compared after lower-casing and dropping "-" and "_": "Card-Number" == "card_number".
+_SECRET_KEYS = frozenset(
+    {
+        "cvc", "cvv", "cvc2", "cvv2", "cid", "securitycode", "cardnumber", "number", "pan", "ccnumber",
+        "password", "passwd", "passphrase", "secret", "token", "tokens", "apikey", "authorization",
+        "proxyauthorization", "cookie", "setcookie", "refreshtoken", "accesstoken", "idtoken",
+        "clientsecret", "privatekey", "secretkey", "secretaccesskey", "sessiontoken", "webhooksecret",
+        "signingsecret", "codeverifier", "xapikey", "bankaccountnumber", "accountnumber", "iban",
+    }
+)  # fmt: skip
+_SECRET_SUFFIXES = ("secret", "password", "token", "apikey", "privatekey", "secretkey")
+
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
+        "[REDACTED PRIVATE KEY]",
+    ),
+    (re.compile(r"(?<![0-9A-Za-z])(sk|rk)_(test|live)_[0-9A-Za-z_]+"), r"\1_\2_" + REDACTED),
+    (re.compile(r"(?<![0-9A-Za-z])whsec_[0-9A-Za-z+/=_\-]+"), "whsec_" + REDACTED),
+    (re.compile(r"\b([Bb][Ee][Aa][Rr][Ee][Rr])\s+[0-9A-Za-z\-._~+/]{8,}=*"), r"\1 " + REDACTED),
+    (
+        re.compile(r"\bBasic\s+[0-9A-Za-z+/](?=[0-9A-Za-z+/]*[0-9A-Z+/=])[0-9A-Za-z+/]{7,}=*"),
+        "Basic " + REDACTED,
+    ),
+    (re.compile(r"\beyJ[0-9A-Za-z_\-]+\.[0-9A-Za-z_\-]+\.[0-9A-Za-z_\-]*"), REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b"), REDACTED),
+    # A 40-character base64 run with upper, lower and a digit or / or +: an AWS secret access key.
+    # Lower-case hex digests (SHA-1 is 40 characters) do not qualify.
+    (
+        re.compile(
+            r"(?<![0-9A-Za-z/+=])(?=[0-9A-Za-z/+]{0,39}[A-Z])(?=[0-9A-Za-z/+]{0,39}[a-z])"
+            r"(?=[0-9A-Za-z/+]{0,39}[0-9/+])[0-9A-Za-z/+]{40}(?![0-9A-Za-z/+=])"
+        ),
+        REDACTED,
+    ),
+)
+
+
+def _normalise_key(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+def is_secret_key(key: str) -> bool:
+    """True when a mapping key names a value that must never be stored (``cvc``, ``api_key``...)."""
+    normal = _normalise_key(key)
+    return normal in _SECRET_KEYS or normal.endswith(_SECRET_SUFFIXES)
+
+
+def redact_text(text: str) -> str:
+    """Mask credentials and card numbers inside free text; also drop what Postgres JSON refuses."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    text = mask_pans(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: not storable as jsonb
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _redact_int(number: int) -> int | str:
+    if number > 10**12 or number < -(10**12):
+        digits = str(abs(number))
+        if is_card_number(digits):
+            return mask_digits(digits)
+    return number
+
+
+def _redact_float(number: float) -> float | str:
+    if not math.isfinite(number):
+        return str(number)
+    if number.is_integer() and abs(number) < 1e20:
+        masked = _redact_int(int(number))
+        if isinstance(masked, str):
+            return masked
+    return number
+
+
+def redact(value: Any, *, _depth: int = 0) -> Any:
+    """Return a redacted, JSON-ready copy of ``value`` (dicts, lists, scalars, pydantic models)."""
+    if _depth > _MAX_DEPTH:
+        return "[REDACTED: nested too deep]"
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, int):
+        return _redact_int(value)
+    if isinstance(value, float):
+        return _redact_float(value)
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return _redact_mapping(value, _depth)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(item, _depth=_depth + 1) for item in value]
+    return _redact_other(value, _depth)
+
+
+def _redact_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+    redacted: dict[str, Any] = {}
+    for key, item in mapping.items():
+        name = redact_text(key if isinstance(key, str) else str(key))
+        if isinstance(key, str) and is_secret_key(key) and item is not None:
+            redacted[name] = REDACTED
+        else:
+            redacted[name] = redact(item, _depth=depth + 1)
+    return redacted
+
+
+def _redact_other(value: Any, depth: int) -> Any:
+    if isinstance(value, BaseModel):
+        return redact(value.model_dump(mode="json"), _depth=depth + 1)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return redact(dataclasses.asdict(value), _depth=depth + 1)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return redact(value.value, _depth=depth + 1)
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    return redact_text(str(value))
+
+
+# structlog keys that carry structure the later processors need, not user data.
+_LOG_PASSTHROUGH = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
+
+
+def redact_log_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: redact every field. Place it after ``format_exc_info`` so tracebacks,
+    already rendered to text, are redacted too."""
+    for key in list(event_dict):
+        if key in _LOG_PASSTHROUGH:
+            continue
+        value = event_dict[key]
+        if is_secret_key(key) and value is not None:
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = redact(value)
+    return event_dict
