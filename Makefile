@@ -1,0 +1,35 @@
+# payorch: `make run` serves the API on the embedded default; `make test` runs the whole suite.
+# Both create ./.venv and install into it: Python 3.11+ and make are all the set-up there is.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint migrate worker bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "payorch needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/payorch serve
+
+worker: $(STAMP)
+	$(BIN)/payorch worker
+
+migrate: $(STAMP)
+	$(BIN)/payorch migrate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/mypy
+	@if [ -x scripts/lint-ops.sh ]; then PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-ops.sh; fi
+
+clean:
+	rm -rf $(VENV) .payorch .pytest_cache .mypy_cache .ruff_cache

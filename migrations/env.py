@@ -1,0 +1,53 @@
+"""Async Alembic environment. The URL comes from the caller (``payorch migrate``, tests) through
+``config.attributes["url"]``, or from payorch's settings; the partition count through
+``config.attributes["partitions"]``, ``-x partitions=N`` or settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+config = context.config
+
+
+def _url() -> str:
+    url = config.attributes.get("url")
+    if url:
+        return str(url)
+    from payorch.settings import Settings
+
+    settings = Settings()
+    if settings.database_url is None:
+        raise SystemExit("PAYORCH_DATABASE_URL is unset: use `payorch migrate`, which starts the embedded server")
+    return settings.database_url.get_secret_value()
+
+
+def _do_run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    engine = create_async_engine(_url())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_do_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _do_run(connection)
+    else:
+        asyncio.run(_run_async())

@@ -1,0 +1,39 @@
+"""Typed dependencies: the runtime, the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from payorch.errors import AuthenticationFailed
+from payorch.runtime import Runtime
+from payorch.security.api_keys import Caller
+
+bearer = HTTPBearer(auto_error=False, description="A secret API key: `sk_test_...` or `sk_live_...`.")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def authenticate(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    if credentials is None:
+        raise AuthenticationFailed(
+            "You did not provide an API key: use 'Authorization: Bearer sk_test_...'.", code="missing_api_key"
+        )
+    caller = await runtime.authenticator.authenticate(credentials.credentials)
+    if caller is None:
+        raise AuthenticationFailed("Invalid API key provided.")
+    return caller
+
+
+CurrentCaller = Annotated[Caller, Depends(authenticate)]

@@ -1,0 +1,86 @@
+"""Every error leaves as the envelope; never a stack trace, never a 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from payorch.errors import ApiError, AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
+
+log = logging.getLogger("payorch.api")
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "req_unknown"))
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(request_id_of(request)), status_code=error.status, headers=error.headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest("The request is invalid.")
+    first = errors[0]
+    kind, loc = first.get("type", ""), tuple(first.get("loc", ()))
+    if kind == "json_invalid":
+        return InvalidRequest("The request body is not valid JSON.", code="invalid_json")
+    param = _param(loc)
+    if loc[:1] == ("header",) and param and param.lower() == "idempotency-key":
+        return InvalidRequest("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
+    if kind == "missing":
+        return InvalidRequest(f"Missing required param: {param}.", param=param, code="parameter_missing")
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Received unknown parameter: {param}.", param=param, code="parameter_unknown")
+    # pydantic's message describes the rule broken; the input itself is never echoed back.
+    message = str(first.get("msg", "Invalid value"))
+    return InvalidRequest(f"Invalid {param or 'request'}: {message}.", param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(request, exc)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(request, _validation_error(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if isinstance(exc.__cause__, ApiError):
+            return error_response(request, exc.__cause__)
+        error: ApiError
+        if exc.status_code == 404:
+            error = NotFound("Unrecognized request URL.")
+        elif exc.status_code == 401:
+            error = AuthenticationFailed("Invalid API key provided.")
+        elif exc.status_code == 405:
+            error = InvalidRequest("Method not allowed for this URL.", code="method_not_allowed")
+            return JSONResponse(error.body(request_id_of(request)), status_code=405)
+        elif exc.status_code == 413:
+            error = PayloadTooLarge("The request body is too large.")
+        else:
+            error = InvalidRequest(str(exc.detail) if exc.status_code < 500 else "The request failed.")
+        return error_response(request, error)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        error = ApiError("An internal error occurred; it has been logged with this request id.")
+        return error_response(request, error)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,54 @@
+"""create_app(settings): the lifespan builds a Runtime, mounts routers and error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from payorch import __version__
+from payorch.api import charges, health
+from payorch.api.errors import install_error_handlers
+from payorch.api.middleware import RequestContextMiddleware
+from payorch.runtime import Runtime
+from payorch.settings import Settings
+
+DESCRIPTION = """\
+payorch routes each charge through an ordered list of payment gateways, each raced against its own
+timeout, failing over only where that can never charge a customer twice.
+
+Amounts are integers in the currency's minor unit. Authenticate with `Authorization: Bearer sk_test_...`.
+Every response carries `Request-Id`. Errors are `{"error": {"type", "code", "message", ...}}`.
+"""
+
+
+def create_app(settings: Settings, *, database_url: str | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """The ASGI app. Give it a built ``runtime`` (tests), or a ``database_url`` for the lifespan to use."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
+        if url is None:
+            raise RuntimeError("no database URL: `payorch serve` starts the embedded server and passes one")
+        built = await Runtime.build(settings, url)
+        if settings.background_in_api:
+            built.start_background()
+        app.state.runtime = built
+        try:
+            yield
+        finally:
+            await built.aclose()
+
+    app = FastAPI(title="payorch", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.include_router(health.router)
+    app.include_router(charges.router)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    return app

@@ -1,0 +1,222 @@
+"""The ``payorch`` command: serve, worker, migrate, merchants, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payorch.settings import Settings
+
+app = typer.Typer(help="payorch: payment orchestration.", no_args_is_help=True, add_completion=False)
+merchants_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(merchants_app, name="merchants")
+app.add_typer(keys_app, name="keys")
+
+DEMO_KEY_FILE = "demo-api-key"
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def database_url(settings: Settings) -> str:
+    """PAYORCH_DATABASE_URL, or the embedded server under the data directory (started if needed)."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    from payorch.storage.engine import start_embedded
+
+    return start_embedded(settings.data_dir)
+
+
+@app.command()
+def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions per money table.")] = None) -> None:
+    """Apply the database migrations (Alembic upgrade head)."""
+    from payorch.storage.engine import run_migrations
+
+    settings = _settings()
+    run_migrations(database_url(settings), partitions=partitions or settings.partitions)
+    typer.echo("migrations applied")
+
+
+async def _ensure_demo(url: str, data_dir: Path) -> str | None:
+    """First embedded start: a demo merchant and a test key, kept in a 0600 file for later starts."""
+    from payorch.ids import new_id
+    from payorch.security.api_keys import create_key
+    from payorch.storage import merchants as repo
+    from payorch.storage.engine import create_engine, session_factory, unit_of_work
+
+    key_file = data_dir / DEMO_KEY_FILE
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with unit_of_work(session_factory(engine)) as session:
+            if await repo.first_merchant(session) is not None:
+                return key_file.read_text().strip() if key_file.exists() else None
+            merchant = await repo.insert_merchant(session, new_id("mer"), "Demo merchant")
+            key = await create_key(session, merchant.id, "test")
+        key_file.write_text(key.secret + "\n")
+        key_file.chmod(0o600)
+        return key.secret
+    finally:
+        await engine.dispose()
+
+
+def _banner(host: str, port: int, key: str | None) -> str:
+    base = f"http://{host}:{port}"
+    lines = [f"payorch is listening on {base}  (API docs: {base}/docs)"]
+    if key:
+        lines += [
+            f"Test API key: {key}",
+            "Create a charge:",
+            f"  curl -s {base}/v1/charges -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
+            '    -H "Idempotency-Key: $(date +%s%N)" \\',
+            """    -d '{"amount": 1050, "currency": "usd", "payment_method": {"tokens": {"sandbox": "tok_visa"}}}'""",
+        ]
+    return "\n".join(lines)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Serve the API. With no configuration: the embedded Postgres under ./.payorch/."""
+    import uvicorn
+
+    from payorch.app import create_app
+    from payorch.observability.logging import configure_logging
+    from payorch.storage.engine import run_migrations
+
+    settings = _settings()
+    configure_logging(json_lines=settings.json_logs)
+    url = database_url(settings)
+    key = None
+    if settings.embedded:
+        run_migrations(url, partitions=settings.partitions)
+        key = asyncio.run(_ensure_demo(url, settings.data_dir))
+    bind_host, bind_port = host or settings.host, port or settings.port
+    typer.echo(_banner(bind_host, bind_port, key))
+    uvicorn.run(create_app(settings, database_url=url), host=bind_host, port=bind_port, log_config=None,
+                timeout_graceful_shutdown=20, server_header=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the background loops: the reconciler and the idempotency purge (any number of workers)."""
+    from payorch.observability.logging import configure_logging
+    from payorch.runtime import Runtime
+
+    settings = _settings()
+    configure_logging(json_lines=settings.json_logs)
+    url = database_url(settings)
+
+    async def main() -> None:
+        runtime = await Runtime.build(settings, url)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(runtime.aclose()))
+        runtime.start_background()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runtime.wait_background()
+        await runtime.aclose()
+
+    typer.echo("payorch worker started")
+    asyncio.run(main())
+
+
+@app.command()
+def reconcile() -> None:
+    """Resolve every due unknown or abandoned attempt once, then exit."""
+    from payorch.runtime import Runtime
+
+    settings = _settings()
+    url = database_url(settings)
+
+    async def main() -> None:
+        runtime = await Runtime.build(settings, url)
+        try:
+            decisions = await runtime.reconciler.run_once()
+        finally:
+            await runtime.aclose()
+        for decision in decisions:
+            typer.echo(f"{decision.attempt_id} {decision.charge_id} {decision.action}")
+        typer.echo(f"{len(decisions)} attempts looked up")
+
+    asyncio.run(main())
+
+
+@merchants_app.command("create")
+def merchants_create(name: Annotated[str, typer.Option(help="The merchant's name.")]) -> None:
+    """Create a merchant and print its id."""
+    from payorch.ids import new_id
+    from payorch.storage import merchants as repo
+
+    async def action(session: AsyncSession) -> str:
+        merchant = await repo.insert_merchant(session, new_id("mer"), name)
+        return merchant.id
+
+    typer.echo(_in_transaction(action))
+
+
+@keys_app.command("create")
+def keys_create(
+    merchant: Annotated[str, typer.Option(help="The merchant id (mer_...).")],
+    mode: Annotated[str, typer.Option(help="test or live.")] = "test",
+) -> None:
+    """Create an API key and print it. It is shown this once and stored only as a hash."""
+    from payorch.security.api_keys import create_key
+    from payorch.storage import merchants as repo
+
+    if mode not in ("test", "live"):
+        raise typer.BadParameter("mode must be test or live", param_hint="--mode")
+
+    async def action(session: AsyncSession) -> str:
+        if await repo.get_merchant(session, merchant) is None:
+            raise typer.BadParameter(f"no merchant {merchant}", param_hint="--merchant")
+        key = await create_key(session, merchant, "live" if mode == "live" else "test")
+        return f"{key.key_id} {key.secret}"
+
+    typer.echo(_in_transaction(action))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...).")]) -> None:
+    """Revoke an API key at once (API processes stop accepting it within their key cache TTL)."""
+    from payorch.storage import merchants as repo
+
+    async def action(session: AsyncSession) -> str:
+        merchant_id = await repo.revoke_api_key(session, key_id)
+        if merchant_id is None:
+            raise typer.BadParameter(f"no active key {key_id}", param_hint="KEY_ID")
+        return f"revoked {key_id}"
+
+    typer.echo(_in_transaction(action))
+
+
+def _in_transaction(action: Callable[[AsyncSession], Awaitable[str]]) -> str:
+    from payorch.storage.engine import create_engine, session_factory, unit_of_work
+
+    url = database_url(_settings())
+
+    async def main() -> str:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with unit_of_work(session_factory(engine)) as session:
+                return await action(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,141 @@
+"""The one seam between payorch and a payment gateway.
+
+Every adapter (sandbox, Stripe, Braintree, Adyen) implements :class:`Gateway` and answers with
+:class:`GatewayResult`. An adapter never raises a gateway-specific exception past itself: a network
+failure, a malformed answer or an SDK error becomes an ``Outcome`` that says what is known about
+whether money moved. The executor decides what to do next from the outcome alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class Outcome(StrEnum):
+    """What a gateway call tells us about money having moved."""
+
+    APPROVED = "approved"
+    """Charged, authorized, captured, voided or refunded as asked."""
+    HARD_DECLINE = "hard_decline"
+    """The customer's card said no for good: never retried, never failed over."""
+    SOFT_DECLINE = "soft_decline"
+    """The issuer said no for now; cascaded only where configured."""
+    NOT_SENT = "not_sent"
+    """Provably never executed (refused connection, 503 stating nothing ran, breaker open, not found on lookup)."""
+    UNKNOWN = "unknown"
+    """It may have executed: read timeout, reset after sending, 5xx, garbage, still in flight."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardSummary:
+    """What payorch may keep of a card: never the number."""
+
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    """One attempt at one gateway. ``attempt_id`` is the gateway idempotency key / order reference."""
+
+    attempt_id: str
+    merchant_id: str
+    charge_id: str
+    amount: int
+    currency: str
+    token: str
+    capture: bool = True
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResult:
+    """The shared answer of every gateway operation."""
+
+    outcome: Outcome
+    reference: str | None = None
+    """The gateway's own id for the payment (or refund)."""
+    code: str | None = None
+    """The raw code the gateway gave, for operators."""
+    decline_code: str | None = None
+    """A normalised decline code (insufficient_funds, card_declined, ...) when declined."""
+    message: str | None = None
+    card: CardSummary | None = None
+    captured: bool = False
+    """True when the payment was captured (sale) rather than only authorized."""
+
+    @property
+    def charged(self) -> bool:
+        return self.outcome is Outcome.APPROVED
+
+
+@dataclass(frozen=True, slots=True)
+class VaultResult:
+    """A single-use frontend token exchanged for a reusable one at a gateway."""
+
+    outcome: Outcome
+    token: str | None = None
+    card: CardSummary | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayNotification:
+    """A verified inbound notification from a gateway, reduced to what the state machine needs."""
+
+    event_id: str
+    kind: str
+    """payment.succeeded, payment.failed, refund.succeeded, dispute.created, ..."""
+    attempt_id: str | None = None
+    reference: str | None = None
+    amount: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class GatewayError(Exception):
+    """The one error type an adapter may raise: a request payorch must refuse (e.g. a bad webhook)."""
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """A payment gateway adapter. Every method carries an idempotency key the gateway honours."""
+
+    name: str
+
+    async def authorize(self, request: PaymentRequest) -> GatewayResult:
+        """Authorize (``capture=False``) or charge (``capture=True``) ``request.amount``."""
+        ...
+
+    async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Capture ``amount`` of an authorized payment."""
+        ...
+
+    async def void(self, reference: str, idempotency_key: str) -> GatewayResult:
+        """Release an authorization that was never captured."""
+        ...
+
+    async def refund(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Refund ``amount`` of a captured payment; ``reference`` of the result is the refund's id."""
+        ...
+
+    async def lookup(self, request: PaymentRequest) -> GatewayResult:
+        """Find out what became of ``request``; ``NOT_SENT`` means provably never charged."""
+        ...
+
+    async def vault(self, token: str, idempotency_key: str) -> VaultResult:
+        """Exchange a single-use frontend token for a reusable one."""
+        ...
+
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:
+        """Verify and decode an inbound notification; raise :class:`GatewayError` if unverifiable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

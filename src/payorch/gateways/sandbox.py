@@ -1,0 +1,181 @@
+"""The sandbox processor: a simulated gateway for the embedded mode, tests and benchmarks.
+
+It keeps its own books (``sandbox_payments``) and reacts to test tokens the way Stripe's test cards
+do (DESIGN.md section 5):
+
+=====================  ==============================================================
+``tok_visa``           approves (also ``tok_mastercard``, ``tok_amex``)
+``tok_chargeDeclined`` hard decline ``card_declined``
+``tok_insufficient_funds``  hard decline ``insufficient_funds``
+``tok_try_again_later``     soft decline ``try_again_later``
+``tok_unavailable``    fails before processing (not sent)
+``tok_timeout``        hangs past the timeout, then approves (a late success)
+``tok_error``          answers 500 after processing (unknown, yet charged)
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from payorch.gateways.base import (
+    CardSummary,
+    GatewayError,
+    GatewayNotification,
+    GatewayResult,
+    Outcome,
+    PaymentRequest,
+    VaultResult,
+)
+from payorch.ids import new_id
+from payorch.storage.sandbox import SandboxLedger, SandboxPayment
+
+
+@dataclass(frozen=True, slots=True)
+class _TestCard:
+    card: CardSummary
+    behaviour: str
+    decline_code: str | None = None
+
+
+def _card(brand: str, last4: str) -> CardSummary:
+    return CardSummary(brand=brand, last4=last4, exp_month=12, exp_year=2034)
+
+
+TEST_TOKENS: Final[dict[str, _TestCard]] = {
+    "tok_visa": _TestCard(_card("visa", "4242"), "approve"),
+    "tok_mastercard": _TestCard(_card("mastercard", "4444"), "approve"),
+    "tok_amex": _TestCard(_card("amex", "8431"), "approve"),
+    "tok_chargeDeclined": _TestCard(_card("visa", "0002"), "decline", "card_declined"),
+    "tok_insufficient_funds": _TestCard(_card("visa", "9995"), "decline", "insufficient_funds"),
+    "tok_try_again_later": _TestCard(_card("visa", "0119"), "soft_decline", "try_again_later"),
+    "tok_unavailable": _TestCard(_card("visa", "0101"), "unavailable"),
+    "tok_timeout": _TestCard(_card("visa", "0077"), "late_success"),
+    "tok_error": _TestCard(_card("visa", "0200"), "error_after_processing"),
+}
+
+VAULT_PREFIX: Final = "sbxpm_"
+
+
+def _test_card(token: str) -> _TestCard | None:
+    """Vaulted tokens (``sbxpm_<random>_<test token>``) behave like the test token they came from."""
+    if token.startswith(VAULT_PREFIX):
+        token = token[len(VAULT_PREFIX) :].split("_", 1)[-1]
+    return TEST_TOKENS.get(token)
+
+
+class SandboxGateway:
+    """A :class:`~payorch.gateways.base.Gateway` backed by the sandbox ledger."""
+
+    def __init__(self, name: str, ledger: SandboxLedger, *, timeout: float) -> None:
+        self.name = name
+        self._ledger = ledger
+        # A late success answers after the caller has given up on it.
+        self._late_after = timeout + 0.5
+        self._late: set[asyncio.Task[SandboxPayment]] = set()
+
+    async def authorize(self, request: PaymentRequest) -> GatewayResult:
+        """Charge or authorize per the test token's behaviour."""
+        test = _test_card(request.token)
+        if test is None:
+            return GatewayResult(Outcome.HARD_DECLINE, code="invalid_token", decline_code="invalid_token",
+                                 message="No such token at the sandbox.")
+        if test.behaviour == "unavailable":
+            return GatewayResult(Outcome.NOT_SENT, code="503", message="Sandbox unavailable; nothing was processed.")
+        if test.behaviour in ("decline", "soft_decline"):
+            payment, _ = await self._ledger.record(self._payment(request, "declined", test.decline_code))
+            outcome = Outcome.HARD_DECLINE if test.behaviour == "decline" else Outcome.SOFT_DECLINE
+            return GatewayResult(outcome, reference=payment.payment_id, code=test.decline_code,
+                                 decline_code=payment.decline_code, message="The card was declined.", card=test.card)
+        if test.behaviour == "late_success":
+            payment, fresh = await self._ledger.record(self._payment(request, "processing", None))
+            if fresh:
+                task = asyncio.create_task(self._settle_late(request))
+                self._late.add(task)
+                task.add_done_callback(self._late.discard)
+                payment = await asyncio.shield(task)
+            return self._result(payment, test.card)
+        payment, _ = await self._ledger.record(self._payment(request, self._approved_status(request), None))
+        if test.behaviour == "error_after_processing":
+            return GatewayResult(Outcome.UNKNOWN, code="500", message="Sandbox error after processing.")
+        return self._result(payment, test.card)
+
+    async def _settle_late(self, request: PaymentRequest) -> SandboxPayment:
+        await asyncio.sleep(self._late_after)
+        status = self._approved_status(request)
+        return await self._ledger.settle(self.name, request.attempt_id, status=status,
+                                         amount_captured=request.amount if request.capture else 0)
+
+    @staticmethod
+    def _approved_status(request: PaymentRequest) -> str:
+        return "captured" if request.capture else "authorized"
+
+    def _payment(self, request: PaymentRequest, status: str, decline_code: str | None) -> SandboxPayment:
+        captured = request.amount if status == "captured" else 0
+        return SandboxPayment(
+            gateway=self.name, reference=request.attempt_id, payment_id=new_id("sbx"),
+            merchant_id=request.merchant_id, charge_id=request.charge_id, amount=request.amount,
+            currency=request.currency, token=request.token, status=status, amount_captured=captured,
+            amount_refunded=0, decline_code=decline_code,
+        )
+
+    @staticmethod
+    def _result(payment: SandboxPayment, card: CardSummary | None) -> GatewayResult:
+        if payment.status == "processing":
+            return GatewayResult(Outcome.UNKNOWN, reference=payment.payment_id, message="Still processing.")
+        if payment.status == "declined":
+            return GatewayResult(Outcome.HARD_DECLINE, reference=payment.payment_id, code=payment.decline_code,
+                                 decline_code=payment.decline_code, card=card)
+        return GatewayResult(Outcome.APPROVED, reference=payment.payment_id, code="approved", card=card,
+                             captured=payment.status == "captured")
+
+    async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Capture ``amount`` of an authorized sandbox payment."""
+        return await self._operate(reference, "capture", amount, idempotency_key)
+
+    async def void(self, reference: str, idempotency_key: str) -> GatewayResult:
+        """Void an authorized sandbox payment."""
+        return await self._operate(reference, "void", 0, idempotency_key)
+
+    async def refund(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Refund part or all of a captured sandbox payment."""
+        return await self._operate(reference, "refund", amount, idempotency_key)
+
+    async def _operate(self, payment_id: str, kind: str, amount: int, idempotency_key: str) -> GatewayResult:
+        operation, refusal = await self._ledger.operate(
+            self.name, payment_id, kind=kind, amount=amount, idempotency_key=idempotency_key,
+            operation_id=new_id("sbx"),
+        )
+        if operation is None:
+            return GatewayResult(Outcome.HARD_DECLINE, code=refusal, message=f"Sandbox refused the {kind}.")
+        return GatewayResult(Outcome.APPROVED, reference=operation.operation_id, code="approved",
+                             captured=kind == "capture")
+
+    async def lookup(self, request: PaymentRequest) -> GatewayResult:
+        """What the sandbox's books say of this attempt; absent means never processed."""
+        await self._ledger.settle_if_older(self.name, request.attempt_id, self._late_after)
+        payment = await self._ledger.find(self.name, request.attempt_id)
+        if payment is None:
+            return GatewayResult(Outcome.NOT_SENT, message="No payment with this reference.")
+        test = _test_card(payment.token)
+        return self._result(payment, None if test is None else test.card)
+
+    async def vault(self, token: str, idempotency_key: str) -> VaultResult:
+        """Exchange a test token for a reusable sandbox payment method."""
+        test = TEST_TOKENS.get(token)
+        if test is None:
+            return VaultResult(Outcome.HARD_DECLINE, code="invalid_token", message="No such token at the sandbox.")
+        return VaultResult(Outcome.APPROVED, token=f"{VAULT_PREFIX}{secrets.token_hex(8)}_{token}", card=test.card)
+
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:
+        """The sandbox sends no notifications."""
+        raise GatewayError("the sandbox gateway sends no webhooks")
+
+    async def aclose(self) -> None:
+        # Late successes are settled by the books themselves on the next lookup if cut short here.
+        for task in list(self._late):
+            task.cancel()

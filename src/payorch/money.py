@@ -1,0 +1,57 @@
+"""ISO 4217 currencies and their minor-unit exponents; amounts are integers in minor units."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_ZERO_DECIMAL: Final = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_THREE_DECIMAL: Final = "BHD IQD JOD KWD LYD OMR TND"
+_FOUR_DECIMAL: Final = "CLF UYW"
+_TWO_DECIMAL: Final = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN BZD "
+    "CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL "
+    "GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD "
+    "LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN "
+    "PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL "
+    "THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VES VED WST XCD XCG YER ZAR ZMW ZWG ZWL"
+)
+
+EXPONENTS: Final[dict[str, int]] = {
+    **{code: 2 for code in _TWO_DECIMAL.split()},
+    **{code: 0 for code in _ZERO_DECIMAL.split()},
+    **{code: 3 for code in _THREE_DECIMAL.split()},
+    **{code: 4 for code in _FOUR_DECIMAL.split()},
+}
+
+MAX_AMOUNT: Final = 2**63 - 1
+"""Amounts are stored as BIGINT."""
+
+
+class UnknownCurrency(ValueError):
+    pass
+
+
+def normalize_currency(code: str) -> str:
+    """Validate an ISO 4217 code (case-insensitive) and return it lowercase, as the API speaks it."""
+    upper = code.upper()
+    if upper not in EXPONENTS:
+        raise UnknownCurrency(code)
+    return upper.lower()
+
+
+def exponent(currency: str) -> int:
+    """The number of minor-unit digits: 2 for USD, 0 for JPY, 3 for KWD."""
+    try:
+        return EXPONENTS[currency.upper()]
+    except KeyError:
+        raise UnknownCurrency(currency) from None
+
+
+def to_major_string(amount: int, currency: str) -> str:
+    """Render minor units as an exact decimal string in major units (``1050 usd -> "10.50"``)."""
+    exp = exponent(currency)
+    sign = "-" if amount < 0 else ""
+    digits = str(abs(amount)).rjust(exp + 1, "0")
+    if exp == 0:
+        return sign + digits
+    return f"{sign}{digits[:-exp]}.{digits[-exp:]}"

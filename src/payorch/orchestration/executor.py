@@ -1,0 +1,158 @@
+"""Runs a charge through its candidate gateways: one at a time, each raced against its own timeout,
+the whole against a deadline, failing over only where no customer can be charged twice.
+
+=================  =============================================  ==================================
+outcome            meaning                                        next
+=================  =============================================  ==================================
+approved           charged or authorized                          stop
+hard decline       the card said no                               stop, never fail over
+soft decline       the issuer said no for now                     stop unless configured cascadable
+not sent           provably never executed                        next gateway
+unknown            it may have charged                            look it up on the same gateway;
+                                                                  still unknown -> stop (processing)
+=================  =============================================  ==================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
+
+from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
+from payorch.orchestration.routing import Candidate
+from payorch.settings import RoutingConfig
+
+log = logging.getLogger("payorch.executor")
+
+LOOKUP_PAUSE_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    attempt_id: str
+    gateway: str
+    result: GatewayResult
+    latency_ms: int
+
+
+class Journal(Protocol):
+    async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
+        """Record ``previous``'s outcome and write the next pending attempt; return its id."""
+        ...
+
+
+class Breakers(Protocol):
+    def allows(self, gateway: str) -> bool: ...
+
+    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None: ...
+
+
+class NoBreakers:
+    """Every gateway always allowed: for single-gateway set-ups and tests of the executor alone."""
+
+    def allows(self, gateway: str) -> bool:
+        return True
+
+    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeJob:
+    merchant_id: str
+    charge_id: str
+    amount: int
+    currency: str
+    capture: bool
+    description: str | None
+
+    def request(self, attempt_id: str, token: str) -> PaymentRequest:
+        return PaymentRequest(
+            attempt_id=attempt_id, merchant_id=self.merchant_id, charge_id=self.charge_id, amount=self.amount,
+            currency=self.currency, token=token, capture=self.capture, description=self.description,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    final: AttemptOutcome
+    """The last attempt, whose result decides the charge (recorded by the caller with the charge)."""
+    earlier: tuple[AttemptOutcome, ...]
+    """Attempts already recorded through the journal."""
+
+
+class Executor:
+    def __init__(self, config: RoutingConfig, breakers: Breakers | None = None) -> None:
+        self._config = config
+        self._breakers: Breakers = breakers or NoBreakers()
+
+    async def run(self, job: ChargeJob, candidates: list[Candidate], first_attempt_id: str, journal: Journal) -> Execution:
+        deadline = time.monotonic() + self._config.deadline_ms / 1000
+        attempt_id = first_attempt_id
+        earlier: list[AttemptOutcome] = []
+        for index, candidate in enumerate(candidates):
+            outcome = await self._attempt(job, candidate, attempt_id, deadline)
+            is_last = index == len(candidates) - 1
+            if is_last or not self._may_fail_over(outcome.result) or time.monotonic() >= deadline:
+                return Execution(final=outcome, earlier=tuple(earlier))
+            earlier.append(outcome)
+            attempt_id = await journal.next_attempt(outcome, candidates[index + 1], index + 2)
+        raise ValueError("a charge needs at least one candidate gateway")
+
+    def _may_fail_over(self, result: GatewayResult) -> bool:
+        if result.outcome is Outcome.NOT_SENT:
+            return True
+        if result.outcome is Outcome.SOFT_DECLINE:
+            return (result.decline_code or "") in self._config.cascadable_soft_declines
+        if result.outcome is Outcome.UNKNOWN:
+            # Only where the operator opted in; the reconciler then reverses a losing late success.
+            return self._config.failover_on_unknown
+        return False
+
+    async def _attempt(self, job: ChargeJob, candidate: Candidate, attempt_id: str, deadline: float) -> AttemptOutcome:
+        request = job.request(attempt_id, candidate.token)
+        gateway = candidate.configured.gateway
+        started = time.monotonic()
+        if not self._breakers.allows(candidate.name):
+            result = GatewayResult(Outcome.NOT_SENT, code="breaker_open", message="Circuit breaker open.")
+            return AttemptOutcome(attempt_id, candidate.name, result, 0)
+        result = await _race(gateway.authorize(request), candidate.configured.timeout, deadline)
+        self._breakers.record(candidate.name, result.outcome, time.monotonic() - started)
+        if result.outcome is Outcome.UNKNOWN:
+            result = await self._resolve(candidate, request, deadline, result)
+        latency_ms = round((time.monotonic() - started) * 1000)
+        return AttemptOutcome(attempt_id, candidate.name, result, latency_ms)
+
+    async def _resolve(
+        self, candidate: Candidate, request: PaymentRequest, deadline: float, unknown: GatewayResult
+    ) -> GatewayResult:
+        """Ask the same gateway what became of the attempt, while the deadline allows."""
+        gateway = candidate.configured.gateway
+        for _ in range(2):
+            if time.monotonic() + LOOKUP_PAUSE_SECONDS >= deadline:
+                break
+            found = await _race(gateway.lookup(request), candidate.configured.timeout, deadline)
+            if found.outcome is not Outcome.UNKNOWN:
+                return found
+            await asyncio.sleep(LOOKUP_PAUSE_SECONDS)
+        return unknown
+
+
+async def _race(call: Awaitable[GatewayResult], timeout: float, deadline: float) -> GatewayResult:
+    """Run a gateway call against its timeout and the request's deadline; never raise."""
+    budget = max(0.0, min(timeout, deadline - time.monotonic()))
+    try:
+        async with asyncio.timeout(budget):
+            return await call
+    except TimeoutError:
+        return GatewayResult(Outcome.UNKNOWN, code="timeout", message="No answer before the timeout.")
+    except Exception:
+        # An adapter must not raise; if one does, money may have moved: treat as unknown.
+        log.exception("gateway call raised")
+        return GatewayResult(Outcome.UNKNOWN, code="adapter_error", message="The gateway adapter failed.")
+
+

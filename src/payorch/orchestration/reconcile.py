@@ -1,0 +1,181 @@
+"""The reconciler: resolves attempts whose outcome is not known (timeouts, 5xx, crashes) against the
+gateway's own books, and moves their charges through the state machine.
+
+It is idempotent and safe to run in several workers at once: attempts are leased with
+``FOR UPDATE SKIP LOCKED``; every write re-checks the state it expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.registry import GatewayRegistry
+from payorch.orchestration.executor import AttemptOutcome
+from payorch.payments.service import ATTEMPT_STATUS_BY_OUTCOME, charge_fields_for, reply_for
+from payorch.payments.states import AttemptStatus, ChargeStatus, transition, transition_attempt
+from payorch.settings import IdempotencyConfig, ReconcilerConfig
+from payorch.storage import charges as repo
+from payorch.storage import idempotency as idem_repo
+from payorch.storage.charges import Attempt, Charge
+from payorch.storage.engine import SessionFactory, unit_of_work
+
+log = logging.getLogger("payorch.reconciler")
+
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    attempt_id: str
+    charge_id: str
+    action: str
+    """resolved, rescheduled, review, reversed, reversal_failed, skipped"""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        registry: GatewayRegistry,
+        config: ReconcilerConfig,
+        idempotency_config: IdempotencyConfig,
+    ) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._config = config
+        self._idem = idempotency_config
+
+    async def run_once(self) -> list[Decision]:
+        """Look up every attempt that is due once; return what was decided."""
+        stale_before = datetime.now(UTC) - timedelta(seconds=self._idem.stale_after_seconds)
+        async with unit_of_work(self._sessions) as session:
+            due = await repo.lease_due_attempts(session, limit=self._config.batch_size, stale_before=stale_before,
+                                                lease_seconds=max(60.0, self._config.interval_seconds * 4))
+        decisions = []
+        for attempt in due:
+            try:
+                decisions.append(await self._reconcile(attempt))
+            except Exception:
+                log.exception("reconciling attempt %s failed; it stays leased and is retried", attempt.id)
+        return decisions
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconciler round failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self._config.interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def _reconcile(self, attempt: Attempt) -> Decision:
+        configured = self._registry.get(attempt.gateway)
+        async with unit_of_work(self._sessions) as session:
+            charge = await repo.get_charge(session, attempt.merchant_id, attempt.charge_id)
+        if configured is None or charge is None:
+            log.warning("attempt %s: gateway %s is not configured; left for review", attempt.id, attempt.gateway)
+            return Decision(attempt.id, attempt.charge_id, "skipped")
+        request = PaymentRequest(
+            attempt_id=attempt.id, merchant_id=attempt.merchant_id, charge_id=attempt.charge_id,
+            amount=charge.amount, currency=charge.currency, token=attempt.token, capture=charge.capture,
+            description=charge.description,
+        )
+        try:
+            async with asyncio.timeout(configured.timeout):
+                result = await configured.gateway.lookup(request)
+        except Exception:
+            log.warning("lookup of attempt %s did not answer", attempt.id)
+            result = GatewayResult(Outcome.UNKNOWN, code="lookup_failed")
+        if result.outcome is Outcome.UNKNOWN:
+            return await self._reschedule(attempt)
+        return await self._apply(attempt, charge, result)
+
+    async def _reschedule(self, attempt: Attempt) -> Decision:
+        async with unit_of_work(self._sessions) as session:
+            if attempt.check_count >= self._config.max_checks:
+                target = transition_attempt(AttemptStatus(attempt.status), AttemptStatus.REVIEW)
+                await repo.update_attempt(session, attempt.merchant_id, attempt.id, expected_status=attempt.status,
+                                          status=target.value, next_check_at=None)
+                log.error("attempt %s still unknown after %d lookups: flagged for review", attempt.id,
+                          attempt.check_count)
+                return Decision(attempt.id, attempt.charge_id, "review")
+            delay = min(MAX_BACKOFF_SECONDS, self._config.first_check_seconds * 2 ** attempt.check_count)
+            if attempt.status == AttemptStatus.PENDING:
+                transition_attempt(AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
+            await repo.update_attempt(session, attempt.merchant_id, attempt.id, expected_status=attempt.status,
+                                      status=AttemptStatus.UNKNOWN.value,
+                                      next_check_at=datetime.now(UTC) + timedelta(seconds=max(delay, 1.0)))
+        return Decision(attempt.id, attempt.charge_id, "rescheduled")
+
+    async def _apply(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
+        outcome = AttemptOutcome(attempt.id, attempt.gateway, result, attempt.latency_ms or 0)
+        target_attempt = transition_attempt(AttemptStatus(attempt.status), ATTEMPT_STATUS_BY_OUTCOME[result.outcome])
+        async with unit_of_work(self._sessions) as session:
+            await repo.update_attempt(
+                session, attempt.merchant_id, attempt.id, expected_status=attempt.status,
+                status=target_attempt.value, gateway_reference=result.reference, raw_code=result.code,
+                decline_code=result.decline_code, message=result.message, next_check_at=None,
+            )
+            current = await repo.get_charge(session, charge.merchant_id, charge.id, for_update=True)
+            assert current is not None
+            status = ChargeStatus(current.status)
+            if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
+                if result.outcome is Outcome.APPROVED or not await self._others_open(session, attempt):
+                    await self._settle_charge(session, current, outcome)
+                    return Decision(attempt.id, charge.id, "resolved")
+                return Decision(attempt.id, charge.id, "resolved")
+        if result.outcome is Outcome.APPROVED and current.gateway_reference != result.reference:
+            # A late success that is not the charge's winner: the customer must not pay twice.
+            return await self._reverse(attempt, current, result)
+        return Decision(attempt.id, charge.id, "resolved")
+
+    @staticmethod
+    async def _others_open(session: AsyncSession, attempt: Attempt) -> bool:
+        others = await repo.list_attempts(session, attempt.merchant_id, attempt.charge_id)
+        open_statuses = {AttemptStatus.PENDING, AttemptStatus.UNKNOWN, AttemptStatus.REVIEW}
+        return any(o.id != attempt.id and AttemptStatus(o.status) in open_statuses for o in others)
+
+    async def _settle_charge(self, session: AsyncSession, charge: Charge, outcome: AttemptOutcome) -> None:
+        target, fields = charge_fields_for(outcome, charge.capture, charge.amount)
+        updated = await repo.update_charge(session, charge.merchant_id, charge.id, expected_status=charge.status,
+                                           status=transition(ChargeStatus(charge.status), target).value, **fields)
+        if updated is None:
+            return
+        key = await idem_repo.find_in_progress_for_charge(session, charge.merchant_id, charge.id)
+        if key is not None and target is not ChargeStatus.PROCESSING:
+            # The request that held the key died: store the answer its retry will replay.
+            reply = reply_for(updated, request_id="req_reconciler")
+            await idem_repo.complete(session, charge.merchant_id, key, status=reply.status, body=reply.body,
+                                     charge_id=charge.id)
+        log.info("reconciler: charge %s is now %s (attempt %s)", charge.id, target, outcome.attempt_id)
+
+    async def _reverse(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
+        configured = self._registry.get(attempt.gateway)
+        assert configured is not None and result.reference is not None
+        key = f"{attempt.id}_reversal"
+        try:
+            async with asyncio.timeout(configured.timeout):
+                if result.captured:
+                    reversal = await configured.gateway.refund(result.reference, charge.amount, charge.currency, key)
+                else:
+                    reversal = await configured.gateway.void(result.reference, key)
+        except Exception:
+            reversal = GatewayResult(Outcome.UNKNOWN, code="reversal_failed")
+        async with unit_of_work(self._sessions) as session:
+            if reversal.outcome is Outcome.APPROVED:
+                await repo.update_attempt(session, attempt.merchant_id, attempt.id, expected_status="approved",
+                                          status=transition_attempt(AttemptStatus.APPROVED,
+                                                                    AttemptStatus.REVERSED).value)
+                log.warning("reversed late success of attempt %s on %s", attempt.id, attempt.gateway)
+                return Decision(attempt.id, charge.id, "reversed")
+        log.error("could not reverse late success of attempt %s on %s: needs an operator", attempt.id,
+                  attempt.gateway)
+        return Decision(attempt.id, charge.id, "reversal_failed")

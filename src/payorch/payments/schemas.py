@@ -1,0 +1,139 @@
+"""Request and response models of the charge API, and the one function that renders a charge."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
+
+from payorch.money import MAX_AMOUNT, UnknownCurrency, normalize_currency
+from payorch.storage.charges import Charge
+
+GatewayName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+MetadataValue = Annotated[str, StringConstraints(max_length=500)]
+PaymentMethodId = Annotated[str, StringConstraints(pattern=r"^pm_[0-9a-z]{26}$")]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokensPaymentMethod(StrictModel):
+    """Single-use or reusable tokens from each gateway's own SDK, keyed by gateway name."""
+
+    tokens: dict[GatewayName, Token] = Field(min_length=1, max_length=8)
+
+
+class ChargeCreate(StrictModel):
+    amount: StrictInt = Field(gt=0, le=MAX_AMOUNT, description="In the currency's minor unit (cents, yen, fils).")
+    currency: str = Field(min_length=3, max_length=3, description="ISO 4217, case-insensitive.")
+    payment_method: PaymentMethodId | TokensPaymentMethod
+    capture: StrictBool = True
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        try:
+            return normalize_currency(value)
+        except UnknownCurrency:
+            raise ValueError("must be an ISO 4217 currency code") from None
+
+
+class CardOut(BaseModel):
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+
+
+class ChargeOut(BaseModel):
+    id: str
+    object: Literal["charge"] = "charge"
+    amount: int
+    amount_captured: int
+    amount_refunded: int
+    currency: str
+    status: Literal["pending", "processing", "authorized", "succeeded", "failed", "canceled"]
+    captured: bool
+    refunded: bool
+    livemode: bool
+    payment_method: str | None
+    card: CardOut | None
+    gateway: str | None
+    gateway_reference: str | None
+    failure_code: str | None
+    failure_message: str | None
+    decline_code: str | None
+    description: str | None
+    metadata: dict[str, str]
+    created: int
+    updated: int
+
+
+class ChargeList(BaseModel):
+    object: Literal["list"] = "list"
+    url: str
+    has_more: bool
+    data: list[ChargeOut]
+
+
+class ErrorBody(BaseModel):
+    type: Literal[
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "rate_limit_error",
+        "idempotency_error",
+        "card_error",
+        "gateway_error",
+        "api_error",
+    ]
+    code: str
+    message: str
+    param: str | None = None
+    decline_code: str | None = None
+    charge: str | None = None
+    request_id: str
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+def render_charge(charge: Charge) -> dict[str, Any]:
+    """The public shape of a charge. Never a card number: brand, last four and expiry only."""
+    card = None
+    if charge.card_last4 is not None or charge.card_brand is not None:
+        card = {
+            "brand": charge.card_brand,
+            "last4": charge.card_last4,
+            "exp_month": charge.card_exp_month,
+            "exp_year": charge.card_exp_year,
+        }
+    return {
+        "id": charge.id,
+        "object": "charge",
+        "amount": charge.amount,
+        "amount_captured": charge.amount_captured,
+        "amount_refunded": charge.amount_refunded,
+        "currency": charge.currency,
+        "status": charge.status,
+        "captured": charge.amount_captured > 0,
+        "refunded": charge.amount_refunded > 0 and charge.amount_refunded == charge.amount_captured,
+        "livemode": charge.livemode,
+        "payment_method": charge.payment_method,
+        "card": card,
+        "gateway": charge.gateway,
+        "gateway_reference": charge.gateway_reference,
+        "failure_code": charge.failure_code,
+        "failure_message": charge.failure_message,
+        "decline_code": charge.decline_code,
+        "description": charge.description,
+        "metadata": charge.metadata,
+        "created": int(charge.created_at.timestamp()),
+        "updated": int(charge.updated_at.timestamp()),
+    }

@@ -1,0 +1,265 @@
+"""The charge lifecycle: create (route, execute, record), read and list.
+
+Writes happen in three short transactions around the gateway calls, never across them:
+1. take the idempotency key, insert the pending charge and its first pending attempt;
+2. (between gateways) record an attempt's outcome and insert the next pending attempt;
+3. record the last outcome, move the charge through the state machine, store the idempotent reply.
+A crash anywhere leaves a pending attempt that the reconciler resolves against the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payorch.errors import ApiError, CardDeclined, InvalidRequest, NoGatewayAvailable, NotFound
+from payorch.gateways.base import Outcome
+from payorch.ids import new_id
+from payorch.orchestration.executor import AttemptOutcome, ChargeJob, Execution, Executor
+from payorch.orchestration.routing import Candidate, Router
+from payorch.payments import idempotency
+from payorch.payments.schemas import ChargeCreate, TokensPaymentMethod, render_charge
+from payorch.payments.states import AttemptStatus, ChargeStatus, transition, transition_attempt
+from payorch.security.api_keys import Caller
+from payorch.settings import IdempotencyConfig, ReconcilerConfig
+from payorch.storage import charges as repo
+from payorch.storage.charges import Charge, NewCharge
+from payorch.storage.engine import SessionFactory, unit_of_work
+
+log = logging.getLogger("payorch.charges")
+
+ATTEMPT_STATUS_BY_OUTCOME = {
+    Outcome.APPROVED: AttemptStatus.APPROVED,
+    Outcome.HARD_DECLINE: AttemptStatus.DECLINED,
+    Outcome.SOFT_DECLINE: AttemptStatus.DECLINED,
+    Outcome.NOT_SENT: AttemptStatus.NOT_SENT,
+    Outcome.UNKNOWN: AttemptStatus.UNKNOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer as stored for idempotent replay: status and exact body bytes."""
+
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def reply_for(charge: Charge, request_id: str) -> Reply:
+    """The answer a charge in its current state gets (DESIGN.md section 4)."""
+    status = ChargeStatus(charge.status)
+    if status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED, ChargeStatus.CANCELED):
+        return Reply(201, _dumps(render_charge(charge)))
+    if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
+        return Reply(202, _dumps(render_charge(charge)))
+    error: ApiError
+    if charge.failure_code == "gateway_unavailable":
+        error = NoGatewayAvailable(charge.failure_message or "No gateway could take the charge.", charge=charge.id)
+    else:
+        error = CardDeclined(
+            charge.failure_message or "The card was declined.", decline_code=charge.decline_code, charge=charge.id
+        )
+    return Reply(error.status, _dumps(error.body(request_id)))
+
+
+def _attempt_fields(outcome: AttemptOutcome, next_check_at: datetime | None) -> dict[str, Any]:
+    result = outcome.result
+    return {
+        "status": ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
+        "gateway_reference": result.reference,
+        "raw_code": result.code,
+        "decline_code": result.decline_code,
+        "message": result.message,
+        "latency_ms": outcome.latency_ms,
+        "next_check_at": next_check_at if result.outcome is Outcome.UNKNOWN else None,
+    }
+
+
+def charge_fields_for(outcome: AttemptOutcome, capture: bool, amount: int) -> tuple[ChargeStatus, dict[str, Any]]:
+    """The charge status and columns an attempt's result leads to."""
+    result = outcome.result
+    fields: dict[str, Any] = {}
+    if result.card is not None:
+        fields.update(card_brand=result.card.brand, card_last4=result.card.last4,
+                      card_exp_month=result.card.exp_month, card_exp_year=result.card.exp_year)
+    if result.outcome is Outcome.APPROVED:
+        fields.update(gateway=outcome.gateway, gateway_reference=result.reference,
+                      amount_captured=amount if capture else 0)
+        return (ChargeStatus.SUCCEEDED if capture else ChargeStatus.AUTHORIZED), fields
+    if result.outcome is Outcome.UNKNOWN:
+        return ChargeStatus.PROCESSING, fields
+    if result.outcome is Outcome.NOT_SENT:
+        fields.update(failure_code="gateway_unavailable", failure_message="No gateway could take the charge.")
+        return ChargeStatus.FAILED, fields
+    fields.update(failure_code="card_declined", decline_code=result.decline_code or "generic_decline",
+                  failure_message=result.message or "The card was declined.")
+    return ChargeStatus.FAILED, fields
+
+
+class ChargeService:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        router: Router,
+        executor: Executor,
+        idempotency_config: IdempotencyConfig,
+        reconciler_config: ReconcilerConfig,
+    ) -> None:
+        self._sessions = sessions
+        self._router = router
+        self._executor = executor
+        self._idem = idempotency_config
+        self._recon = reconciler_config
+
+    @property
+    def sessions(self) -> SessionFactory:
+        return self._sessions
+
+    def _candidates(self, params: ChargeCreate) -> list[Candidate]:
+        if not isinstance(params.payment_method, TokensPaymentMethod):
+            raise InvalidRequest(f"No such payment_method: '{params.payment_method}'.",
+                                 param="payment_method", code="resource_missing")
+        tokens = params.payment_method.tokens
+        unknown = self._router.unknown_gateways(tokens)
+        if unknown:
+            raise InvalidRequest(f"No gateway named '{unknown[0]}' is configured.",
+                                 param=f"payment_method.tokens.{unknown[0]}", code="gateway_not_configured")
+        candidates = self._router.candidates(params.currency, tokens)
+        if not candidates:
+            raise InvalidRequest("No configured gateway routes this currency with the given tokens.",
+                                 param="payment_method.tokens", code="no_eligible_gateway")
+        return candidates
+
+    async def create(
+        self, caller: Caller, params: ChargeCreate, *, request_id: str, idempotency_key: str | None,
+        raw_body: Any, path: str,
+    ) -> Reply:
+        """Create a charge and run it through its gateways; the reply is what the API answers."""
+        candidates = self._candidates(params)
+        charge_id, attempt_id = new_id("ch"), new_id("att")
+        new = NewCharge(
+            id=charge_id, merchant_id=caller.merchant_id, livemode=caller.livemode, amount=params.amount,
+            currency=params.currency, capture=params.capture, payment_method=None,
+            description=params.description, metadata=params.metadata, idempotency_key=idempotency_key,
+            api_key_id=caller.key_id,
+        )
+        print_ = idempotency.fingerprint("POST", path, raw_body, caller.livemode)
+        async with unit_of_work(self._sessions) as session:
+            if idempotency_key is not None:
+                earlier = await self._take_key(session, caller, idempotency_key, print_, path, request_id)
+                if earlier is not None:
+                    return earlier
+            charge, _ = await repo.insert_charge_with_attempt(
+                session, new, attempt_id=attempt_id, gateway=candidates[0].name, token=candidates[0].token
+            )
+            if idempotency_key is not None:
+                await idempotency.repo.attach_charge(session, caller.merchant_id, idempotency_key, charge_id)
+        job = ChargeJob(caller.merchant_id, charge_id, params.amount, params.currency, params.capture,
+                        params.description)
+        execution = await self._executor.run(job, candidates, attempt_id, _Journal(self, caller.merchant_id, charge_id))
+        return await self._finish(charge, execution, request_id, idempotency_key)
+
+    async def _take_key(
+        self, session: AsyncSession, caller: Caller, key: str, print_: bytes, path: str, request_id: str
+    ) -> Reply | None:
+        """Take the key, or say what a repeat gets. None means the key is ours: go on."""
+        taken = await idempotency.repo.try_take(
+            session, merchant_id=caller.merchant_id, key=key, fingerprint=print_, method="POST", path=path
+        )
+        if taken:
+            return None
+        record = await idempotency.repo.get(session, caller.merchant_id, key, for_update=True)
+        if record is None:  # purged between the two statements: take it afresh
+            await idempotency.repo.try_take(
+                session, merchant_id=caller.merchant_id, key=key, fingerprint=print_, method="POST", path=path
+            )
+            return None
+        verdict = idempotency.judge(record, print_, stale_after_seconds=self._idem.stale_after_seconds)
+        if isinstance(verdict, idempotency.StoredReply):
+            return Reply(verdict.status, verdict.body, replayed=True)
+        await idempotency.repo.relock(session, caller.merchant_id, key)
+        if verdict.charge_id is None:
+            return None
+        charge = await repo.get_charge(session, caller.merchant_id, verdict.charge_id)
+        if charge is None:
+            return None
+        reply = reply_for(charge, request_id)
+        if ChargeStatus(charge.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
+            await idempotency.repo.complete(session, caller.merchant_id, key, status=reply.status, body=reply.body,
+                                            charge_id=charge.id)
+        return reply
+
+    def next_check_at(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._recon.first_check_seconds)
+
+    async def record_attempt(self, session: AsyncSession, merchant_id: str, outcome: AttemptOutcome) -> None:
+        target = ATTEMPT_STATUS_BY_OUTCOME[outcome.result.outcome]
+        transition_attempt(AttemptStatus.PENDING, target)
+        await repo.update_attempt(session, merchant_id, outcome.attempt_id, expected_status=AttemptStatus.PENDING,
+                                  **_attempt_fields(outcome, self.next_check_at()))
+
+    async def _finish(
+        self, charge: Charge, execution: Execution, request_id: str, idempotency_key: str | None
+    ) -> Reply:
+        final = execution.final
+        target, fields = charge_fields_for(final, charge.capture, charge.amount)
+        if target is ChargeStatus.FAILED and any(e.result.outcome is Outcome.UNKNOWN for e in execution.earlier):
+            # An earlier attempt may still have charged (failover_on_unknown): the outcome is not known yet.
+            target, fields = ChargeStatus.PROCESSING, {}
+        async with unit_of_work(self._sessions) as session:
+            await self.record_attempt(session, charge.merchant_id, final)
+            updated = await repo.update_charge(session, charge.merchant_id, charge.id,
+                                               expected_status=ChargeStatus.PENDING,
+                                               status=transition(ChargeStatus.PENDING, target).value, **fields)
+            if updated is None:  # the reconciler got there first (the request outlived its stale window)
+                updated = await repo.get_charge(session, charge.merchant_id, charge.id)
+                assert updated is not None
+            reply = reply_for(updated, request_id)
+            final_state = ChargeStatus(updated.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
+            if idempotency_key is not None and final_state:
+                await idempotency.repo.complete(session, charge.merchant_id, idempotency_key, status=reply.status,
+                                                body=reply.body, charge_id=charge.id)
+        log.info("charge %s %s via %s", charge.id, updated.status, final.gateway)
+        return reply
+
+    async def get(self, caller: Caller, charge_id: str) -> Charge:
+        async with unit_of_work(self._sessions) as session:
+            charge = await repo.get_charge(session, caller.merchant_id, charge_id, livemode=caller.livemode)
+        if charge is None:
+            raise NotFound(f"No such charge: '{charge_id}'", param="id")
+        return charge
+
+    async def list_page(
+        self, caller: Caller, *, limit: int, starting_after: str | None, ending_before: str | None
+    ) -> tuple[list[Charge], bool]:
+        async with unit_of_work(self._sessions) as session:
+            return await repo.list_charges(session, caller.merchant_id, livemode=caller.livemode, limit=limit,
+                                           starting_after=starting_after, ending_before=ending_before)
+
+
+@dataclass(frozen=True, slots=True)
+class _Journal:
+    service: ChargeService
+    merchant_id: str
+    charge_id: str
+
+    async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
+        attempt_id = new_id("att")
+        async with unit_of_work(self.service.sessions) as session:
+            await self.service.record_attempt(session, self.merchant_id, previous)
+            await repo.insert_attempt(session, attempt_id=attempt_id, merchant_id=self.merchant_id,
+                                      charge_id=self.charge_id, seq=seq, gateway=candidate.name, token=candidate.token)
+        return attempt_id
+
+
+__all__ = ["ChargeService", "Reply", "charge_fields_for", "reply_for"]

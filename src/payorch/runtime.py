@@ -1,0 +1,100 @@
+"""Everything built once at start (engine, gateways, services, background loops) and closed at stop.
+
+Tests build their own Runtime with their own settings instead of patching import paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payorch.gateways.registry import GatewayRegistry, build_registry
+from payorch.orchestration.executor import Executor
+from payorch.orchestration.reconcile import Reconciler
+from payorch.orchestration.routing import Router
+from payorch.payments.service import ChargeService
+from payorch.security.api_keys import KeyAuthenticator
+from payorch.settings import Settings
+from payorch.storage import idempotency as idem_repo
+from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+
+log = logging.getLogger("payorch.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    registry: GatewayRegistry
+    charges: ChargeService
+    reconciler: Reconciler
+    authenticator: KeyAuthenticator
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def build(cls, settings: Settings, database_url: str) -> Runtime:
+        engine = create_engine(database_url, pool_size=settings.db_pool_size)
+        sessions = session_factory(engine)
+        registry = build_registry(settings.gateways, sessions)
+        executor = Executor(settings.routing)
+        charges = ChargeService(sessions, Router(registry, settings.routing), executor, settings.idempotency,
+                                settings.reconciler)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            registry=registry,
+            charges=charges,
+            reconciler=Reconciler(sessions, registry, settings.reconciler, settings.idempotency),
+            authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
+        )
+
+    def start_background(self) -> None:
+        """The reconciler and the idempotency purge (in ``payorch worker``, or in the API when embedded)."""
+        self._spawn("reconciler", self.reconciler.run_forever)
+        self._spawn("idempotency-purge", self._purge_forever)
+
+    def _spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(loop(self._stop), name=name))
+
+    async def _purge_forever(self, stop: asyncio.Event) -> None:
+        config = self.settings.idempotency
+        while not stop.is_set():
+            try:
+                async with unit_of_work(self.sessions) as session:
+                    purged = await idem_repo.purge_older_than(session, config.ttl_hours)
+                if purged:
+                    log.info("purged %d idempotency keys older than %d hours", purged, config.ttl_hours)
+            except Exception:
+                log.exception("idempotency purge failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=config.purge_interval_seconds)
+
+    async def wait_background(self) -> None:
+        await asyncio.gather(*self._tasks)
+
+    async def ready(self) -> dict[str, str]:
+        """What /readyz reports: each dependency's state."""
+        checks = {"database": "ok"}
+        try:
+            async with asyncio.timeout(2), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:
+            checks["database"] = "unavailable"
+        return checks
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=10)
+        await self.registry.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,108 @@
+"""API keys: ``sk_test_`` / ``sk_live_`` + a 12-character lookup id + a 32-character secret.
+
+Only the SHA-256 of the whole key is stored; the lookup id finds the row and the hash is compared in
+constant time. A key is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payorch.ids import new_id
+from payorch.storage import merchants as repo
+from payorch.storage.engine import SessionFactory, unit_of_work
+
+Mode = Literal["test", "live"]
+_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LOOKUP_LEN: Final = 12
+_SECRET_LEN: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the authenticated merchant, key and mode."""
+
+    merchant_id: str
+    key_id: str
+    livemode: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    merchant_id: str
+    mode: Mode
+    secret: str
+    """The full key: shown once, never stored."""
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse(key: str) -> tuple[Mode, str] | None:
+    """(mode, lookup id) of a well-formed key, else None."""
+    for mode in ("test", "live"):
+        prefix = f"sk_{mode}_"
+        if key.startswith(prefix):
+            body = key[len(prefix) :]
+            if len(body) == _LOOKUP_LEN + _SECRET_LEN and all(c in _ALPHABET for c in body):
+                return mode, body[:_LOOKUP_LEN]
+    return None
+
+
+async def create_key(session: AsyncSession, merchant_id: str, mode: Mode = "test") -> NewKey:
+    lookup = _random(_LOOKUP_LEN)
+    secret = f"sk_{mode}_{lookup}{_random(_SECRET_LEN)}"
+    key_id = new_id("key")
+    await repo.insert_api_key(
+        session, key_id=key_id, merchant_id=merchant_id, lookup=lookup, secret_hash=_digest(secret),
+        mode=mode, scopes=("charges:write", "charges:read"),
+    )
+    return NewKey(key_id=key_id, merchant_id=merchant_id, mode=mode, secret=secret)
+
+
+class KeyAuthenticator:
+    """Resolves a presented key to a :class:`Caller`. Rows are cached for a few seconds, so a
+    revocation takes at most ``cache_seconds`` to apply on every API process."""
+
+    def __init__(self, sessions: SessionFactory, *, cache_seconds: float = 5.0) -> None:
+        self._sessions = sessions
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, repo.ApiKeyRecord | None]] = {}
+
+    async def authenticate(self, presented: str) -> Caller | None:
+        parsed = parse(presented)
+        if parsed is None:
+            return None
+        mode, lookup = parsed
+        record = await self._record(lookup)
+        if record is None or record.revoked_at is not None or record.mode != mode:
+            return None
+        if not hmac.compare_digest(_digest(presented), record.secret_hash):
+            return None
+        return Caller(merchant_id=record.merchant_id, key_id=record.id, livemode=mode == "live")
+
+    async def _record(self, lookup: str) -> repo.ApiKeyRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(lookup)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with unit_of_work(self._sessions) as session:
+            record = await repo.find_api_key(session, lookup)
+        if self._cache_seconds > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[lookup] = (now + self._cache_seconds, record)
+        return record

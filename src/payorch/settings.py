@@ -1,0 +1,154 @@
+"""Settings: environment (``PAYORCH_`` prefix, ``__`` for nesting), then an optional ``payorch.toml``.
+
+With no configuration at all payorch runs embedded (DESIGN.md section 1): an embedded Postgres under
+``data_dir``, in-process rate limiting, two sandbox gateways. Production refuses placeholder secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+GatewayKind = Literal["sandbox", "stripe", "braintree", "adyen"]
+
+DEFAULT_TIMEOUT_MS: dict[str, int] = {"sandbox": 2000, "stripe": 3000, "braintree": 5000, "adyen": 8000}
+
+
+class GatewayConfig(BaseModel):
+    """One gateway in the routing list. ``name`` is what payment method tokens are keyed by."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    kind: GatewayKind
+    timeout_ms: int | None = Field(default=None, gt=0, le=60_000)
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    merchant_account: str | None = None
+    public_key: str | None = None
+    private_key: SecretStr | None = None
+    environment: str = "sandbox"
+
+    @property
+    def timeout(self) -> float:
+        """Seconds this gateway's calls are raced against."""
+        return (self.timeout_ms or DEFAULT_TIMEOUT_MS[self.kind]) / 1000
+
+
+def _embedded_gateways() -> list[GatewayConfig]:
+    return [GatewayConfig(name="sandbox", kind="sandbox"), GatewayConfig(name="sandbox_backup", kind="sandbox")]
+
+
+class RoutingConfig(BaseModel):
+    """Gateway order and failover policy (DESIGN.md section 5)."""
+
+    order_by_currency: dict[str, list[str]] = Field(default_factory=dict)
+    deadline_ms: int = Field(default=15_000, gt=0, le=120_000)
+    failover_on_unknown: bool = False
+    cascadable_soft_declines: list[str] = Field(default_factory=list)
+
+
+class ApiConfig(BaseModel):
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_json_depth: int = Field(default=16, gt=1)
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
+
+
+class IdempotencyConfig(BaseModel):
+    ttl_hours: int = Field(default=24, ge=24)
+    """Keys live at least 24 hours (DESIGN.md section 6)."""
+    purge_interval_seconds: float = Field(default=300.0, gt=0)
+    stale_after_seconds: float = Field(default=60.0, gt=0)
+    """A key still in progress after this long belongs to a request that died (crash, kill)."""
+
+
+class ReconcilerConfig(BaseModel):
+    interval_seconds: float = Field(default=5.0, gt=0)
+    first_check_seconds: float = Field(default=5.0, ge=0)
+    max_checks: int = Field(default=12, gt=0)
+    """After this many inconclusive lookups an attempt is flagged for review."""
+    batch_size: int = Field(default=100, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAYORCH_",
+        env_nested_delimiter="__",
+        toml_file="payorch.toml",
+        extra="forbid",
+    )
+
+    environment: Literal["embedded", "development", "production"] = "embedded"
+    database_url: SecretStr | None = None
+    """postgresql+asyncpg://... ; unset means the embedded Postgres under ``data_dir``."""
+    redis_url: SecretStr | None = None
+    data_dir: Path = Path(".payorch")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    partitions: int = Field(default=16, ge=1, le=1024)
+    db_pool_size: int = Field(default=10, ge=1)
+    log_json: bool | None = None
+    gateways: list[GatewayConfig] = Field(default_factory=_embedded_gateways)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
+    reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
+    run_background_in_api: bool | None = None
+    """Run reconciler and purges inside the API process; defaults to on when embedded."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    @field_validator("gateways")
+    @classmethod
+    def _unique_gateway_names(cls, gateways: list[GatewayConfig]) -> list[GatewayConfig]:
+        names = [g.name for g in gateways]
+        if len(set(names)) != len(names):
+            raise ValueError("gateway names must be unique")
+        if not gateways:
+            raise ValueError("at least one gateway is required")
+        return gateways
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.environment == "production":
+            if self.database_url is None:
+                raise ValueError("production needs PAYORCH_DATABASE_URL")
+            for gateway in self.gateways:
+                for secret in (gateway.api_key, gateway.private_key):
+                    if secret is not None and _is_placeholder(secret.get_secret_value()):
+                        raise ValueError(f"gateway {gateway.name}: placeholder secret refused in production")
+        known = {g.name for g in self.gateways}
+        for currency, order in self.routing.order_by_currency.items():
+            unknown = set(order) - known
+            if unknown:
+                raise ValueError(f"routing for {currency} names unknown gateways: {sorted(unknown)}")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def background_in_api(self) -> bool:
+        if self.run_background_in_api is not None:
+            return self.run_background_in_api
+        return self.embedded
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.environment == "production"
+
+
+def _is_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return not value or any(word in lowered for word in ("changeme", "placeholder", "example", "xxx"))

@@ -1,0 +1,107 @@
+"""Engine, sessions, the embedded Postgres server and the migration runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = logging.getLogger("payorch.storage")
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={"timeout": 10, "command_timeout": 30, "server_settings": {"application_name": "payorch"}},
+    )
+
+
+def session_factory(engine: AsyncEngine) -> SessionFactory:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def unit_of_work(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """One transaction: commit on success, roll back on error. Services and repositories only flush."""
+    async with factory() as session, session.begin():
+        yield session
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded Postgres under ``data_dir`` and return its asyncpg URL."""
+    import pgserver
+
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(pgdata))
+    uri: str = server.get_uri()
+    # pgserver answers on a Unix socket in pgdata: postgresql://postgres:@/postgres?host=/path
+    return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts live: ``PAYORCH_MIGRATIONS_DIR``, the source checkout, or ./migrations."""
+    override = os.environ.get("PAYORCH_MIGRATIONS_DIR")
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parents[3] / "migrations"
+    if checkout.is_dir():
+        return checkout
+    return Path.cwd() / "migrations"
+
+
+def alembic_config(url: str, *, partitions: int | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["url"] = url
+    if partitions is not None:
+        config.attributes["partitions"] = partitions
+    return config
+
+
+def run_migrations(url: str, *, partitions: int | None = None, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``. Safe to call from inside a running event loop."""
+    config = alembic_config(url, partitions=partitions)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(config, revision)
+        return
+    # Alembic's async env calls asyncio.run(), which cannot nest: run it on its own thread.
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            command.upgrade(config, revision)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="payorch-migrate")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
