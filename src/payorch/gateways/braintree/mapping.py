@@ -1,0 +1,460 @@
+"""Braintree's wire objects -> payorch's shared result types. Pure: no network, no SDK configuration.
+
+The functions here read the objects the ``braintree`` SDK builds from Braintree's XML (``Transaction``,
+``ErrorResult``, ``CreditCard``, ``WebhookNotification``) by attribute, so unit tests feed them the
+SDK's own parser output and never need a server.
+
+Decline classification follows Braintree's documented processor responses (hard vs soft), with two
+deliberate overrides where payorch's policy (DESIGN.md section 5) is stricter than "may succeed on a
+later retry": insufficient funds (2001) and duplicate transaction (2016) are hard, because retrying
+either at another gateway cannot help and, for a duplicate, could charge the customer twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from urllib3.exceptions import ConnectTimeoutError, SSLError
+
+from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, VaultResult
+
+# --- money -------------------------------------------------------------------------------------------
+
+# Only the exceptions to the ISO 4217 two-decimal default; payorch/money.py owns the full table.
+_ZERO_DECIMAL: Final = frozenset(
+    "bif clp djf gnf isk jpy kmf krw pyg rwf ugx uyi vnd vuv xaf xof xpf".split()
+)
+_THREE_DECIMAL: Final = frozenset("bhd iqd jod kwd lyd omr tnd".split())
+
+
+def _exponent(currency: str) -> int:
+    code = currency.lower()
+    if code in _ZERO_DECIMAL:
+        return 0
+    if code in _THREE_DECIMAL:
+        return 3
+    return 2
+
+
+def to_major(amount: int, currency: str) -> str:
+    """Integer minor units -> Braintree's decimal string in the major unit (1050 USD -> "10.50")."""
+    exponent = _exponent(currency)
+    return format(Decimal(amount).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)), "f")
+
+
+def to_minor(value: Decimal | str, currency: str) -> int:
+    """Braintree's decimal amount -> integer minor units; refuses anything finer than the currency allows."""
+    scaled = Decimal(value).scaleb(_exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} has more precision than {currency.upper()} allows")
+    return int(scaled)
+
+
+# --- declines ----------------------------------------------------------------------------------------
+
+_HARD: Final = True
+_SOFT: Final = False
+
+# code -> (hard?, normalised decline code). Hard/soft as Braintree documents them unless noted.
+_PROCESSOR_DECLINES: Final[dict[int, tuple[bool, str]]] = {
+    2000: (_SOFT, "do_not_honor"),
+    2001: (_HARD, "insufficient_funds"),  # Braintree: soft. payorch: the card said no (DESIGN.md 5)
+    2002: (_SOFT, "card_velocity_exceeded"),
+    2003: (_SOFT, "card_velocity_exceeded"),
+    2004: (_HARD, "expired_card"),
+    2005: (_HARD, "incorrect_number"),
+    2006: (_HARD, "invalid_expiry_year"),
+    2007: (_HARD, "invalid_account"),
+    2008: (_HARD, "incorrect_number"),
+    2009: (_HARD, "invalid_account"),
+    2010: (_HARD, "incorrect_cvc"),
+    2011: (_HARD, "call_issuer"),
+    2012: (_HARD, "lost_card"),
+    2013: (_HARD, "stolen_card"),
+    2014: (_HARD, "fraudulent"),
+    2015: (_HARD, "transaction_not_allowed"),
+    2016: (_HARD, "duplicate_transaction"),  # Braintree: soft. A sibling went through: never retry
+    2017: (_HARD, "stop_payment_order"),
+    2018: (_HARD, "stop_payment_order"),
+    2019: (_HARD, "card_declined"),
+    2020: (_HARD, "security_violation"),
+    2021: (_HARD, "security_violation"),
+    2022: (_HARD, "card_declined"),
+    2023: (_HARD, "card_not_supported"),
+    2024: (_HARD, "card_not_supported"),
+    2025: (_SOFT, "processing_error"),
+    2026: (_SOFT, "processing_error"),
+    2027: (_HARD, "invalid_amount"),
+    2028: (_HARD, "processing_error"),
+    2029: (_HARD, "processing_error"),
+    2030: (_HARD, "processing_error"),
+    2031: (_HARD, "processing_error"),
+    2032: (_HARD, "transaction_not_allowed"),
+    2033: (_HARD, "card_declined"),
+    2034: (_SOFT, "generic_decline"),
+    2035: (_SOFT, "card_declined"),
+    2036: (_HARD, "processing_error"),
+    2037: (_HARD, "processing_error"),
+    2038: (_SOFT, "generic_decline"),
+    2039: (_HARD, "card_declined"),
+    2040: (_SOFT, "processing_error"),
+    2041: (_HARD, "call_issuer"),
+    2042: (_SOFT, "processing_error"),
+    2043: (_HARD, "do_not_try_again"),
+    2044: (_HARD, "call_issuer"),
+    2045: (_HARD, "processing_error"),
+    2046: (_SOFT, "generic_decline"),
+    2047: (_HARD, "pickup_card"),
+    2048: (_SOFT, "invalid_amount"),
+    2053: (_HARD, "lost_card"),
+    2057: (_SOFT, "restricted_card"),
+    2059: (_HARD, "incorrect_zip"),
+    2060: (_HARD, "incorrect_cvc"),
+    2064: (_HARD, "currency_not_supported"),
+    2067: (_HARD, "authorization_expired"),
+    2099: (_HARD, "authentication_required"),
+    3000: (_SOFT, "try_again_later"),  # processor network unavailable: nothing was charged
+}
+
+_GATEWAY_REJECTIONS: Final[dict[str, tuple[bool, str]]] = {
+    "avs": (_HARD, "incorrect_zip"),
+    "cvv": (_HARD, "incorrect_cvc"),
+    "avs_and_cvv": (_HARD, "incorrect_cvc"),
+    "fraud": (_HARD, "fraudulent"),
+    "risk_threshold": (_HARD, "fraudulent"),
+    "duplicate": (_HARD, "duplicate_transaction"),
+    "three_d_secure": (_HARD, "authentication_required"),
+    "excessive_retry": (_HARD, "do_not_try_again"),
+    # Merchant-side setup problems, not the card's fault: an operator may cascade these.
+    "token_issuance": (_SOFT, "processing_error"),
+    "application_incomplete": (_SOFT, "processing_error"),
+}
+
+# Unknown decline codes are hard: never retry what we do not understand.
+_UNKNOWN_DECLINE: Final = (_HARD, "card_declined")
+
+
+def _decline_outcome(hard: bool) -> Outcome:
+    return Outcome.HARD_DECLINE if hard else Outcome.SOFT_DECLINE
+
+
+def classify_processor_code(code: str | None) -> tuple[Outcome, str | None]:
+    """A processor response code -> (outcome, normalised decline code); approvals carry no decline code."""
+    try:
+        number = int(code or "")
+    except ValueError:
+        return _decline_outcome(_UNKNOWN_DECLINE[0]), _UNKNOWN_DECLINE[1]
+    if 1000 <= number < 2000:
+        return Outcome.APPROVED, None
+    hard, decline_code = _PROCESSOR_DECLINES.get(number, _UNKNOWN_DECLINE)
+    return _decline_outcome(hard), decline_code
+
+
+def classify_gateway_rejection(reason: str | None) -> tuple[Outcome, str]:
+    """A ``gateway_rejection_reason`` -> (outcome, normalised decline code)."""
+    hard, decline_code = _GATEWAY_REJECTIONS.get(reason or "", _UNKNOWN_DECLINE)
+    return _decline_outcome(hard), decline_code
+
+
+# --- transactions ------------------------------------------------------------------------------------
+
+_AUTHORIZED: Final = frozenset({"authorizing", "authorized"})
+CAPTURED_STATUSES: Final = frozenset(
+    {"submitted_for_settlement", "settlement_pending", "settling", "settled", "settlement_confirmed"}
+)
+# Final states in which no money is held, found by lookup after the fact.
+_RELEASED: Final = frozenset({"voided", "authorization_expired", "settlement_declined", "settlement_failed"})
+
+_BRANDS: Final = {
+    "visa": "visa",
+    "mastercard": "mastercard",
+    "american express": "amex",
+    "discover": "discover",
+    "jcb": "jcb",
+    "diners club": "diners",
+    "unionpay": "unionpay",
+    "china unionpay": "unionpay",
+    "maestro": "maestro",
+}
+
+
+def card_summary(card: Any) -> CardSummary | None:
+    """The SDK's ``CreditCard`` (or a transaction's ``credit_card_details``) -> what payorch may keep."""
+    if card is None:
+        return None
+    card_type = getattr(card, "card_type", None)
+    return CardSummary(
+        brand=_BRANDS.get(str(card_type).lower(), str(card_type).lower()) if card_type else None,
+        last4=getattr(card, "last_4", None) or None,
+        exp_month=_int_or_none(getattr(card, "expiration_month", None)),
+        exp_year=_int_or_none(getattr(card, "expiration_year", None)),
+    )
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def transaction_result(transaction: Any) -> GatewayResult:
+    """Map one Braintree transaction, as a sale/capture/lookup answer, to a :class:`GatewayResult`.
+
+    Raises ``AttributeError``/``ValueError`` on a transaction missing its id or status: the caller
+    treats a malformed answer as ``UNKNOWN``.
+    """
+    status = str(transaction.status)
+    reference = str(transaction.id)
+    code = getattr(transaction, "processor_response_code", None) or None
+    message = getattr(transaction, "processor_response_text", None) or None
+    card = card_summary(getattr(transaction, "credit_card_details", None))
+    if status in _AUTHORIZED or status in CAPTURED_STATUSES:
+        return GatewayResult(
+            Outcome.APPROVED, reference, code, None, message, card, captured=status in CAPTURED_STATUSES
+        )
+    if status == "gateway_rejected":
+        reason = getattr(transaction, "gateway_rejection_reason", None)
+        outcome, decline_code = classify_gateway_rejection(reason)
+        return GatewayResult(outcome, reference, reason, decline_code, f"gateway rejected: {reason}", card)
+    if status in ("processor_declined", "failed"):
+        outcome, processor_decline = classify_processor_code(code)
+        if outcome is Outcome.APPROVED:  # a decline status with an approval code is contradictory
+            return GatewayResult(Outcome.UNKNOWN, reference, code, None, f"{status} with code {code}", card)
+        return GatewayResult(outcome, reference, code, processor_decline, message, card)
+    if status in _RELEASED:
+        return GatewayResult(Outcome.HARD_DECLINE, reference, status, status, f"transaction {status}", card)
+    return GatewayResult(Outcome.UNKNOWN, reference, status, None, f"unexpected status {status}", card)
+
+
+def _first_error(error_result: Any) -> tuple[str | None, str | None]:
+    errors = list(error_result.errors.deep_errors)
+    if not errors:
+        return None, getattr(error_result, "message", None)
+    return str(errors[0].code), str(errors[0].message)
+
+
+_INVALID_PAYMENT_METHOD: Final = frozenset(
+    {"91564", "91565", "91566", "91518", "91517", "91731", "91732", "91733", "93107", "93108", "93109"}
+)
+
+
+def sdk_result(result: Any) -> GatewayResult:
+    """A ``SuccessfulResult``/``ErrorResult`` carrying a transaction -> :class:`GatewayResult`.
+
+    ``None`` is what the SDK returns for a 2xx body with neither a transaction nor an error: garbage.
+    A validation error without a transaction means Braintree refused the request before processing.
+    """
+    if result is None:
+        return GatewayResult(Outcome.UNKNOWN, code="malformed_response", message="no transaction in answer")
+    if result.is_success:
+        return transaction_result(result.transaction)
+    if getattr(result, "transaction", None) is not None:
+        return transaction_result(result.transaction)
+    code, message = _first_error(result)
+    decline_code = "invalid_payment_method" if code in _INVALID_PAYMENT_METHOD else "invalid_request"
+    return GatewayResult(Outcome.HARD_DECLINE, code=code, decline_code=decline_code, message=message)
+
+
+def capture_result(result: Any) -> GatewayResult:
+    """``submit_for_settlement``'s answer; a refusal (wrong state, amount too large) is a hard decline."""
+    if result is None or result.is_success:
+        return sdk_result(result)
+    return _refusal(result)
+
+
+def void_result(result: Any) -> GatewayResult:
+    """``void``'s answer: the transaction comes back ``voided``."""
+    if result is None:
+        return sdk_result(result)
+    if result.is_success:
+        transaction = result.transaction
+        if str(transaction.status) != "voided":
+            return GatewayResult(
+                Outcome.UNKNOWN, str(transaction.id), str(transaction.status), message="not voided"
+            )
+        return GatewayResult(Outcome.APPROVED, str(transaction.id), "voided")
+    return _refusal(result)
+
+
+def refund_result(result: Any) -> GatewayResult:
+    """``refund``'s answer: the result's reference is the refund (credit) transaction's id."""
+    if result is None:
+        return sdk_result(result)
+    if result.is_success:
+        refund = result.transaction
+        return GatewayResult(Outcome.APPROVED, str(refund.id), str(refund.status))
+    if getattr(result, "transaction", None) is not None:
+        return transaction_result(result.transaction)
+    return _refusal(result)
+
+
+def _refusal(error_result: Any) -> GatewayResult:
+    code, message = _first_error(error_result)
+    return GatewayResult(Outcome.HARD_DECLINE, code=code, decline_code="invalid_request", message=message)
+
+
+def lookup_result(transactions: Iterable[Any]) -> GatewayResult:
+    """The sales found under one order id -> what became of the attempt.
+
+    No sale at all is ``NOT_SENT``. Should there ever be several, any that holds money wins: saying
+    "not charged" while one is would risk a second charge elsewhere.
+    """
+    results = [transaction_result(t) for t in transactions if getattr(t, "type", "sale") == "sale"]
+    if not results:
+        return GatewayResult(Outcome.NOT_SENT, message="no transaction with this order id")
+    for outcome in (Outcome.APPROVED, Outcome.UNKNOWN):
+        for result in results:
+            if result.outcome is outcome:
+                return result
+    return results[0]
+
+
+def vault_result(result: Any) -> VaultResult:
+    """``payment_method.create``'s answer -> :class:`VaultResult`."""
+    if result is None:
+        return VaultResult(Outcome.UNKNOWN, code="malformed_response", message="no payment method in answer")
+    if result.is_success:
+        method = result.payment_method
+        return VaultResult(Outcome.APPROVED, token=str(method.token), card=card_summary(method))
+    verification = getattr(result, "credit_card_verification", None)
+    if verification is not None:
+        return _verification_result(verification)
+    code, message = _first_error(result)
+    return VaultResult(Outcome.HARD_DECLINE, code=code, message=message)
+
+
+def _verification_result(verification: Any) -> VaultResult:
+    # A card verification the processor (or Braintree's rules) refused while vaulting.
+    code = getattr(verification, "processor_response_code", None)
+    if getattr(verification, "status", None) == "gateway_rejected":
+        reason = getattr(verification, "gateway_rejection_reason", None)
+        outcome, _ = classify_gateway_rejection(reason)
+        return VaultResult(outcome, code=reason, message=f"gateway rejected: {reason}")
+    outcome, _ = classify_processor_code(code)
+    if outcome is Outcome.APPROVED:  # refused with an approval code: contradictory
+        outcome = Outcome.UNKNOWN
+    return VaultResult(outcome, code=code, message=getattr(verification, "processor_response_text", None))
+
+
+# --- network failures --------------------------------------------------------------------------------
+
+# Status-code exceptions the SDK raises, by class name: a 503 or 429 states that nothing ran; 401/403/
+# 404/426 are refusals before any processing. Everything else (500, 504, 408, unexpected) may have run.
+_NOT_SENT_ERRORS: Final = frozenset(
+    {
+        "ServiceUnavailableError",
+        "TooManyRequestsError",
+        "AuthenticationError",
+        "AuthorizationError",
+        "NotFoundError",
+        "UpgradeRequiredError",
+    }
+)
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def failure_outcome(exc: BaseException) -> tuple[Outcome, str]:
+    """An exception out of the SDK -> (outcome, short code) saying whether the request may have run.
+
+    Only failures that happen before a byte of the request leaves us are ``NOT_SENT``: connection
+    refused, DNS, connect timeout, TLS handshake (urllib3's ``NewConnectionError`` and
+    ``NameResolutionError`` are ``ConnectTimeoutError`` subclasses), or a status that says so.
+    """
+    name = type(exc).__name__
+    if name in _NOT_SENT_ERRORS:
+        return Outcome.NOT_SENT, _snake(name)
+    for cause in _causes(exc):
+        if isinstance(cause, ConnectTimeoutError | SSLError | ConnectionRefusedError):
+            return Outcome.NOT_SENT, "connect_failed"
+    for cause in _causes(exc):
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
+            return Outcome.UNKNOWN, "timeout"
+    if isinstance(exc, KeyError | AttributeError | TypeError | ValueError | InvalidOperation) or (
+        name == "ExpatError"
+    ):
+        return Outcome.UNKNOWN, "malformed_response"
+    return Outcome.UNKNOWN, _snake(name)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+_NOTIFICATION_KINDS: Final = {
+    "transaction_settled": "payment.succeeded",
+    "transaction_settlement_declined": "payment.failed",
+    "transaction_disbursed": "payment.disbursed",
+    "refund_failed": "refund.failed",
+    "dispute_opened": "dispute.created",
+    "dispute_lost": "dispute.lost",
+    "dispute_won": "dispute.won",
+    "check": "check",
+}
+
+
+def notification(parsed: Any, payload: str) -> GatewayNotification:
+    """A verified ``WebhookNotification`` -> :class:`GatewayNotification`.
+
+    Braintree notifications carry no id of their own; the payload's SHA-256 is stable across
+    redeliveries of the same notification, which is what deduplication needs.
+    """
+    kind = str(parsed.kind)
+    event_id = "bt_" + hashlib.sha256(payload.encode()).hexdigest()
+    extra = {"braintree_kind": kind}
+    transaction = getattr(parsed, "transaction", None)
+    if transaction is None:
+        dispute = getattr(parsed, "dispute", None)
+        if dispute is not None:
+            extra["dispute_id"] = str(dispute.id)
+            transaction = getattr(dispute, "transaction", None)
+    attempt_id = reference = None
+    amount = None
+    if transaction is not None:
+        attempt_id, reference, amount = _transaction_fields(transaction)
+        extra["status"] = str(_field(transaction, "status") or "")
+    return GatewayNotification(
+        event_id=event_id,
+        kind=_NOTIFICATION_KINDS.get(kind, f"braintree.{kind}"),
+        attempt_id=attempt_id,
+        reference=reference,
+        amount=amount,
+        extra=extra,
+    )
+
+
+def _field(source: Any, name: str) -> Any:
+    # A dispute's transaction is a plain dict; a notification's is a Transaction object.
+    if isinstance(source, dict):
+        return source.get(name)
+    return getattr(source, name, None)
+
+
+def _transaction_fields(transaction: Any) -> tuple[str | None, str | None, int | None]:
+    order_id = _field(transaction, "order_id")
+    reference = _field(transaction, "id")
+    raw_amount = _field(transaction, "amount")
+    currency = _field(transaction, "currency_iso_code")
+    amount = to_minor(str(raw_amount), str(currency)) if raw_amount is not None and currency else None
+    return (
+        str(order_id) if order_id else None,
+        str(reference) if reference else None,
+        amount,
+    )
