@@ -768,10 +768,17 @@ class BraintreeFake:
         token = fields.get("token") or self._new_id()
         if customer_id not in self._customers:
             return self._error("payment_method", "93105", "customer_id", "Customer ID is invalid.")
-        if token in self._vault:
-            return self._error("credit_card", "91719", "token", "Payment method token is already in use.")
+        if nonce == _CONSUMED_NONCE:
+            return self._error(
+                "payment_method",
+                "93107",
+                "payment_method_nonce",
+                "Cannot use a payment_method_nonce more than once.",
+            )
         if nonce not in _NONCE_CARDS or nonce in _NONCE_DECLINES or nonce in _NONCE_REJECTIONS:
             return self._failed_verification(nonce)
+        if token in self._vault:
+            return self._error("credit_card", "91719", "token", "Payment method token is already in use.")
         self._vault[token] = (_NONCE_CARDS[nonce], nonce)
         self._customers[customer_id].append(token)
         return _Reply(201, _element("credit_card", _card_xml(_NONCE_CARDS[nonce], token, customer_id)))

@@ -355,6 +355,21 @@ async def test_replayed_vault_returns_the_same_token(adapter: BraintreeAdapter) 
     assert first.token == again.token
 
 
+async def test_vault_replayed_after_the_nonce_was_spent_returns_the_stored_card(
+    adapter: BraintreeAdapter,
+) -> None:
+    key = f"vault_{uuid.uuid4().hex}"
+    first = await adapter.vault("fake-valid-amex-nonce", key)
+    # A real nonce is single use: the replay of a lost answer finds it spent.
+    again = await adapter.vault("fake-consumed-nonce", key)
+    assert (again.outcome, again.token, again.card) == (Outcome.APPROVED, first.token, first.card)
+
+
+async def test_spent_nonce_without_an_earlier_vault_is_refused(adapter: BraintreeAdapter) -> None:
+    result = await adapter.vault("fake-consumed-nonce", f"vault_{uuid.uuid4().hex}")
+    assert (result.outcome, result.code, result.token) == (Outcome.HARD_DECLINE, "93107", None)
+
+
 @pytest.mark.parametrize(
     ("nonce", "outcome", "code"),
     [

@@ -198,7 +198,8 @@ class BraintreeAdapter:
         """Store the nonce ``token`` as a verified card on a customer made for it; return its reusable token.
 
         The customer id and the token are derived from ``idempotency_key``, so a replay finds the
-        card stored by the first call instead of storing a second one.
+        card stored by the first call instead of storing a second one. The key must therefore be
+        unique across payorch's merchants (the ``pm_`` id is): equal keys share one vaulted card.
         """
         customer_id = _key_id(_CUSTOMER_PREFIX, idempotency_key)
         vault_token = _key_id(VAULT_TOKEN_PREFIX, idempotency_key)
@@ -214,7 +215,8 @@ class BraintreeAdapter:
         created = self._gateway.customer.create({"id": customer_id})
         if created is None:
             return VaultResult(Outcome.UNKNOWN, code="malformed_response", message="no customer in answer")
-        if not created.is_success and _CUSTOMER_ID_IN_USE not in _error_codes(created):
+        replay = not created.is_success and _CUSTOMER_ID_IN_USE in _error_codes(created)
+        if not created.is_success and not replay:
             return mapping.vault_result(created)
         result = self._gateway.payment_method.create(
             {
@@ -224,10 +226,19 @@ class BraintreeAdapter:
                 "options": {"verify_card": True},
             }
         )
-        if result is not None and not result.is_success and _error_codes(result) & _TOKEN_IN_USE:
-            card = self._gateway.payment_method.find(vault_token)
-            return VaultResult(Outcome.APPROVED, token=str(card.token), card=mapping.card_summary(card))
+        # On a replay the nonce is spent or the token taken: the card the first call stored is the answer.
+        if result is not None and not result.is_success and (replay or _error_codes(result) & _TOKEN_IN_USE):
+            stored = self._find_vaulted(vault_token)
+            if stored is not None:
+                return stored
         return mapping.vault_result(result)
+
+    def _find_vaulted(self, vault_token: str) -> VaultResult | None:
+        try:
+            card = self._gateway.payment_method.find(vault_token)
+        except braintree.exceptions.NotFoundError:
+            return None
+        return VaultResult(Outcome.APPROVED, token=str(card.token), card=mapping.card_summary(card))
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:
         """Verify ``bt_signature`` over ``bt_payload`` (form-encoded body) and decode the notification."""
