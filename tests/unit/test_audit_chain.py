@@ -1,9 +1,17 @@
 import hashlib
+import itertools
 import json
 
 import pytest
 
-from payorch.audit.chain import GENESIS_HASH, ChainedEvent, canonical_json, chain_events, chained_body, link_hash
+from payorch.audit.chain import (
+    GENESIS_HASH,
+    ChainedEvent,
+    canonical_json,
+    chain_events,
+    chained_body,
+    link_hash,
+)
 from payorch.audit.verify import verify
 
 
@@ -15,7 +23,9 @@ def events(n: int) -> list[dict]:
 
 
 def test_canonical_json_is_sorted_compact_utf8():
-    assert canonical_json({"b": 1, "a": {"d": [1, 2], "c": "é"}}) == '{"a":{"c":"é","d":[1,2]},"b":1}'.encode()
+    assert (
+        canonical_json({"b": 1, "a": {"d": [1, 2], "c": "é"}}) == '{"a":{"c":"é","d":[1,2]},"b":1}'.encode()
+    )
     with pytest.raises(ValueError, match="Out of range"):
         canonical_json({"x": float("nan")})
 
@@ -33,7 +43,7 @@ def test_hash_is_sha256_of_prev_hash_then_canonical_event_with_seq():
 
 def test_links_follow_each_other_and_survive_a_json_round_trip():
     links = chain_events(GENESIS_HASH, 1, events(5))
-    for before, after in zip(links, links[1:], strict=False):
+    for before, after in itertools.pairwise(links):
         assert after.prev_hash == before.hash
         assert after.seq == before.seq + 1
     assert [ChainedEvent.from_json(link.to_json()) for link in links] == links

@@ -10,7 +10,9 @@ from payorch.audit.verify import verify_sink
 
 
 def links(n: int, start: int = 1, prev: str = GENESIS_HASH):
-    return chain_events(prev, start, [{"id": f"aud_{i:026d}", "action": "refund.created"} for i in range(start, start + n)])
+    return chain_events(
+        prev, start, [{"id": f"aud_{i:026d}", "action": "refund.created"} for i in range(start, start + n)]
+    )
 
 
 async def test_batches_are_read_only_files_named_by_chain_position(tmp_path):

@@ -137,12 +137,12 @@ def _event_date(event: ChainedEvent) -> dt.date:
 def make_aws_client(
     service: str,
     *,
-    session: Any,
-    region: str | None,
-    endpoint_url: str | None,
-    connect_timeout: float,
-    read_timeout: float,
-    max_attempts: int,
+    session: Any = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 3,
 ) -> Any:
     """A boto3 client for ``service`` with explicit connect/read timeouts and bounded retries."""
     import boto3  # type: ignore[import-untyped]
