@@ -238,9 +238,12 @@ async def test_unknown_faults_resolve_by_lookup_to_the_ledger(
 
 async def test_hang_then_lookup_charges_exactly_once(gateway: AdyenGateway, fake: AdyenFake) -> None:
     request = _request()
+    before = fake.request_count
     fake.inject(Fault.HANG)
 
     assert (await gateway.authorize(request)).outcome is Outcome.UNKNOWN
+    # The fake took the request (and its fault) and then saw the client leave.
+    await fake.until(lambda: fake.request_count > before)
     await fake.until_idle()
     assert fake.charges_for(request.attempt_id) == []
     assert (await gateway.lookup(request)).outcome is Outcome.APPROVED

@@ -273,12 +273,15 @@ async def test_hang_is_unknown_then_lookup_charges_exactly_once(
     gateway: StripeGateway, fake: StripeFake
 ) -> None:
     request = _request()
+    before = fake.request_count
     fake.inject(Fault.HANG)
 
     result = await gateway.authorize(request)
 
     assert result.outcome is Outcome.UNKNOWN
     assert result.code == "ReadTimeout"
+    # The fake took the request (and its fault) and then saw the client leave.
+    await fake.until(lambda: fake.request_count > before)
     await fake.until_idle()
     assert fake.charges_for(request.attempt_id) == []
     resolved = await gateway.lookup(request)
