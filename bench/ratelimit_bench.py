@@ -22,9 +22,7 @@ from payorch.ratelimit import RateLimitConfig, RateLimitMiddleware, build_limite
 
 
 async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-    )
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"ok":true}'})
 
 
@@ -94,9 +92,7 @@ async def main() -> None:
         ("in-process limiter", RateLimitMiddleware(endpoint, build_limiter(config, None), config)),
         ("Redis limiter", RateLimitMiddleware(endpoint, build_limiter(config, redis, prefix=prefix), config)),
     ]
-    print(
-        f"{args.requests} requests per variant; p50/p99 with one client, throughput with {args.concurrency}"
-    )
+    print(f"{args.requests} requests per variant; p50/p99 with one client, throughput with {args.concurrency}")
     print(f"{'variant':<20} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}")
     for name, app in variants:
         await measure(app, min(2000, args.requests), args.concurrency)  # warm up: connections, script cache

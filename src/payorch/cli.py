@@ -104,8 +104,14 @@ def serve(
         key = asyncio.run(_ensure_demo(url, settings.data_dir))
     bind_host, bind_port = host or settings.host, port or settings.port
     typer.echo(_banner(bind_host, bind_port, key))
-    uvicorn.run(create_app(settings, database_url=url), host=bind_host, port=bind_port, log_config=None,
-                timeout_graceful_shutdown=20, server_header=False)
+    uvicorn.run(
+        create_app(settings, database_url=url),
+        host=bind_host,
+        port=bind_port,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+        server_header=False,
+    )
 
 
 @app.command()

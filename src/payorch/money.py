@@ -17,10 +17,10 @@ _TWO_DECIMAL: Final = (
 )
 
 EXPONENTS: Final[dict[str, int]] = {
-    **{code: 2 for code in _TWO_DECIMAL.split()},
-    **{code: 0 for code in _ZERO_DECIMAL.split()},
-    **{code: 3 for code in _THREE_DECIMAL.split()},
-    **{code: 4 for code in _FOUR_DECIMAL.split()},
+    **dict.fromkeys(_TWO_DECIMAL.split(), 2),
+    **dict.fromkeys(_ZERO_DECIMAL.split(), 0),
+    **dict.fromkeys(_THREE_DECIMAL.split(), 3),
+    **dict.fromkeys(_FOUR_DECIMAL.split(), 4),
 }
 
 MAX_AMOUNT: Final = 2**63 - 1

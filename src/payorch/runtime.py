@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,8 +46,9 @@ class Runtime:
         sessions = session_factory(engine)
         registry = build_registry(settings.gateways, sessions)
         executor = Executor(settings.routing)
-        charges = ChargeService(sessions, Router(registry, settings.routing), executor, settings.idempotency,
-                                settings.reconciler)
+        charges = ChargeService(
+            sessions, Router(registry, settings.routing), executor, settings.idempotency, settings.reconciler
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -62,7 +64,7 @@ class Runtime:
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
 
-    def _spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    def _spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(loop(self._stop), name=name))
 
     async def _purge_forever(self, stop: asyncio.Event) -> None:

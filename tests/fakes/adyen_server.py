@@ -130,14 +130,8 @@ class AdyenFake(FakeGatewayServer):
 
     def _payment(self, body: dict[str, Any], key: str | None) -> FakeResponse:
         amount, method = body.get("amount"), body.get("paymentMethod")
-        if (
-            not isinstance(amount, dict)
-            or not isinstance(amount.get("value"), int)
-            or not body.get("reference")
-        ):
-            return _adyen_error(
-                422, "100", "Required field 'amount' or 'reference' is not provided.", "validation"
-            )
+        if not isinstance(amount, dict) or not isinstance(amount.get("value"), int) or not body.get("reference"):
+            return _adyen_error(422, "100", "Required field 'amount' or 'reference' is not provided.", "validation")
         card = self._card(method) if isinstance(method, dict) else None
         if card is None:
             return _adyen_error(422, "174", "Unable to decrypt data", "validation")

@@ -400,9 +400,7 @@ class BraintreeFake:
                 methods=["PUT"],
             ),
             Route(base + "/transactions/{id}/void", self._endpoint("void", self._void), methods=["PUT"]),
-            Route(
-                base + "/transactions/{id}/refund", self._endpoint("refund", self._refund), methods=["POST"]
-            ),
+            Route(base + "/transactions/{id}/refund", self._endpoint("refund", self._refund), methods=["POST"]),
             Route(
                 base + "/customers",
                 self._endpoint("customer_create", self._create_customer),
@@ -423,9 +421,7 @@ class BraintreeFake:
 
     # -- test API ---------------------------------------------------------------------------------
 
-    def inject(
-        self, fault: Fault, *, times: int = 1, nonce: str | None = None, operation: str | None = None
-    ) -> None:
+    def inject(self, fault: Fault, *, times: int = 1, nonce: str | None = None, operation: str | None = None) -> None:
         """Misbehave on the next ``times`` matching requests: any, one operation's, or one nonce's sales."""
         with self._lock:
             self._faults.append(_InjectedFault(fault, nonce, operation, times))
@@ -546,9 +542,7 @@ class BraintreeFake:
     def _authorized(self, request: Request) -> bool:
         expected = "Basic " + base64.b64encode(f"{self.public_key}:{self.private_key}".encode()).decode()
         given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), expected.encode()) and bool(
-            request.headers.get("x-apiversion")
-        )
+        return hmac.compare_digest(given.encode(), expected.encode()) and bool(request.headers.get("x-apiversion"))
 
     def _respond(self, request: Request, status: int, body: bytes) -> Response:
         headers = {"content-type": "application/xml; charset=utf-8"}
@@ -604,9 +598,7 @@ class BraintreeFake:
         token = fields.get("payment_method_token")
         if token is not None:
             if token not in self._vault:
-                return self._error(
-                    "transaction", "91518", "payment_method_token", "Payment method token is invalid."
-                )
+                return self._error("transaction", "91518", "payment_method_token", "Payment method token is invalid.")
             card, nonce = self._vault[token]
         elif nonce == _CONSUMED_NONCE:
             return self._error(
@@ -706,14 +698,10 @@ class BraintreeFake:
         if sale is None:
             return _Reply(404)
         if sale.status not in ("settled", "settling"):
-            return self._error(
-                "transaction", "91506", "base", "Cannot refund transaction unless it is settled."
-            )
+            return self._error("transaction", "91506", "base", "Cannot refund transaction unless it is settled.")
         remaining = sale.amount - sum(self._transactions[r].amount for r in sale.refund_ids)
         if remaining <= 0:
-            return self._error(
-                "transaction", "91512", "base", "Transaction has already been completely refunded."
-            )
+            return self._error("transaction", "91512", "base", "Transaction has already been completely refunded.")
         fields = params.get("transaction", {})
         amount = Decimal(fields.get("amount") or remaining)
         if amount > remaining:
@@ -818,10 +806,7 @@ class BraintreeFake:
         return _Reply(422, _element("api_error_response", _validation_error(scope, code, attribute, message)))
 
     def _customer_xml(self, customer_id: str) -> ET.Element:
-        cards = [
-            ("credit_card", _card_xml(self._vault[t][0], t, customer_id))
-            for t in self._customers[customer_id]
-        ]
+        cards = [("credit_card", _card_xml(self._vault[t][0], t, customer_id)) for t in self._customers[customer_id]]
         return _element(
             "customer",
             {

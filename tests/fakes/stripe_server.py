@@ -71,9 +71,7 @@ class FakeResponse:
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> FakeResponse:
-        return cls(
-            status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
-        )
+        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
 @dataclass(slots=True)
@@ -351,9 +349,7 @@ class FakeGatewayServer:
             self._cond.notify_all()
         return answer
 
-    async def _execute(
-        self, request: FakeRequest, fault: Fault | None
-    ) -> tuple[FakeResponse, FakeResponse | None]:
+    async def _execute(self, request: FakeRequest, fault: Fault | None) -> tuple[FakeResponse, FakeResponse | None]:
         """Run the route; answer with what the fault dictates. Returns (real result, what is sent)."""
         if fault is Fault.LATE_SUCCESS:
             assert self._release is not None
@@ -465,11 +461,7 @@ class StripeFake(FakeGatewayServer):
 
     def token_of(self, request: FakeRequest) -> str | None:
         form = dict(parse_qsl(request.body.decode()))
-        return (
-            form.get("payment_method")
-            or form.get("payment_method_data[card][token]")
-            or form.get("card[token]")
-        )
+        return form.get("payment_method") or form.get("payment_method_data[card][token]") or form.get("card[token]")
 
     def replay_headers(self) -> dict[str, str]:
         return {"Idempotent-Replayed": "true"}
@@ -511,17 +503,13 @@ class StripeFake(FakeGatewayServer):
 
     async def route(self, request: FakeRequest) -> FakeResponse:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _stripe_error(
-                401, {"type": "invalid_request_error", "message": "Invalid API Key provided."}
-            )
+            return _stripe_error(401, {"type": "invalid_request_error", "message": "Invalid API Key provided."})
         form = dict(parse_qsl(request.body.decode())) if request.method == "POST" else dict(request.query)
         parts = request.path.strip("/").split("/")
         with self._cond:
             return self._route_locked(request.method, parts, form, request.headers.get("idempotency-key"))
 
-    def _route_locked(
-        self, method: str, parts: list[str], form: dict[str, str], key: str | None
-    ) -> FakeResponse:
+    def _route_locked(self, method: str, parts: list[str], form: dict[str, str], key: str | None) -> FakeResponse:
         match method, parts:
             case "POST", ["v1", "payment_intents"]:
                 return self._create_intent(form, key)
@@ -674,9 +662,7 @@ class StripeFake(FakeGatewayServer):
                 "payment_intent": intent["id"],
                 "charge": intent["latest_charge"],
                 "status": "succeeded",
-                "metadata": {
-                    k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")
-                },
+                "metadata": {k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")},
             },
         )
 
@@ -686,9 +672,7 @@ class StripeFake(FakeGatewayServer):
         field_name, _, value = query.partition(":")
         name = field_name.removeprefix("metadata['").removesuffix("']")
         wanted = value.strip("'\"")
-        found = [
-            self._render(pi, form) for pi in self._intents.values() if pi["metadata"].get(name) == wanted
-        ]
+        found = [self._render(pi, form) for pi in self._intents.values() if pi["metadata"].get(name) == wanted]
         return FakeResponse.json(
             200,
             {

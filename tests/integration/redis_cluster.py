@@ -180,9 +180,7 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisClusterHarness]:
         if create.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout}\n{create.stderr}")
         for server in servers:
-            wait_until(
-                lambda port=server.port: _cluster_ok(port, masters), f"cluster state ok on {server.port}"
-            )
+            wait_until(lambda port=server.port: _cluster_ok(port, masters), f"cluster state ok on {server.port}")
         yield RedisClusterHarness(servers)
     finally:
         for server in servers:

@@ -69,9 +69,7 @@ def test_adapter_implements_the_protocol(gateway: AdyenGateway) -> None:
     assert isinstance(gateway, Gateway)
 
 
-async def test_payment_is_authorised_with_reference_and_metadata(
-    gateway: AdyenGateway, fake: AdyenFake
-) -> None:
+async def test_payment_is_authorised_with_reference_and_metadata(gateway: AdyenGateway, fake: AdyenFake) -> None:
     request = _request()
 
     result = await gateway.authorize(request)
@@ -277,9 +275,7 @@ async def test_a_refusal_lost_in_a_reset_is_found_by_lookup(gateway: AdyenGatewa
     assert (resolved.outcome, resolved.decline_code) == (Outcome.HARD_DECLINE, "insufficient_funds")
 
 
-async def test_lookup_never_reads_a_refused_replay_as_not_sent(
-    gateway: AdyenGateway, fake: AdyenFake
-) -> None:
+async def test_lookup_never_reads_a_refused_replay_as_not_sent(gateway: AdyenGateway, fake: AdyenFake) -> None:
     request = _request()
     fake.inject(Fault.RESET_AFTER_CHARGE)
     assert (await gateway.authorize(request)).outcome is Outcome.UNKNOWN
@@ -289,9 +285,7 @@ async def test_lookup_never_reads_a_refused_replay_as_not_sent(
     assert len(fake.charges_for(request.attempt_id)) == 1
 
 
-async def test_vault_stores_the_card_and_the_stored_token_charges(
-    gateway: AdyenGateway, fake: AdyenFake
-) -> None:
+async def test_vault_stores_the_card_and_the_stored_token_charges(gateway: AdyenGateway, fake: AdyenFake) -> None:
     vaulted = await gateway.vault(encrypted_card(number_hint="5"), "pm_ours_1")
     assert vaulted.outcome is Outcome.APPROVED
     assert vaulted.token is not None
@@ -357,9 +351,7 @@ async def test_webhook_with_a_tampered_amount_is_refused(gateway: AdyenGateway) 
         await gateway.parse_webhook({}, body)
 
 
-@pytest.mark.parametrize(
-    "body", [b"not json", b"{}", b'{"notificationItems": [{"NotificationRequestItem": {}}]}']
-)
+@pytest.mark.parametrize("body", [b"not json", b"{}", b'{"notificationItems": [{"NotificationRequestItem": {}}]}'])
 async def test_malformed_webhooks_are_refused(gateway: AdyenGateway, body: bytes) -> None:
     with pytest.raises(GatewayError):
         await gateway.parse_webhook({}, body)

@@ -26,9 +26,7 @@ def fake():
 
 
 def client_for(fake: CloudTrailDataFake, *, secret: str = "testing"):  # noqa: S107
-    session = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key=secret, region_name="us-east-1"
-    )
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key=secret, region_name="us-east-1")
     return make_aws_client(
         "cloudtrail-data",
         session=session,

@@ -47,9 +47,7 @@ async def outbox_payload(sessions: SessionFactory, event_id: str) -> dict | None
     async with sessions() as session:
         row = (
             await session.execute(
-                select(audit_store.audit_outbox.c.payload).where(
-                    audit_store.audit_outbox.c.event_id == event_id
-                )
+                select(audit_store.audit_outbox.c.payload).where(audit_store.audit_outbox.c.event_id == event_id)
             )
         ).first()
     return None if row is None else row.payload

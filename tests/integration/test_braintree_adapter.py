@@ -94,9 +94,7 @@ async def test_sale_is_charged_and_captured(adapter: BraintreeAdapter, fake: Bra
     )
 
 
-async def test_zero_decimal_currency_is_sent_in_major_units(
-    adapter: BraintreeAdapter, fake: BraintreeFake
-) -> None:
+async def test_zero_decimal_currency_is_sent_in_major_units(adapter: BraintreeAdapter, fake: BraintreeFake) -> None:
     request = payment(500, currency="jpy")
     assert (await adapter.authorize(request)).outcome is Outcome.APPROVED
     assert fake.transactions_for(request.attempt_id)[0].amount == Decimal(500)
@@ -121,9 +119,7 @@ async def test_replayed_capture_is_confirmed_not_refused(adapter: BraintreeAdapt
     assert (await adapter.capture(reference, 1000, "usd", "cap_2")).outcome is Outcome.APPROVED
 
 
-async def test_capture_above_the_authorization_is_refused(
-    adapter: BraintreeAdapter, fake: BraintreeFake
-) -> None:
+async def test_capture_above_the_authorization_is_refused(adapter: BraintreeAdapter, fake: BraintreeFake) -> None:
     authorized = await adapter.authorize(payment(1000, capture=False))
     result = await adapter.capture(str(authorized.reference), 1001, "usd", "cap_3")
     assert (result.outcome, result.code) == (Outcome.HARD_DECLINE, "91522")
@@ -405,9 +401,7 @@ async def test_signed_webhook_is_parsed(adapter: BraintreeAdapter, fake: Braintr
     assert event.event_id == (await adapter.parse_webhook({}, body)).event_id  # stable for deduplication
 
 
-async def test_webhook_signed_with_another_key_is_refused(
-    adapter: BraintreeAdapter, fake: BraintreeFake
-) -> None:
+async def test_webhook_signed_with_another_key_is_refused(adapter: BraintreeAdapter, fake: BraintreeFake) -> None:
     sale = await adapter.authorize(payment())
     body = fake.webhook("transaction_settled", str(sale.reference), private_key="not_ours")
     with pytest.raises(GatewayError, match="unverifiable"):

@@ -106,9 +106,7 @@ async def test_redis_stopped_then_restarted(
         assert (decision.allowed, decision.remaining) == (True, 1)
 
 
-async def test_redis_slower_than_its_timeout_is_answered_in_process(
-    own_redis: RedisServer, redis: Redis
-) -> None:
+async def test_redis_slower_than_its_timeout_is_answered_in_process(own_redis: RedisServer, redis: Redis) -> None:
     harness = Harness(redis, timeout_ms=100)
     admin = Redis.from_url(own_redis.url)
     async with harness.http:

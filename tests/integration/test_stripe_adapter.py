@@ -35,9 +35,7 @@ def _no_leftover_faults(fake: StripeFake) -> Iterator[None]:
 
 
 def _config(url: str, *, timeout_ms: int = 500, api_key: str = "sk_test_fake") -> GatewayConfig:
-    return GatewayConfig(
-        name="stripe", kind="stripe", base_url=url, api_key=SecretStr(api_key), timeout_ms=timeout_ms
-    )
+    return GatewayConfig(name="stripe", kind="stripe", base_url=url, api_key=SecretStr(api_key), timeout_ms=timeout_ms)
 
 
 @pytest.fixture
@@ -269,9 +267,7 @@ async def test_unknown_faults_resolve_by_lookup_to_the_ledger(
     assert charge.amount_captured == request.amount
 
 
-async def test_hang_is_unknown_then_lookup_charges_exactly_once(
-    gateway: StripeGateway, fake: StripeFake
-) -> None:
+async def test_hang_is_unknown_then_lookup_charges_exactly_once(gateway: StripeGateway, fake: StripeFake) -> None:
     request = _request()
     before = fake.request_count
     fake.inject(Fault.HANG)
@@ -319,9 +315,7 @@ async def test_a_decline_lost_in_a_reset_is_found_by_lookup(gateway: StripeGatew
     assert resolved.decline_code == "insufficient_funds"
 
 
-async def test_lookup_never_reads_a_refused_replay_as_not_sent(
-    gateway: StripeGateway, fake: StripeFake
-) -> None:
+async def test_lookup_never_reads_a_refused_replay_as_not_sent(gateway: StripeGateway, fake: StripeFake) -> None:
     request = _request()
     fake.inject(Fault.RESET_AFTER_CHARGE)
     assert (await gateway.authorize(request)).outcome is Outcome.UNKNOWN
@@ -353,9 +347,7 @@ async def test_fault_per_token_leaves_other_cards_alone(gateway: StripeGateway, 
 # -- vault ----------------------------------------------------------------------------------------
 
 
-async def test_vault_turns_a_token_into_a_reusable_payment_method(
-    gateway: StripeGateway, fake: StripeFake
-) -> None:
+async def test_vault_turns_a_token_into_a_reusable_payment_method(gateway: StripeGateway, fake: StripeFake) -> None:
     vaulted = await gateway.vault("tok_mastercard", "pm_ours_1")
     assert vaulted.outcome is Outcome.APPROVED
     assert vaulted.token is not None
@@ -429,9 +421,7 @@ async def test_stale_webhook_is_refused(gateway: StripeGateway) -> None:
         await gateway.parse_webhook(headers, body)
 
 
-async def test_webhook_without_signature_or_secret_is_refused(
-    fake: StripeFake, gateway: StripeGateway
-) -> None:
+async def test_webhook_without_signature_or_secret_is_refused(fake: StripeFake, gateway: StripeGateway) -> None:
     headers, body = _event()
     no_secret = StripeGateway(_config(fake.url))
     try:

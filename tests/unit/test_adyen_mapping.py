@@ -153,9 +153,7 @@ def _item() -> dict[str, object]:
 
 def test_signature_covers_the_standard_fields_in_order() -> None:
     signing = "7914073381342284:8313842560770001:Acct:att_9:500:EUR:REFUND:true"
-    expected = base64.b64encode(
-        hmac.new(bytes.fromhex(KEY), signing.encode(), hashlib.sha256).digest()
-    ).decode()
+    expected = base64.b64encode(hmac.new(bytes.fromhex(KEY), signing.encode(), hashlib.sha256).digest()).decode()
 
     assert mapping.notification_signature(_item(), KEY) == expected
 
@@ -188,9 +186,7 @@ def test_refund_notification_points_at_the_original_payment() -> None:
     ],
 )
 def test_event_kinds(event_code: str, success: str, kind: str) -> None:
-    assert (
-        mapping.notification_from_item({**_item(), "eventCode": event_code, "success": success}).kind == kind
-    )
+    assert mapping.notification_from_item({**_item(), "eventCode": event_code, "success": success}).kind == kind
 
 
 def test_batches_are_refused() -> None:

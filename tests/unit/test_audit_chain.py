@@ -23,9 +23,7 @@ def events(n: int) -> list[dict]:
 
 
 def test_canonical_json_is_sorted_compact_utf8():
-    assert (
-        canonical_json({"b": 1, "a": {"d": [1, 2], "c": "é"}}) == '{"a":{"c":"é","d":[1,2]},"b":1}'.encode()
-    )
+    assert canonical_json({"b": 1, "a": {"d": [1, 2], "c": "é"}}) == '{"a":{"c":"é","d":[1,2]},"b":1}'.encode()
     with pytest.raises(ValueError, match="Out of range"):
         canonical_json({"x": float("nan")})
 

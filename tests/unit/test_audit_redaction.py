@@ -117,9 +117,7 @@ def test_structlog_processor_shares_the_function():
         captured.append(dict(event_dict))
         raise structlog.DropEvent
 
-    logger = structlog.wrap_logger(
-        structlog.PrintLogger(), processors=[redact_log_event, capture], context_class=dict
-    )
+    logger = structlog.wrap_logger(structlog.PrintLogger(), processors=[redact_log_event, capture], context_class=dict)
     logger.info("charge with 4242424242424242", api_key="sk_live_abcdefghijklmnop", body={"cvc": "123"})
     assert captured
     event = captured[0]

@@ -82,9 +82,7 @@ def test_amounts_finer_than_the_currency_are_refused() -> None:
 
 def test_conversion_never_goes_through_float() -> None:
     # 0.1 + 0.2 style drift would show here across a range of cents.
-    assert all(
-        mapping.to_minor(mapping.to_major(cents, "usd"), "usd") == cents for cents in range(0, 100_001, 7)
-    )
+    assert all(mapping.to_minor(mapping.to_major(cents, "usd"), "usd") == cents for cents in range(0, 100_001, 7))
 
 
 # --- declines ----------------------------------------------------------------------------------------
@@ -110,9 +108,7 @@ def test_conversion_never_goes_through_float() -> None:
         (None, Outcome.HARD_DECLINE, "card_declined"),
     ],
 )
-def test_processor_codes_classify_as_documented(
-    code: str | None, outcome: Outcome, decline_code: str | None
-) -> None:
+def test_processor_codes_classify_as_documented(code: str | None, outcome: Outcome, decline_code: str | None) -> None:
     assert mapping.classify_processor_code(code) == (outcome, decline_code)
 
 
@@ -173,9 +169,7 @@ def test_failed_transaction_with_3000_is_a_soft_decline() -> None:
 
 
 def test_gateway_rejected_transaction_maps_its_reason() -> None:
-    rejected = transaction(
-        status="gateway_rejected", gateway_rejection_reason="cvv", processor_response_code=""
-    )
+    rejected = transaction(status="gateway_rejected", gateway_rejection_reason="cvv", processor_response_code="")
     result = mapping.transaction_result(rejected)
     assert (result.outcome, result.code, result.decline_code) == (
         Outcome.HARD_DECLINE,
@@ -296,9 +290,7 @@ def _refused() -> Exception:
         ),  # type: ignore[arg-type]
         (requests.exceptions.ReadTimeout(ReadTimeoutError(None, "/", "Read timed out.")), Outcome.UNKNOWN),  # type: ignore[arg-type]
         (
-            requests.exceptions.ConnectionError(
-                ProtocolError("Connection aborted.", ConnectionResetError(104))
-            ),
+            requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104))),
             Outcome.UNKNOWN,
         ),
         (ServiceUnavailableError(), Outcome.NOT_SENT),
@@ -320,9 +312,7 @@ def test_failures_are_not_sent_only_when_nothing_left_us(exc: Exception, outcome
 
 
 def test_settled_notification_maps_to_payment_succeeded() -> None:
-    subject = {
-        "transaction": {"id": "txn1", "order_id": "att_9", "amount": "12.34", "currency_iso_code": "USD"}
-    }
+    subject = {"transaction": {"id": "txn1", "order_id": "att_9", "amount": "12.34", "currency_iso_code": "USD"}}
     parsed = braintree.WebhookNotification(None, {"kind": "transaction_settled", "subject": subject})
     event = mapping.notification(parsed, "cGF5bG9hZA==\n")
     assert (event.kind, event.attempt_id, event.reference, event.amount) == (

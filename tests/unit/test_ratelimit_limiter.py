@@ -41,23 +41,15 @@ def test_previous_window_slides_out_linearly() -> None:
 
 def test_retry_after_is_exactly_when_the_same_hit_would_fit() -> None:
     for prev, curr, elapsed, cost in [(10, 7, 750, 1), (10, 10, 200, 1), (4, 9, 100, 3), (0, 10, 999, 2)]:
-        allowed, _, decision = _decide(
-            prev=prev, curr=curr, elapsed_ms=elapsed, window_ms=1000, limit=10, cost=cost
-        )
+        allowed, _, decision = _decide(prev=prev, curr=curr, elapsed_ms=elapsed, window_ms=1000, limit=10, cost=cost)
         assert not allowed
         later = elapsed + round(decision.retry_after * 1000)
         if later < 1000:
             fits, _, _ = _decide(prev=prev, curr=curr, elapsed_ms=later, window_ms=1000, limit=10, cost=cost)
-            too_soon, _, _ = _decide(
-                prev=prev, curr=curr, elapsed_ms=later - 1, window_ms=1000, limit=10, cost=cost
-            )
+            too_soon, _, _ = _decide(prev=prev, curr=curr, elapsed_ms=later - 1, window_ms=1000, limit=10, cost=cost)
         else:
-            fits, _, _ = _decide(
-                prev=curr, curr=0, elapsed_ms=later - 1000, window_ms=1000, limit=10, cost=cost
-            )
-            too_soon, _, _ = _decide(
-                prev=curr, curr=0, elapsed_ms=later - 1001, window_ms=1000, limit=10, cost=cost
-            )
+            fits, _, _ = _decide(prev=curr, curr=0, elapsed_ms=later - 1000, window_ms=1000, limit=10, cost=cost)
+            too_soon, _, _ = _decide(prev=curr, curr=0, elapsed_ms=later - 1001, window_ms=1000, limit=10, cost=cost)
         assert fits
         assert not too_soon
 

@@ -53,9 +53,7 @@ def config(**overrides: object) -> RateLimitConfig:
     values: dict[str, object] = {
         "key_limit": {"requests": 5, "window_seconds": 60},
         "ip_limit": {"requests": 50, "window_seconds": 60},
-        "routes": {
-            "POST /v1/charges": {"name": "charges_create", "limit": {"requests": 2, "window_seconds": 60}}
-        },
+        "routes": {"POST /v1/charges": {"name": "charges_create", "limit": {"requests": 2, "window_seconds": 60}}},
     }
     values.update(overrides)
     return RateLimitConfig.model_validate(values)
@@ -68,9 +66,7 @@ async def test_every_limited_response_carries_ietf_fields() -> None:
     async with client(make_app(config())) as http:
         response = await http.get("/v1/charges", headers=AUTH)
     assert response.status_code == 200
-    policies = {
-        m["name"]: (int(m["q"]), int(m["w"])) for m in POLICY.finditer(response.headers["RateLimit-Policy"])
-    }
+    policies = {m["name"]: (int(m["q"]), int(m["w"])) for m in POLICY.finditer(response.headers["RateLimit-Policy"])}
     assert policies == {"ip": (50, 60), "default": (5, 60)}
     states = {m["name"]: int(m["r"]) for m in STATE.finditer(response.headers["RateLimit"])}
     assert states == {"ip": 49, "default": 4}
@@ -168,8 +164,7 @@ async def test_forged_forwarded_for_from_an_untrusted_peer_is_ignored() -> None:
     app = make_app(config(ip_limit={"requests": 2, "window_seconds": 60}))
     async with client(app, peer="198.51.100.9") as http:
         statuses = [
-            (await http.get("/v1/charges", headers={"X-Forwarded-For": f"10.0.0.{n}"})).status_code
-            for n in range(3)
+            (await http.get("/v1/charges", headers={"X-Forwarded-For": f"10.0.0.{n}"})).status_code for n in range(3)
         ]
     assert statuses == [200, 200, 429]  # one client, whatever it claims
 
@@ -181,10 +176,7 @@ async def test_forwarded_for_from_a_trusted_proxy_is_honoured() -> None:
             (await http.get("/v1/charges", headers={"X-Forwarded-For": f"198.51.100.{n}"})).status_code
             for n in range(4)
         ]
-        same = [
-            (await http.get("/v1/charges", headers={"X-Forwarded-For": "192.0.2.1"})).status_code
-            for _ in range(3)
-        ]
+        same = [(await http.get("/v1/charges", headers={"X-Forwarded-For": "192.0.2.1"})).status_code for _ in range(3)]
     assert spread == [200] * 4  # four clients behind one proxy
     assert same == [200, 200, 429]
 
@@ -227,10 +219,7 @@ def test_default_config_trusts_nobody_and_limits_charge_creation_tighter() -> No
     create = RouteTable(cfg.routes).match("POST", "/v1/charges")
     assert create is not None
     assert create.limit is not None
-    assert (
-        create.limit.requests / create.limit.window_seconds
-        < cfg.key_limit.requests / cfg.key_limit.window_seconds
-    )
+    assert create.limit.requests / create.limit.window_seconds < cfg.key_limit.requests / cfg.key_limit.window_seconds
 
 
 def test_route_table_prefers_literal_paths() -> None:

@@ -33,9 +33,7 @@ def test_payment_method_id_is_passed_as_is() -> None:
 
 
 def test_params_are_identical_for_a_replay() -> None:
-    assert mapping.payment_intent_params(_request("tok_visa")) == mapping.payment_intent_params(
-        _request("tok_visa")
-    )
+    assert mapping.payment_intent_params(_request("tok_visa")) == mapping.payment_intent_params(_request("tok_visa"))
 
 
 @pytest.mark.parametrize(
@@ -122,9 +120,7 @@ def test_soft_declines(code: str) -> None:
     assert mapping.decline_outcome(code) is Outcome.SOFT_DECLINE
 
 
-def _error(
-    status: int, error: dict[str, object] | None, headers: dict[str, str] | None = None
-) -> stripe.StripeError:
+def _error(status: int, error: dict[str, object] | None, headers: dict[str, str] | None = None) -> stripe.StripeError:
     body = {"error": error} if error is not None else None
     return stripe.APIError("boom", "{}", status, body, headers or {})
 
@@ -173,9 +169,7 @@ def test_402_generic_decline_is_normalised_to_card_declined() -> None:
         (200, None, {}, Outcome.UNKNOWN),
     ],
 )
-def test_error_answers(
-    status: int, error: dict[str, object] | None, headers: dict[str, str], outcome: Outcome
-) -> None:
+def test_error_answers(status: int, error: dict[str, object] | None, headers: dict[str, str], outcome: Outcome) -> None:
     assert mapping.result_from_error(_error(status, error, headers)).outcome is outcome
 
 
@@ -205,17 +199,13 @@ def test_transport_errors(cause: BaseException, outcome: Outcome) -> None:
 
 
 def test_lookup_keeps_not_sent_only_for_refusals_before_execution() -> None:
-    refused = mapping.result_from_error(
-        _error(400, {"type": "invalid_request_error", "code": "resource_missing"})
-    )
+    refused = mapping.result_from_error(_error(400, {"type": "invalid_request_error", "code": "resource_missing"}))
     limited = mapping.result_from_error(_error(429, {"type": "rate_limit_error"}))
 
     assert mapping.lookup_result(refused, 400).outcome is Outcome.NOT_SENT
     assert mapping.lookup_result(limited, 429).outcome is Outcome.UNKNOWN
     assert (
-        mapping.lookup_result(
-            mapping.result_from_error(_connection_error(httpx.ConnectError("x"))), None
-        ).outcome
+        mapping.lookup_result(mapping.result_from_error(_connection_error(httpx.ConnectError("x"))), None).outcome
         is Outcome.UNKNOWN
     )
 

@@ -42,13 +42,15 @@ async def create_charge(
     params: ChargeCreate,
     caller: CurrentCaller,
     runtime: RuntimeDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
 ) -> Response:
     reply = await runtime.charges.create(
-        caller, params, request_id=request_id_of(request), idempotency_key=idempotency_key,
-        raw_body=await request.json(), path=request.url.path,
+        caller,
+        params,
+        request_id=request_id_of(request),
+        idempotency_key=idempotency_key,
+        raw_body=await request.json(),
+        path=request.url.path,
     )
     headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
     return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)
@@ -78,5 +80,9 @@ async def list_charges(
     charges, has_more = await runtime.charges.list_page(
         caller, limit=limit, starting_after=starting_after, ending_before=ending_before
     )
-    return {"object": "list", "url": request.url.path, "has_more": has_more,
-            "data": [render_charge(c) for c in charges]}
+    return {
+        "object": "list",
+        "url": request.url.path,
+        "has_more": has_more,
+        "data": [render_charge(c) for c in charges],
+    }

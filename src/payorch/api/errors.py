@@ -24,7 +24,7 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not str(p).startswith("__")]
     return ".".join(parts) or None
 
 
@@ -49,16 +49,13 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc)
 
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(request, _validation_error(exc))
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, ApiError):
             return error_response(request, exc.__cause__)
         error: ApiError
@@ -76,11 +73,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, error)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
         error = ApiError("An internal error occurred; it has been logged with this request id.")
         return error_response(request, error)
 
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)

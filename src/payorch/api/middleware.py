@@ -19,8 +19,12 @@ SECURITY_HEADERS = (
 
 async def send_error(send: Send, error: ApiError, request_id: str) -> None:
     body = json.dumps(error.body(request_id), separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"request-id", request_id.encode()), *SECURITY_HEADERS]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"request-id", request_id.encode()),
+        *SECURITY_HEADERS,
+    ]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -51,7 +55,7 @@ class RequestContextMiddleware:
                     response_headers.setdefault(name.decode(), value.decode())
             await send(message)
 
-        await self.app(scope, self._limited(receive, request_id, send), send_with_headers)
+        await self.app(scope, self._limited(receive), send_with_headers)
 
     def _refusal(self, method: str, headers: dict[str, str]) -> ApiError | None:
         length = headers.get("content-length")
@@ -64,7 +68,7 @@ class RequestContextMiddleware:
                 return UnsupportedMediaType("Request bodies must be JSON (Content-Type: application/json).")
         return None
 
-    def _limited(self, receive: Receive, request_id: str, send: Send) -> Receive:
+    def _limited(self, receive: Receive) -> Receive:
         """Count streamed bytes too: a chunked body gets no Content-Length to check up front."""
         received = 0
         limit = self.max_body_bytes

@@ -19,9 +19,7 @@ GENESIS_HASH = "0" * 64
 
 def canonical_json(value: Any) -> bytes:
     """The one byte form that is hashed: sorted keys, compact separators, UTF-8."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def chained_body(seq: int, event: Mapping[str, Any]) -> bytes:

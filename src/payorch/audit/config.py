@@ -36,9 +36,7 @@ class S3SinkConfig(AwsClientConfig):
 
 
 class CloudTrailSinkConfig(AwsClientConfig):
-    channel_arn: str = Field(
-        pattern=r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:channel/[A-Za-z0-9._/-]+$"
-    )
+    channel_arn: str = Field(pattern=r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:channel/[A-Za-z0-9._/-]+$")
     event_source: str = "payorch"
     failed_entry_attempts: int = Field(default=3, ge=1, le=10)
 

@@ -161,9 +161,7 @@ def _redact_other(value: Any, depth: int) -> Any:
 _LOG_PASSTHROUGH = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
 
 
-def redact_log_event(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def redact_log_event(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact every field. Place it after ``format_exc_info`` so tracebacks,
     already rendered to text, are redacted too."""
     for key in list(event_dict):

@@ -267,9 +267,7 @@ class AuditShipper:
                 report.failed[sink.name] = str(exc) or type(exc).__name__
                 break
             async with self._sessions() as session, session.begin():
-                if not await audit_store.advance_cursor(
-                    session, sink.name, from_seq=cursor, to_seq=rows[-1].seq
-                ):
+                if not await audit_store.advance_cursor(session, sink.name, from_seq=cursor, to_seq=rows[-1].seq):
                     raise ShipperLostCursor(f"cursor of sink {sink.name} moved while shipping")
             state.failures, state.retry_at = 0, 0.0
             shipped += len(batch)

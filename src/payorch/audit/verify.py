@@ -111,9 +111,7 @@ def _check_link(
     name = link.event_id or None
     if link.seq != expected_seq:
         if link.seq in seen:
-            return VerifyProblem(
-                "duplicate", link.seq, name, f"seq {link.seq} stored twice with different content"
-            )
+            return VerifyProblem("duplicate", link.seq, name, f"seq {link.seq} stored twice with different content")
         if link.seq > expected_seq and expected_seq in stored_ids:
             return VerifyProblem(
                 "reorder",
@@ -128,13 +126,9 @@ def _check_link(
                 None,
                 f"seq {expected_seq} is missing: the next stored event is seq {link.seq} ({name})",
             )
-        return VerifyProblem(
-            "reorder", link.seq, name, f"seq {link.seq} ({name}) found after seq {expected_seq - 1}"
-        )
+        return VerifyProblem("reorder", link.seq, name, f"seq {link.seq} ({name}) found after seq {expected_seq - 1}")
     if not _hash_ok(link):
-        return VerifyProblem(
-            "altered", link.seq, name, f"event {name} at seq {link.seq} does not match its hash"
-        )
+        return VerifyProblem("altered", link.seq, name, f"event {name} at seq {link.seq} does not match its hash")
     if link.prev_hash != prev_hash:
         return VerifyProblem(
             "altered", link.seq, name, f"event {name} at seq {link.seq} does not link to the previous event"

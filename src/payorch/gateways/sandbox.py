@@ -82,15 +82,25 @@ class SandboxGateway:
         """Charge or authorize per the test token's behaviour."""
         test = _test_card(request.token)
         if test is None:
-            return GatewayResult(Outcome.HARD_DECLINE, code="invalid_token", decline_code="invalid_token",
-                                 message="No such token at the sandbox.")
+            return GatewayResult(
+                Outcome.HARD_DECLINE,
+                code="invalid_token",
+                decline_code="invalid_token",
+                message="No such token at the sandbox.",
+            )
         if test.behaviour == "unavailable":
             return GatewayResult(Outcome.NOT_SENT, code="503", message="Sandbox unavailable; nothing was processed.")
         if test.behaviour in ("decline", "soft_decline"):
             payment, _ = await self._ledger.record(self._payment(request, "declined", test.decline_code))
             outcome = Outcome.HARD_DECLINE if test.behaviour == "decline" else Outcome.SOFT_DECLINE
-            return GatewayResult(outcome, reference=payment.payment_id, code=test.decline_code,
-                                 decline_code=payment.decline_code, message="The card was declined.", card=test.card)
+            return GatewayResult(
+                outcome,
+                reference=payment.payment_id,
+                code=test.decline_code,
+                decline_code=payment.decline_code,
+                message="The card was declined.",
+                card=test.card,
+            )
         if test.behaviour == "late_success":
             payment, fresh = await self._ledger.record(self._payment(request, "processing", None))
             if fresh:
@@ -107,8 +117,9 @@ class SandboxGateway:
     async def _settle_late(self, request: PaymentRequest) -> SandboxPayment:
         await asyncio.sleep(self._late_after)
         status = self._approved_status(request)
-        return await self._ledger.settle(self.name, request.attempt_id, status=status,
-                                         amount_captured=request.amount if request.capture else 0)
+        return await self._ledger.settle(
+            self.name, request.attempt_id, status=status, amount_captured=request.amount if request.capture else 0
+        )
 
     @staticmethod
     def _approved_status(request: PaymentRequest) -> str:
@@ -117,10 +128,18 @@ class SandboxGateway:
     def _payment(self, request: PaymentRequest, status: str, decline_code: str | None) -> SandboxPayment:
         captured = request.amount if status == "captured" else 0
         return SandboxPayment(
-            gateway=self.name, reference=request.attempt_id, payment_id=new_id("sbx"),
-            merchant_id=request.merchant_id, charge_id=request.charge_id, amount=request.amount,
-            currency=request.currency, token=request.token, status=status, amount_captured=captured,
-            amount_refunded=0, decline_code=decline_code,
+            gateway=self.name,
+            reference=request.attempt_id,
+            payment_id=new_id("sbx"),
+            merchant_id=request.merchant_id,
+            charge_id=request.charge_id,
+            amount=request.amount,
+            currency=request.currency,
+            token=request.token,
+            status=status,
+            amount_captured=captured,
+            amount_refunded=0,
+            decline_code=decline_code,
         )
 
     @staticmethod
@@ -128,10 +147,20 @@ class SandboxGateway:
         if payment.status == "processing":
             return GatewayResult(Outcome.UNKNOWN, reference=payment.payment_id, message="Still processing.")
         if payment.status == "declined":
-            return GatewayResult(Outcome.HARD_DECLINE, reference=payment.payment_id, code=payment.decline_code,
-                                 decline_code=payment.decline_code, card=card)
-        return GatewayResult(Outcome.APPROVED, reference=payment.payment_id, code="approved", card=card,
-                             captured=payment.status == "captured")
+            return GatewayResult(
+                Outcome.HARD_DECLINE,
+                reference=payment.payment_id,
+                code=payment.decline_code,
+                decline_code=payment.decline_code,
+                card=card,
+            )
+        return GatewayResult(
+            Outcome.APPROVED,
+            reference=payment.payment_id,
+            code="approved",
+            card=card,
+            captured=payment.status == "captured",
+        )
 
     async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         """Capture ``amount`` of an authorized sandbox payment."""
@@ -147,13 +176,18 @@ class SandboxGateway:
 
     async def _operate(self, payment_id: str, kind: str, amount: int, idempotency_key: str) -> GatewayResult:
         operation, refusal = await self._ledger.operate(
-            self.name, payment_id, kind=kind, amount=amount, idempotency_key=idempotency_key,
+            self.name,
+            payment_id,
+            kind=kind,
+            amount=amount,
+            idempotency_key=idempotency_key,
             operation_id=new_id("sbx"),
         )
         if operation is None:
             return GatewayResult(Outcome.HARD_DECLINE, code=refusal, message=f"Sandbox refused the {kind}.")
-        return GatewayResult(Outcome.APPROVED, reference=operation.operation_id, code="approved",
-                             captured=kind == "capture")
+        return GatewayResult(
+            Outcome.APPROVED, reference=operation.operation_id, code="approved", captured=kind == "capture"
+        )
 
     async def lookup(self, request: PaymentRequest) -> GatewayResult:
         """What the sandbox's books say of this attempt; absent means never processed."""

@@ -54,10 +54,10 @@ class Breakers(Protocol):
 class NoBreakers:
     """Every gateway always allowed: for single-gateway set-ups and tests of the executor alone."""
 
-    def allows(self, gateway: str) -> bool:
+    def allows(self, gateway: str) -> bool:  # noqa: ARG002 - every gateway is allowed
         return True
 
-    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None:
+    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None:  # noqa: ARG002 - nothing to keep
         return None
 
 
@@ -72,8 +72,14 @@ class ChargeJob:
 
     def request(self, attempt_id: str, token: str) -> PaymentRequest:
         return PaymentRequest(
-            attempt_id=attempt_id, merchant_id=self.merchant_id, charge_id=self.charge_id, amount=self.amount,
-            currency=self.currency, token=token, capture=self.capture, description=self.description,
+            attempt_id=attempt_id,
+            merchant_id=self.merchant_id,
+            charge_id=self.charge_id,
+            amount=self.amount,
+            currency=self.currency,
+            token=token,
+            capture=self.capture,
+            description=self.description,
         )
 
 
@@ -90,7 +96,9 @@ class Executor:
         self._config = config
         self._breakers: Breakers = breakers or NoBreakers()
 
-    async def run(self, job: ChargeJob, candidates: list[Candidate], first_attempt_id: str, journal: Journal) -> Execution:
+    async def run(
+        self, job: ChargeJob, candidates: list[Candidate], first_attempt_id: str, journal: Journal
+    ) -> Execution:
         deadline = time.monotonic() + self._config.deadline_ms / 1000
         attempt_id = first_attempt_id
         earlier: list[AttemptOutcome] = []
@@ -142,9 +150,9 @@ class Executor:
         return unknown
 
 
-async def _race(call: Awaitable[GatewayResult], timeout: float, deadline: float) -> GatewayResult:
+async def _race(call: Awaitable[GatewayResult], limit: float, deadline: float) -> GatewayResult:
     """Run a gateway call against its timeout and the request's deadline; never raise."""
-    budget = max(0.0, min(timeout, deadline - time.monotonic()))
+    budget = max(0.0, min(limit, deadline - time.monotonic()))
     try:
         async with asyncio.timeout(budget):
             return await call
@@ -154,5 +162,3 @@ async def _race(call: Awaitable[GatewayResult], timeout: float, deadline: float)
         # An adapter must not raise; if one does, money may have moved: treat as unknown.
         log.exception("gateway call raised")
         return GatewayResult(Outcome.UNKNOWN, code="adapter_error", message="The gateway adapter failed.")
-
-

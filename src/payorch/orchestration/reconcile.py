@@ -55,8 +55,12 @@ class Reconciler:
         """Look up every attempt that is due once; return what was decided."""
         stale_before = datetime.now(UTC) - timedelta(seconds=self._idem.stale_after_seconds)
         async with unit_of_work(self._sessions) as session:
-            due = await repo.lease_due_attempts(session, limit=self._config.batch_size, stale_before=stale_before,
-                                                lease_seconds=max(60.0, self._config.interval_seconds * 4))
+            due = await repo.lease_due_attempts(
+                session,
+                limit=self._config.batch_size,
+                stale_before=stale_before,
+                lease_seconds=max(60.0, self._config.interval_seconds * 4),
+            )
         decisions = []
         for attempt in due:
             try:
@@ -84,8 +88,13 @@ class Reconciler:
             log.warning("attempt %s: gateway %s is not configured; left for review", attempt.id, attempt.gateway)
             return Decision(attempt.id, attempt.charge_id, "skipped")
         request = PaymentRequest(
-            attempt_id=attempt.id, merchant_id=attempt.merchant_id, charge_id=attempt.charge_id,
-            amount=charge.amount, currency=charge.currency, token=attempt.token, capture=charge.capture,
+            attempt_id=attempt.id,
+            merchant_id=attempt.merchant_id,
+            charge_id=attempt.charge_id,
+            amount=charge.amount,
+            currency=charge.currency,
+            token=attempt.token,
+            capture=charge.capture,
             description=charge.description,
         )
         try:
@@ -102,17 +111,29 @@ class Reconciler:
         async with unit_of_work(self._sessions) as session:
             if attempt.check_count >= self._config.max_checks:
                 target = transition_attempt(AttemptStatus(attempt.status), AttemptStatus.REVIEW)
-                await repo.update_attempt(session, attempt.merchant_id, attempt.id, expected_status=attempt.status,
-                                          status=target.value, next_check_at=None)
-                log.error("attempt %s still unknown after %d lookups: flagged for review", attempt.id,
-                          attempt.check_count)
+                await repo.update_attempt(
+                    session,
+                    attempt.merchant_id,
+                    attempt.id,
+                    expected_status=attempt.status,
+                    status=target.value,
+                    next_check_at=None,
+                )
+                log.error(
+                    "attempt %s still unknown after %d lookups: flagged for review", attempt.id, attempt.check_count
+                )
                 return Decision(attempt.id, attempt.charge_id, "review")
-            delay = min(MAX_BACKOFF_SECONDS, self._config.first_check_seconds * 2 ** attempt.check_count)
+            delay = min(MAX_BACKOFF_SECONDS, self._config.first_check_seconds * 2**attempt.check_count)
             if attempt.status == AttemptStatus.PENDING:
                 transition_attempt(AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
-            await repo.update_attempt(session, attempt.merchant_id, attempt.id, expected_status=attempt.status,
-                                      status=AttemptStatus.UNKNOWN.value,
-                                      next_check_at=datetime.now(UTC) + timedelta(seconds=max(delay, 1.0)))
+            await repo.update_attempt(
+                session,
+                attempt.merchant_id,
+                attempt.id,
+                expected_status=attempt.status,
+                status=AttemptStatus.UNKNOWN.value,
+                next_check_at=datetime.now(UTC) + timedelta(seconds=max(delay, 1.0)),
+            )
         return Decision(attempt.id, attempt.charge_id, "rescheduled")
 
     async def _apply(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
@@ -120,12 +141,20 @@ class Reconciler:
         target_attempt = transition_attempt(AttemptStatus(attempt.status), ATTEMPT_STATUS_BY_OUTCOME[result.outcome])
         async with unit_of_work(self._sessions) as session:
             await repo.update_attempt(
-                session, attempt.merchant_id, attempt.id, expected_status=attempt.status,
-                status=target_attempt.value, gateway_reference=result.reference, raw_code=result.code,
-                decline_code=result.decline_code, message=result.message, next_check_at=None,
+                session,
+                attempt.merchant_id,
+                attempt.id,
+                expected_status=attempt.status,
+                status=target_attempt.value,
+                gateway_reference=result.reference,
+                raw_code=result.code,
+                decline_code=result.decline_code,
+                message=result.message,
+                next_check_at=None,
             )
             current = await repo.get_charge(session, charge.merchant_id, charge.id, for_update=True)
-            assert current is not None
+            if current is None:  # charges are never deleted; nothing to move if one were
+                return Decision(attempt.id, charge.id, "skipped")
             status = ChargeStatus(current.status)
             if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
                 if result.outcome is Outcome.APPROVED or not await self._others_open(session, attempt):
@@ -145,21 +174,30 @@ class Reconciler:
 
     async def _settle_charge(self, session: AsyncSession, charge: Charge, outcome: AttemptOutcome) -> None:
         target, fields = charge_fields_for(outcome, charge.capture, charge.amount)
-        updated = await repo.update_charge(session, charge.merchant_id, charge.id, expected_status=charge.status,
-                                           status=transition(ChargeStatus(charge.status), target).value, **fields)
+        updated = await repo.update_charge(
+            session,
+            charge.merchant_id,
+            charge.id,
+            expected_status=charge.status,
+            status=transition(ChargeStatus(charge.status), target).value,
+            **fields,
+        )
         if updated is None:
             return
         key = await idem_repo.find_in_progress_for_charge(session, charge.merchant_id, charge.id)
         if key is not None and target is not ChargeStatus.PROCESSING:
             # The request that held the key died: store the answer its retry will replay.
             reply = reply_for(updated, request_id="req_reconciler")
-            await idem_repo.complete(session, charge.merchant_id, key, status=reply.status, body=reply.body,
-                                     charge_id=charge.id)
+            await idem_repo.complete(
+                session, charge.merchant_id, key, status=reply.status, body=reply.body, charge_id=charge.id
+            )
         log.info("reconciler: charge %s is now %s (attempt %s)", charge.id, target, outcome.attempt_id)
 
     async def _reverse(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
         configured = self._registry.get(attempt.gateway)
-        assert configured is not None and result.reference is not None
+        if configured is None or result.reference is None:
+            log.error("late success of attempt %s cannot be reversed: no gateway or reference", attempt.id)
+            return Decision(attempt.id, charge.id, "reversal_failed")
         key = f"{attempt.id}_reversal"
         try:
             async with asyncio.timeout(configured.timeout):
@@ -171,11 +209,14 @@ class Reconciler:
             reversal = GatewayResult(Outcome.UNKNOWN, code="reversal_failed")
         async with unit_of_work(self._sessions) as session:
             if reversal.outcome is Outcome.APPROVED:
-                await repo.update_attempt(session, attempt.merchant_id, attempt.id, expected_status="approved",
-                                          status=transition_attempt(AttemptStatus.APPROVED,
-                                                                    AttemptStatus.REVERSED).value)
+                await repo.update_attempt(
+                    session,
+                    attempt.merchant_id,
+                    attempt.id,
+                    expected_status="approved",
+                    status=transition_attempt(AttemptStatus.APPROVED, AttemptStatus.REVERSED).value,
+                )
                 log.warning("reversed late success of attempt %s on %s", attempt.id, attempt.gateway)
                 return Decision(attempt.id, charge.id, "reversed")
-        log.error("could not reverse late success of attempt %s on %s: needs an operator", attempt.id,
-                  attempt.gateway)
+        log.error("could not reverse late success of attempt %s on %s: needs an operator", attempt.id, attempt.gateway)
         return Decision(attempt.id, charge.id, "reversal_failed")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    Tag,
+    field_validator,
+)
 
 from payorch.money import MAX_AMOUNT, UnknownCurrency, normalize_currency
 from payorch.storage.charges import Charge
@@ -26,10 +36,24 @@ class TokensPaymentMethod(StrictModel):
     tokens: dict[GatewayName, Token] = Field(min_length=1, max_length=8)
 
 
+def _payment_method_kind(value: Any) -> str:
+    return "__id" if isinstance(value, str) else "__tokens"
+
+
+# One branch is validated, chosen by the input's shape, so errors name the real problem. Tags start
+# with "__" and are left out of the error's ``param``.
+PaymentMethodParam = Annotated[
+    Annotated[PaymentMethodId, Tag("__id")] | Annotated[TokensPaymentMethod, Tag("__tokens")],
+    Discriminator(_payment_method_kind),
+]
+
+
 class ChargeCreate(StrictModel):
     amount: StrictInt = Field(gt=0, le=MAX_AMOUNT, description="In the currency's minor unit (cents, yen, fils).")
     currency: str = Field(min_length=3, max_length=3, description="ISO 4217, case-insensitive.")
-    payment_method: PaymentMethodId | TokensPaymentMethod
+    payment_method: PaymentMethodParam = Field(
+        description='A stored `pm_...` id, or `{"tokens": {"<gateway>": "<token or nonce>"}}`.'
+    )
     capture: StrictBool = True
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=50)

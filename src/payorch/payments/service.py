@@ -90,19 +90,27 @@ def charge_fields_for(outcome: AttemptOutcome, capture: bool, amount: int) -> tu
     result = outcome.result
     fields: dict[str, Any] = {}
     if result.card is not None:
-        fields.update(card_brand=result.card.brand, card_last4=result.card.last4,
-                      card_exp_month=result.card.exp_month, card_exp_year=result.card.exp_year)
+        fields.update(
+            card_brand=result.card.brand,
+            card_last4=result.card.last4,
+            card_exp_month=result.card.exp_month,
+            card_exp_year=result.card.exp_year,
+        )
     if result.outcome is Outcome.APPROVED:
-        fields.update(gateway=outcome.gateway, gateway_reference=result.reference,
-                      amount_captured=amount if capture else 0)
+        fields.update(
+            gateway=outcome.gateway, gateway_reference=result.reference, amount_captured=amount if capture else 0
+        )
         return (ChargeStatus.SUCCEEDED if capture else ChargeStatus.AUTHORIZED), fields
     if result.outcome is Outcome.UNKNOWN:
         return ChargeStatus.PROCESSING, fields
     if result.outcome is Outcome.NOT_SENT:
         fields.update(failure_code="gateway_unavailable", failure_message="No gateway could take the charge.")
         return ChargeStatus.FAILED, fields
-    fields.update(failure_code="card_declined", decline_code=result.decline_code or "generic_decline",
-                  failure_message=result.message or "The card was declined.")
+    fields.update(
+        failure_code="card_declined",
+        decline_code=result.decline_code or "generic_decline",
+        failure_message=result.message or "The card was declined.",
+    )
     return ChargeStatus.FAILED, fields
 
 
@@ -127,30 +135,50 @@ class ChargeService:
 
     def _candidates(self, params: ChargeCreate) -> list[Candidate]:
         if not isinstance(params.payment_method, TokensPaymentMethod):
-            raise InvalidRequest(f"No such payment_method: '{params.payment_method}'.",
-                                 param="payment_method", code="resource_missing")
+            raise InvalidRequest(
+                f"No such payment_method: '{params.payment_method}'.", param="payment_method", code="resource_missing"
+            )
         tokens = params.payment_method.tokens
         unknown = self._router.unknown_gateways(tokens)
         if unknown:
-            raise InvalidRequest(f"No gateway named '{unknown[0]}' is configured.",
-                                 param=f"payment_method.tokens.{unknown[0]}", code="gateway_not_configured")
+            raise InvalidRequest(
+                f"No gateway named '{unknown[0]}' is configured.",
+                param=f"payment_method.tokens.{unknown[0]}",
+                code="gateway_not_configured",
+            )
         candidates = self._router.candidates(params.currency, tokens)
         if not candidates:
-            raise InvalidRequest("No configured gateway routes this currency with the given tokens.",
-                                 param="payment_method.tokens", code="no_eligible_gateway")
+            raise InvalidRequest(
+                "No configured gateway routes this currency with the given tokens.",
+                param="payment_method.tokens",
+                code="no_eligible_gateway",
+            )
         return candidates
 
     async def create(
-        self, caller: Caller, params: ChargeCreate, *, request_id: str, idempotency_key: str | None,
-        raw_body: Any, path: str,
+        self,
+        caller: Caller,
+        params: ChargeCreate,
+        *,
+        request_id: str,
+        idempotency_key: str | None,
+        raw_body: Any,
+        path: str,
     ) -> Reply:
         """Create a charge and run it through its gateways; the reply is what the API answers."""
         candidates = self._candidates(params)
         charge_id, attempt_id = new_id("ch"), new_id("att")
         new = NewCharge(
-            id=charge_id, merchant_id=caller.merchant_id, livemode=caller.livemode, amount=params.amount,
-            currency=params.currency, capture=params.capture, payment_method=None,
-            description=params.description, metadata=params.metadata, idempotency_key=idempotency_key,
+            id=charge_id,
+            merchant_id=caller.merchant_id,
+            livemode=caller.livemode,
+            amount=params.amount,
+            currency=params.currency,
+            capture=params.capture,
+            payment_method=None,
+            description=params.description,
+            metadata=params.metadata,
+            idempotency_key=idempotency_key,
             api_key_id=caller.key_id,
         )
         print_ = idempotency.fingerprint("POST", path, raw_body, caller.livemode)
@@ -164,8 +192,9 @@ class ChargeService:
             )
             if idempotency_key is not None:
                 await idempotency.repo.attach_charge(session, caller.merchant_id, idempotency_key, charge_id)
-        job = ChargeJob(caller.merchant_id, charge_id, params.amount, params.currency, params.capture,
-                        params.description)
+        job = ChargeJob(
+            caller.merchant_id, charge_id, params.amount, params.currency, params.capture, params.description
+        )
         execution = await self._executor.run(job, candidates, attempt_id, _Journal(self, caller.merchant_id, charge_id))
         return await self._finish(charge, execution, request_id, idempotency_key)
 
@@ -195,8 +224,9 @@ class ChargeService:
             return None
         reply = reply_for(charge, request_id)
         if ChargeStatus(charge.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
-            await idempotency.repo.complete(session, caller.merchant_id, key, status=reply.status, body=reply.body,
-                                            charge_id=charge.id)
+            await idempotency.repo.complete(
+                session, caller.merchant_id, key, status=reply.status, body=reply.body, charge_id=charge.id
+            )
         return reply
 
     def next_check_at(self) -> datetime:
@@ -205,8 +235,13 @@ class ChargeService:
     async def record_attempt(self, session: AsyncSession, merchant_id: str, outcome: AttemptOutcome) -> None:
         target = ATTEMPT_STATUS_BY_OUTCOME[outcome.result.outcome]
         transition_attempt(AttemptStatus.PENDING, target)
-        await repo.update_attempt(session, merchant_id, outcome.attempt_id, expected_status=AttemptStatus.PENDING,
-                                  **_attempt_fields(outcome, self.next_check_at()))
+        await repo.update_attempt(
+            session,
+            merchant_id,
+            outcome.attempt_id,
+            expected_status=AttemptStatus.PENDING,
+            **_attempt_fields(outcome, self.next_check_at()),
+        )
 
     async def _finish(
         self, charge: Charge, execution: Execution, request_id: str, idempotency_key: str | None
@@ -218,17 +253,27 @@ class ChargeService:
             target, fields = ChargeStatus.PROCESSING, {}
         async with unit_of_work(self._sessions) as session:
             await self.record_attempt(session, charge.merchant_id, final)
-            updated = await repo.update_charge(session, charge.merchant_id, charge.id,
-                                               expected_status=ChargeStatus.PENDING,
-                                               status=transition(ChargeStatus.PENDING, target).value, **fields)
+            updated = await repo.update_charge(
+                session,
+                charge.merchant_id,
+                charge.id,
+                expected_status=ChargeStatus.PENDING,
+                status=transition(ChargeStatus.PENDING, target).value,
+                **fields,
+            )
             if updated is None:  # the reconciler got there first (the request outlived its stale window)
-                updated = await repo.get_charge(session, charge.merchant_id, charge.id)
-                assert updated is not None
+                updated = await repo.get_charge(session, charge.merchant_id, charge.id) or charge
             reply = reply_for(updated, request_id)
             final_state = ChargeStatus(updated.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
             if idempotency_key is not None and final_state:
-                await idempotency.repo.complete(session, charge.merchant_id, idempotency_key, status=reply.status,
-                                                body=reply.body, charge_id=charge.id)
+                await idempotency.repo.complete(
+                    session,
+                    charge.merchant_id,
+                    idempotency_key,
+                    status=reply.status,
+                    body=reply.body,
+                    charge_id=charge.id,
+                )
         log.info("charge %s %s via %s", charge.id, updated.status, final.gateway)
         return reply
 
@@ -243,8 +288,14 @@ class ChargeService:
         self, caller: Caller, *, limit: int, starting_after: str | None, ending_before: str | None
     ) -> tuple[list[Charge], bool]:
         async with unit_of_work(self._sessions) as session:
-            return await repo.list_charges(session, caller.merchant_id, livemode=caller.livemode, limit=limit,
-                                           starting_after=starting_after, ending_before=ending_before)
+            return await repo.list_charges(
+                session,
+                caller.merchant_id,
+                livemode=caller.livemode,
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +308,15 @@ class _Journal:
         attempt_id = new_id("att")
         async with unit_of_work(self.service.sessions) as session:
             await self.service.record_attempt(session, self.merchant_id, previous)
-            await repo.insert_attempt(session, attempt_id=attempt_id, merchant_id=self.merchant_id,
-                                      charge_id=self.charge_id, seq=seq, gateway=candidate.name, token=candidate.token)
+            await repo.insert_attempt(
+                session,
+                attempt_id=attempt_id,
+                merchant_id=self.merchant_id,
+                charge_id=self.charge_id,
+                seq=seq,
+                gateway=candidate.name,
+                token=candidate.token,
+            )
         return attempt_id
 
 

@@ -1,10 +1,10 @@
 """The charge and attempt state machines. Every status change goes through :func:`transition`.
 
-    pending ──► authorized ──► succeeded (capture)
-       │  ╲          └──────► canceled  (void)
-       │   ╲► succeeded
-       │    ╲► failed
-       └──► processing ──► authorized | succeeded | failed   (outcome learnt later)
+pending ──► authorized ──► succeeded (capture)
+   │  ╲          └──────► canceled  (void)
+   │   ╲► succeeded
+   │    ╲► failed
+   └──► processing ──► authorized | succeeded | failed   (outcome learnt later)
 """
 
 from __future__ import annotations

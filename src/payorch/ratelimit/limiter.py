@@ -150,9 +150,7 @@ class MemoryLimiter:
     """The same algorithm in this process: the embedded mode's limiter and Redis's stand-in.
     Decisions never await, so they are atomic within one event loop."""
 
-    def __init__(
-        self, *, clock: Callable[[], float] = time.monotonic, sweep_interval_s: float = 10.0
-    ) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sweep_interval_s: float = 10.0) -> None:
         self._clock = clock
         self._sweep_interval = sweep_interval_s
         self._next_sweep = clock() + sweep_interval_s
@@ -186,9 +184,7 @@ class MemoryLimiter:
         return decision
 
     def _sweep(self, now_ms: int) -> None:
-        stale = [
-            key for key, (index, _, _, window_ms) in self._state.items() if index < now_ms // window_ms - 1
-        ]
+        stale = [key for key, (index, _, _, window_ms) in self._state.items() if index < now_ms // window_ms - 1]
         for key in stale:
             del self._state[key]
 

@@ -201,9 +201,7 @@ class RateLimitMiddleware:
         checks.append(_Check(policy, f"key:{identity}:{policy}", limit, min(cost, limit.requests)))
         return checks
 
-    async def _refuse(
-        self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], retry: float
-    ) -> None:
+    async def _refuse(self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], retry: float) -> None:
         request_id = _request_id(scope)
         body = json.dumps(
             {
@@ -248,7 +246,6 @@ def _request_id(scope: Scope) -> tuple[str, bool]:
 def _ratelimit_headers(checks: Sequence[_Check], decisions: Sequence[Decision]) -> list[tuple[bytes, bytes]]:
     policies = ", ".join(f'"{c.policy}";q={c.limit.requests};w={c.limit.window_seconds}' for c in checks)
     states = ", ".join(
-        f'"{c.policy}";r={d.remaining};t={math.ceil(d.reset_after)}'
-        for c, d in zip(checks, decisions, strict=True)
+        f'"{c.policy}";r={d.remaining};t={math.ceil(d.reset_after)}' for c, d in zip(checks, decisions, strict=True)
     )
     return [(b"ratelimit-policy", policies.encode()), (b"ratelimit", states.encode())]

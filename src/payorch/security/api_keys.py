@@ -67,8 +67,13 @@ async def create_key(session: AsyncSession, merchant_id: str, mode: Mode = "test
     secret = f"sk_{mode}_{lookup}{_random(_SECRET_LEN)}"
     key_id = new_id("key")
     await repo.insert_api_key(
-        session, key_id=key_id, merchant_id=merchant_id, lookup=lookup, secret_hash=_digest(secret),
-        mode=mode, scopes=("charges:write", "charges:read"),
+        session,
+        key_id=key_id,
+        merchant_id=merchant_id,
+        lookup=lookup,
+        secret_hash=_digest(secret),
+        mode=mode,
+        scopes=("charges:write", "charges:read"),
     )
     return NewKey(key_id=key_id, merchant_id=merchant_id, mode=mode, secret=secret)
 

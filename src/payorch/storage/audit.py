@@ -132,10 +132,7 @@ async def chain_tip(session: AsyncSession) -> tuple[int, str | None]:
     cannot both extend it."""
     row = (
         await session.execute(
-            select(audit_chain.c.seq, audit_chain.c.hash)
-            .order_by(audit_chain.c.seq.desc())
-            .limit(1)
-            .with_for_update()
+            select(audit_chain.c.seq, audit_chain.c.hash).order_by(audit_chain.c.seq.desc()).limit(1).with_for_update()
         )
     ).first()
     return (0, None) if row is None else (int(row.seq), str(row.hash))
@@ -169,9 +166,7 @@ async def chain_after(session: AsyncSession, after_seq: int, limit: int) -> list
     return [ChainRow(r.seq, r.event_id, r.prev_hash, r.hash, r.canonical, r.recorded_at) for r in rows]
 
 
-async def chain_hashes(
-    session: AsyncSession, first_seq: int = 1, last_seq: int | None = None
-) -> dict[int, str]:
+async def chain_hashes(session: AsyncSession, first_seq: int = 1, last_seq: int | None = None) -> dict[int, str]:
     """seq -> hash as the database recorded them: the anchor ``verify`` compares a sink against."""
     stmt = select(audit_chain.c.seq, audit_chain.c.hash).where(audit_chain.c.seq >= first_seq)
     if last_seq is not None:
@@ -203,9 +198,7 @@ async def advance_cursor(session: AsyncSession, sink: str, *, from_seq: int, to_
 
 async def oldest_unshipped(session: AsyncSession, after_seq: int) -> dt.datetime | None:
     """When the oldest event not yet shipped past ``after_seq`` was recorded (chained or not)."""
-    chained = (
-        select(func.min(audit_chain.c.recorded_at)).where(audit_chain.c.seq > after_seq).scalar_subquery()
-    )
+    chained = select(func.min(audit_chain.c.recorded_at)).where(audit_chain.c.seq > after_seq).scalar_subquery()
     pending = select(func.min(audit_outbox.c.created_at)).scalar_subquery()
     value = (await session.execute(select(func.least(chained, pending)))).scalar_one()
     return value if isinstance(value, dt.datetime) else None

@@ -286,7 +286,7 @@ async def lease_due_attempts(
 
 
 async def count_unresolved_attempts(session: AsyncSession) -> int:
-    query = select(func.count()).select_from(charge_attempts).where(
-        charge_attempts.c.status.in_(("pending", "unknown"))
+    query = (
+        select(func.count()).select_from(charge_attempts).where(charge_attempts.c.status.in_(("pending", "unknown")))
     )
     return int((await session.execute(query)).scalar_one())

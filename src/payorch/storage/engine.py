@@ -9,7 +9,6 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -48,7 +47,7 @@ def start_embedded(data_dir: Path) -> str:
 
     pgdata = (data_dir / "pgdata").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(pgdata))
+    server = pgserver.get_server(str(pgdata))  # type: ignore[attr-defined]
     uri: str = server.get_uri()
     # pgserver answers on a Unix socket in pgdata: postgresql://postgres:@/postgres?host=/path
     return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
@@ -103,5 +102,3 @@ def redact_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-

@@ -44,10 +44,10 @@ async def try_take(
     return result.scalar_one_or_none() is not None
 
 
-async def get(session: AsyncSession, merchant_id: str, key: str, *, for_update: bool = False) -> IdempotencyRecord | None:
-    query = select(idempotency_keys).where(
-        idempotency_keys.c.merchant_id == merchant_id, idempotency_keys.c.key == key
-    )
+async def get(
+    session: AsyncSession, merchant_id: str, key: str, *, for_update: bool = False
+) -> IdempotencyRecord | None:
+    query = select(idempotency_keys).where(idempotency_keys.c.merchant_id == merchant_id, idempotency_keys.c.key == key)
     if for_update:
         query = query.with_for_update()
     row = (await session.execute(query)).one_or_none()

@@ -30,9 +30,7 @@ class ApiKeyRecord:
 
 
 async def insert_merchant(session: AsyncSession, merchant_id: str, name: str) -> Merchant:
-    row = (
-        await session.execute(insert(merchants).values(id=merchant_id, name=name).returning(merchants))
-    ).one()
+    row = (await session.execute(insert(merchants).values(id=merchant_id, name=name).returning(merchants))).one()
     return Merchant(id=row.id, name=row.name, created_at=row.created_at)
 
 

@@ -144,7 +144,9 @@ class SandboxLedger:
                 )
             ).one_or_none()
             if previous is not None:
-                return SandboxOperation(previous.kind, previous.payment_id, previous.amount, previous.operation_id), None
+                return SandboxOperation(
+                    previous.kind, previous.payment_id, previous.amount, previous.operation_id
+                ), None
             row = (
                 await session.execute(
                     select(sandbox_payments)

@@ -142,9 +142,7 @@ class CloudTrailLakeSink:
             if not remaining:
                 return
         codes = sorted({str(f.get("errorCode")) for f in failures})
-        raise SinkError(
-            f"cloudtrail: {len(remaining)} events still failing after {self._attempts} attempts: {codes}"
-        )
+        raise SinkError(f"cloudtrail: {len(remaining)} events still failing after {self._attempts} attempts: {codes}")
 
     async def _call(self, entries: list[dict[str, str]]) -> dict[str, Any]:
         try:

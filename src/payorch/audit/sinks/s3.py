@@ -70,9 +70,7 @@ class S3ObjectLockSink:
     async def check(self) -> None:
         """Refuse a bucket without Object Lock: an audit trail that can be deleted is not one."""
         try:
-            response = await asyncio.to_thread(
-                self._client.get_object_lock_configuration, Bucket=self._bucket
-            )
+            response = await asyncio.to_thread(self._client.get_object_lock_configuration, Bucket=self._bucket)
         except ClientError as exc:
             if _client_error_code(exc) in _MISCONFIGURED_CODES:
                 raise SinkMisconfigured(f"s3://{self._bucket}: {_client_error_code(exc)}") from exc

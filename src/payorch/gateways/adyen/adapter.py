@@ -59,18 +59,14 @@ class AdyenGateway:
         result, _status = await self._pay(request)
         return result
 
-    async def capture(
-        self, reference: str, amount: int, currency: str, idempotency_key: str
-    ) -> GatewayResult:
+    async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         """Request capture of ``amount``; Adyen acknowledges (``received``) and confirms by webhook."""
         return await self._modify(f"/payments/{reference}/captures", amount, currency, idempotency_key)
 
     async def void(self, reference: str, idempotency_key: str) -> GatewayResult:
         """Cancel an authorisation that was not captured."""
         body = {"merchantAccount": self._merchant_account, "reference": idempotency_key}
-        return self._modification_result(
-            await self._post(f"/payments/{reference}/cancels", body, idempotency_key)
-        )
+        return self._modification_result(await self._post(f"/payments/{reference}/cancels", body, idempotency_key))
 
     async def refund(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         """Request a refund; the result's reference is the refund's own pspReference."""
@@ -160,15 +156,11 @@ class AdyenGateway:
             response = await self._http.post(path, json=body, headers=headers)
         except httpx.HTTPError as error:
             outcome = mapping.transport_outcome(error)
-            return _Answer(
-                None, failure=GatewayResult(outcome, code=type(error).__name__, message="network error")
-            )
+            return _Answer(None, failure=GatewayResult(outcome, code=type(error).__name__, message="network error"))
         try:
             return _Answer(response.status_code, response.json())
         except ValueError:
             if response.is_success:
-                failure = GatewayResult(
-                    Outcome.UNKNOWN, code="invalid_response", message="answer is not JSON"
-                )
+                failure = GatewayResult(Outcome.UNKNOWN, code="invalid_response", message="answer is not JSON")
                 return _Answer(response.status_code, failure=failure)
             return _Answer(response.status_code, None)

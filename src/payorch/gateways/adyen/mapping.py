@@ -180,9 +180,7 @@ def result_from_payment(body: Mapping[str, Any], *, capture: bool) -> GatewayRes
     message = body.get("refusalReason") if isinstance(body.get("refusalReason"), str) else None
     match result_code:
         case "Authorised":
-            return GatewayResult(
-                Outcome.APPROVED, reference, result_code, card=card_summary(body), captured=capture
-            )
+            return GatewayResult(Outcome.APPROVED, reference, result_code, card=card_summary(body), captured=capture)
         case "Refused":
             reason = body.get("refusalReasonCode")
             outcome, decline_code = refusal(reason if isinstance(reason, str) else None)
@@ -194,13 +192,9 @@ def result_from_payment(body: Mapping[str, Any], *, capture: bool) -> GatewayRes
             return GatewayResult(Outcome.SOFT_DECLINE, reference, result_code, "cancelled", message)
         case "RedirectShopper" | "IdentifyShopper" | "ChallengeShopper":
             # 3-D Secure wanted and no shopper is present to complete it: nothing will be charged.
-            return GatewayResult(
-                Outcome.SOFT_DECLINE, reference, result_code, "authentication_required", message
-            )
+            return GatewayResult(Outcome.SOFT_DECLINE, reference, result_code, "authentication_required", message)
     # Received, Pending, PresentToShopper, anything new: the final result comes by webhook.
-    return GatewayResult(
-        Outcome.UNKNOWN, reference, str(result_code) if result_code else "invalid_response", message
-    )
+    return GatewayResult(Outcome.UNKNOWN, reference, str(result_code) if result_code else "invalid_response", message)
 
 
 def result_from_modification(body: Mapping[str, Any]) -> GatewayResult:

@@ -91,16 +91,12 @@ def _environment(config: GatewayConfig) -> Any:
     # The SDK derives the scheme from the port: https exactly when the port is 443.
     if tls != (port == 443):
         raise ValueError(f"gateway {config.name}: the Braintree SDK speaks https only on port 443")
-    return braintree.Environment(
-        config.name, parts.hostname, str(port), "", tls, certifi.where() if tls else None
-    )
+    return braintree.Environment(config.name, parts.hostname, str(port), "", tls, certifi.where() if tls else None)
 
 
 def _sdk_configuration(config: GatewayConfig) -> Any:
     if not (config.merchant_account and config.public_key and config.private_key):
-        raise ValueError(
-            f"gateway {config.name}: braintree needs merchant_account, public_key and private_key"
-        )
+        raise ValueError(f"gateway {config.name}: braintree needs merchant_account, public_key and private_key")
     return braintree.Configuration(
         environment=_environment(config),
         merchant_id=config.merchant_account,
@@ -132,9 +128,7 @@ class BraintreeAdapter:
 
     async def authorize(self, request: PaymentRequest) -> GatewayResult:
         """Sell (``capture=True``) or authorize ``request.amount``; ``order_id`` is the attempt id."""
-        source = (
-            "payment_method_token" if request.token.startswith(VAULT_TOKEN_PREFIX) else "payment_method_nonce"
-        )
+        source = "payment_method_token" if request.token.startswith(VAULT_TOKEN_PREFIX) else "payment_method_nonce"
         params = {
             "amount": mapping.to_major(request.amount, request.currency),
             "order_id": request.attempt_id,
@@ -143,9 +137,7 @@ class BraintreeAdapter:
         }
         return await self._run("sale", lambda: self._gateway.transaction.sale(params), mapping.sdk_result)
 
-    async def capture(
-        self, reference: str, amount: int, currency: str, idempotency_key: str
-    ) -> GatewayResult:
+    async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         """Submit ``amount`` (up to the authorized amount) of ``reference`` for settlement.
 
         Braintree takes no idempotency key here; a replayed capture is refused as already submitted,
@@ -258,9 +250,7 @@ class BraintreeAdapter:
         """Close every connection the SDK's sessions hold."""
         self._http.close()
 
-    def _confirm(
-        self, result: GatewayResult, refusal_code: str, reference: str, *, captured: bool
-    ) -> GatewayResult:
+    def _confirm(self, result: GatewayResult, refusal_code: str, reference: str, *, captured: bool) -> GatewayResult:
         # Runs in the worker thread. "Cannot capture/void in this state" may answer our own replay of
         # a capture or void whose first answer was lost: read the transaction to tell.
         if result.outcome is not Outcome.HARD_DECLINE or result.code != refusal_code:

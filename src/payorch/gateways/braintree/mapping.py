@@ -24,9 +24,7 @@ from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResul
 # --- money -------------------------------------------------------------------------------------------
 
 # Only the exceptions to the ISO 4217 two-decimal default; payorch/money.py owns the full table.
-_ZERO_DECIMAL: Final = frozenset(
-    "bif clp djf gnf isk jpy kmf krw pyg rwf ugx uyi vnd vuv xaf xof xpf".split()
-)
+_ZERO_DECIMAL: Final = frozenset("bif clp djf gnf isk jpy kmf krw pyg rwf ugx uyi vnd vuv xaf xof xpf".split())
 _THREE_DECIMAL: Final = frozenset("bhd iqd jod kwd lyd omr tnd".split())
 
 
@@ -273,9 +271,7 @@ def void_result(result: Any) -> GatewayResult:
     if result.is_success:
         transaction = result.transaction
         if str(transaction.status) != "voided":
-            return GatewayResult(
-                Outcome.UNKNOWN, str(transaction.id), str(transaction.status), message="not voided"
-            )
+            return GatewayResult(Outcome.UNKNOWN, str(transaction.id), str(transaction.status), message="not voided")
         return GatewayResult(Outcome.APPROVED, str(transaction.id), "voided")
     return _refusal(result)
 
@@ -385,9 +381,7 @@ def failure_outcome(exc: BaseException) -> tuple[Outcome, str]:
     for cause in _causes(exc):
         if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
             return Outcome.UNKNOWN, "timeout"
-    if isinstance(exc, KeyError | AttributeError | TypeError | ValueError | InvalidOperation) or (
-        name == "ExpatError"
-    ):
+    if isinstance(exc, KeyError | AttributeError | TypeError | ValueError | InvalidOperation) or (name == "ExpatError"):
         return Outcome.UNKNOWN, "malformed_response"
     return Outcome.UNKNOWN, _snake(name)
 

@@ -70,9 +70,7 @@ class StripeGateway:
         result, _status = await self._create(request)
         return result
 
-    async def capture(
-        self, reference: str, amount: int, currency: str, idempotency_key: str
-    ) -> GatewayResult:
+    async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         """Capture ``amount`` of a ``requires_capture`` PaymentIntent."""
         del currency  # a PaymentIntent is captured in its own currency
         return await self._call(
@@ -85,9 +83,7 @@ class StripeGateway:
     async def void(self, reference: str, idempotency_key: str) -> GatewayResult:
         """Cancel an uncaptured PaymentIntent, releasing the authorization."""
         return await self._call(
-            self._client.v1.payment_intents.cancel_async(
-                reference, None, {"idempotency_key": idempotency_key}
-            ),
+            self._client.v1.payment_intents.cancel_async(reference, None, {"idempotency_key": idempotency_key}),
             mapping.result_from_payment_intent,
         )
 

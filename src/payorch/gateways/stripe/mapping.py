@@ -155,9 +155,7 @@ def result_from_payment_intent(intent: Mapping[str, Any]) -> GatewayResult:
     """Map a PaymentIntent's status; the same mapping serves create, capture, cancel, retrieve and search."""
     intent_id, status = intent.get("id"), intent.get("status")
     if not isinstance(intent_id, str) or not isinstance(status, str):
-        return GatewayResult(
-            Outcome.UNKNOWN, code="invalid_response", message="PaymentIntent lacks id/status"
-        )
+        return GatewayResult(Outcome.UNKNOWN, code="invalid_response", message="PaymentIntent lacks id/status")
     card = card_summary(intent.get("payment_method"))
     match status:
         case "succeeded":

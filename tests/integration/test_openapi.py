@@ -1,0 +1,46 @@
+"""The OpenAPI document is complete: every route, body, response and error."""
+
+from __future__ import annotations
+
+import httpx
+
+SERVED = {
+    ("/healthz", "get"),
+    ("/readyz", "get"),
+    ("/v1/charges", "post"),
+    ("/v1/charges", "get"),
+    ("/v1/charges/{charge_id}", "get"),
+}
+
+
+async def test_every_route_is_documented(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == SERVED
+    for path, method in documented:
+        operation = document["paths"][path][method]
+        assert operation["summary"]
+        if path.startswith("/v1/"):
+            assert {"400", "401", "429", "500"} <= set(operation["responses"]), (path, method)
+            assert operation["security"] == [{"HTTPBearer": []}]
+
+
+async def test_charge_routes_document_their_errors(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    create = document["paths"]["/v1/charges"]["post"]
+    assert {"201", "202", "400", "401", "402", "409", "413", "415", "429", "503"} <= set(create["responses"])
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChargeCreate")
+    assert any(p["name"] == "Idempotency-Key" for p in create["parameters"])
+    assert "404" in document["paths"]["/v1/charges/{charge_id}"]["get"]["responses"]
+    schemas = document["components"]["schemas"]
+    assert set(schemas["ErrorBody"]["properties"]) >= {
+        "type",
+        "code",
+        "message",
+        "param",
+        "decline_code",
+        "charge",
+        "request_id",
+    }
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+    assert schemas["ChargeCreate"]["properties"]["amount"]["type"] == "integer"
