@@ -17,6 +17,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from payorch.audit.config import AuditConfig
+from payorch.ratelimit.config import RateLimitConfig
+
 GatewayKind = Literal["sandbox", "stripe", "braintree", "adyen"]
 
 DEFAULT_TIMEOUT_MS: dict[str, int] = {"sandbox": 2000, "stripe": 3000, "braintree": 5000, "adyen": 8000}
@@ -99,6 +102,8 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     run_background_in_api: bool | None = None
     """Run reconciler and purges inside the API process; defaults to on when embedded."""
 
