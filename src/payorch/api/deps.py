@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,6 +24,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def authenticate(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
@@ -33,7 +35,9 @@ async def authenticate(
     caller = await runtime.authenticator.authenticate(credentials.credentials)
     if caller is None:
         raise AuthenticationFailed("Invalid API key provided.")
-    return caller
+    # The peer address; the rate limiter resolves X-Forwarded-For through trusted proxies only.
+    ip = request.scope.get("state", {}).get("client_ip") or (request.client.host if request.client else None)
+    return replace(caller, ip=ip, request_id=str(getattr(request.state, "request_id", "")) or None)
 
 
 CurrentCaller = Annotated[Caller, Depends(authenticate)]

@@ -15,6 +15,7 @@ from typing import Final, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch.audit.events import Actor, Origin
 from payorch.ids import new_id
 from payorch.storage import merchants as repo
 from payorch.storage.engine import SessionFactory, unit_of_work
@@ -27,11 +28,19 @@ _SECRET_LEN: Final = 32
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the authenticated merchant, key and mode."""
+    """Who is calling: the authenticated merchant, key and mode, and from where (for the audit trail)."""
 
     merchant_id: str
     key_id: str
     livemode: bool
+    ip: str | None = None
+    request_id: str | None = None
+
+    def actor(self) -> Actor:
+        return Actor(merchant_id=self.merchant_id, api_key_id=self.key_id)
+
+    def origin(self) -> Origin:
+        return Origin(ip=self.ip, request_id=self.request_id)
 
 
 @dataclass(frozen=True, slots=True)
