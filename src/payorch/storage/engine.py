@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,11 +44,17 @@ async def unit_of_work(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded Postgres under ``data_dir`` and return its asyncpg URL."""
-    import pgserver
+    # pgserver logs every initdb line at INFO and platformdirs warns when XDG_RUNTIME_DIR is unset:
+    # neither helps someone running `make run`.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import pgserver
 
-    pgdata = (data_dir / "pgdata").resolve()
-    pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(pgdata))  # type: ignore[attr-defined]
+        pgdata = (data_dir / "pgdata").resolve()
+        pgdata.mkdir(parents=True, exist_ok=True)
+        log.info("starting the embedded Postgres under %s", pgdata)
+        server = pgserver.get_server(str(pgdata))  # type: ignore[attr-defined]
     uri: str = server.get_uri()
     # pgserver answers on a Unix socket in pgdata: postgresql://postgres:@/postgres?host=/path
     return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
@@ -76,6 +83,8 @@ def alembic_config(url: str, *, partitions: int | None = None) -> Config:
 def run_migrations(url: str, *, partitions: int | None = None, revision: str = "head") -> None:
     """Apply migrations up to ``revision``. Safe to call from inside a running event loop."""
     config = alembic_config(url, partitions=partitions)
+    # Alembic announces its context on every run; only upgrades are worth a line.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
