@@ -20,6 +20,8 @@ merchants_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(keys_app, name="keys")
+bank_links_app = typer.Typer(help="Bank links (OAuth).", no_args_is_help=True)
+app.add_typer(bank_links_app, name="bank-links")
 
 DEMO_KEY_FILE = "demo-api-key"
 
@@ -93,6 +95,7 @@ def serve(
 
     from payorch.app import create_app
     from payorch.observability.logging import configure_logging
+    from payorch.security.slow_clients import guarded_http_protocol
     from payorch.storage.engine import run_migrations
 
     settings = _settings()
@@ -111,6 +114,12 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=20,
         server_header=False,
+        # Slow clients: idle keep-alive, request head (slowloris) and size limits; the body's own
+        # deadline is in the app's middleware.
+        timeout_keep_alive=settings.api.keep_alive_seconds,
+        http=guarded_http_protocol(
+            header_timeout=settings.api.header_timeout_seconds, max_header_bytes=settings.api.max_header_bytes
+        ),
     )
 
 
@@ -205,6 +214,51 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...)
         return f"revoked {key_id}"
 
     typer.echo(_in_transaction(action))
+
+
+@bank_links_app.command("refresh")
+def bank_links_refresh(
+    link_id: Annotated[str, typer.Argument(help="The bank link id (bl_...).")],
+    merchant: Annotated[
+        str | None, typer.Option(help="The owning merchant (mer_...); found from the link if omitted.")
+    ] = None,
+) -> None:
+    """Trade the link's stored refresh token for an access token (storing a rotated refresh token as
+    a new secret version). Prints the outcome, never a token."""
+    import getpass
+
+    from payorch.audit.events import Actor
+    from payorch.errors import ApiError
+    from payorch.runtime import Runtime
+    from payorch.storage import bank_links as repo
+    from payorch.storage.engine import unit_of_work
+
+    settings = _settings()
+    url = database_url(settings)
+
+    async def main() -> str:
+        runtime = await Runtime.build(settings, url)
+        try:
+            if runtime.bank_links is None:
+                raise typer.BadParameter("bank linking is not configured (PAYORCH_BANKING__PROVIDER...)")
+            owner = merchant
+            if owner is None:
+                async with unit_of_work(runtime.sessions) as session:
+                    owner = await repo.merchant_of(session, link_id)
+            if owner is None:
+                raise typer.BadParameter(f"No such bank link: {link_id}", param_hint="LINK_ID")
+            actor = Actor(merchant_id=owner, user=f"cli:{getpass.getuser()}")
+            try:
+                token = await runtime.bank_links.refresh(owner, link_id, actor=actor)
+            except ApiError as exc:
+                raise typer.BadParameter(exc.message, param_hint="LINK_ID") from None
+        finally:
+            await runtime.aclose()
+        lifetime = f"valid for {token.expires_in} s" if token.expires_in is not None else "lifetime not stated"
+        rotation = "refresh token rotated (new secret version stored)" if token.rotated else "refresh token unchanged"
+        return f"refreshed {link_id}: access token {lifetime}; {rotation}"
+
+    typer.echo(asyncio.run(main()))
 
 
 def _in_transaction(action: Callable[[AsyncSession], Awaitable[str]]) -> str:

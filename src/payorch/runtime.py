@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payorch.banking.service import BankLinkService
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
@@ -37,6 +38,8 @@ class Runtime:
     charges: ChargeService
     reconciler: Reconciler
     authenticator: KeyAuthenticator
+    bank_links: BankLinkService | None = None
+    """Bank account linking; None when no OAuth provider is configured (``settings.banking``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -57,6 +60,7 @@ class Runtime:
             charges=charges,
             reconciler=Reconciler(sessions, registry, settings.reconciler, settings.idempotency),
             authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
+            bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
         )
 
     def start_background(self) -> None:
@@ -99,4 +103,6 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
         await self.registry.aclose()
+        if self.bank_links is not None:
+            await self.bank_links.aclose()
         await self.engine.dispose()

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from payorch.audit.config import AuditConfig
+from payorch.banking.config import BankingConfig
 from payorch.ratelimit.config import RateLimitConfig
 
 GatewayKind = Literal["sandbox", "stripe", "braintree", "adyen"]
@@ -61,6 +62,16 @@ class ApiConfig(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_json_depth: int = Field(default=16, gt=1)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """A client must finish sending its request line and headers within this (slowloris)."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """...and its body within this once the headers are in; else 408 and the connection is closed."""
+    keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    """An idle keep-alive connection is closed after this."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Request line plus headers; more is refused with 431."""
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (``https://shop.example``). Empty: CORS stays closed."""
 
 
 class IdempotencyConfig(BaseModel):
@@ -104,6 +115,7 @@ class Settings(BaseSettings):
     reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    banking: BankingConfig = Field(default_factory=BankingConfig)
     run_background_in_api: bool | None = None
     """Run reconciler and purges inside the API process; defaults to on when embedded."""
 
@@ -137,6 +149,7 @@ class Settings(BaseSettings):
                 for secret in (gateway.api_key, gateway.private_key):
                     if secret is not None and _is_placeholder(secret.get_secret_value()):
                         raise ValueError(f"gateway {gateway.name}: placeholder secret refused in production")
+            _check_banking_for_production(self.banking)
         known = {g.name for g in self.gateways}
         for currency, order in self.routing.order_by_currency.items():
             unknown = set(order) - known
@@ -157,6 +170,18 @@ class Settings(BaseSettings):
     @property
     def json_logs(self) -> bool:
         return self.log_json if self.log_json is not None else self.environment == "production"
+
+
+def _check_banking_for_production(banking: BankingConfig) -> None:
+    provider = banking.provider
+    if provider is None:
+        return
+    if _is_placeholder(provider.client_secret.get_secret_value()):
+        raise ValueError("banking.provider: placeholder client secret refused in production")
+    if provider.insecure_urls():
+        raise ValueError(f"banking.provider: https required in production: {provider.insecure_urls()}")
+    if banking.secrets.aws is None:
+        raise ValueError("banking: production keeps refresh tokens in AWS Secrets Manager (banking.secrets.aws)")
 
 
 def _is_placeholder(value: str) -> bool:

@@ -10,7 +10,12 @@ SERVED = {
     ("/v1/charges", "post"),
     ("/v1/charges", "get"),
     ("/v1/charges/{charge_id}", "get"),
+    ("/v1/bank_links", "post"),
+    ("/v1/bank_links/callback", "get"),
+    ("/v1/bank_links/{bank_link_id}", "get"),
 }
+# Reached by the end user's browser (the OAuth redirect), not by a merchant's API key.
+PUBLIC = {("/v1/bank_links/callback", "get")}
 
 
 async def test_every_route_is_documented(client: httpx.AsyncClient) -> None:
@@ -20,7 +25,10 @@ async def test_every_route_is_documented(client: httpx.AsyncClient) -> None:
     for path, method in documented:
         operation = document["paths"][path][method]
         assert operation["summary"]
-        if path.startswith("/v1/"):
+        if (path, method) in PUBLIC:
+            assert {"303", "400", "429", "500"} <= set(operation["responses"]), (path, method)
+            assert operation["security"] == []
+        elif path.startswith("/v1/"):
             assert {"400", "401", "429", "500"} <= set(operation["responses"]), (path, method)
             assert operation["security"] == [{"HTTPBearer": []}]
 
