@@ -28,7 +28,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorEnvelope, "description": "Bank linking is not configured (bank_linking_not_configured)"},
 }
 
-READ_ERRORS = {status: COMMON_ERRORS[status] for status in (400, 401, 429, 500, 503)}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {status: COMMON_ERRORS[status] for status in (400, 401, 429, 500, 503)}
 
 # The callback URL carries the authorization code and the state: keep both out of any Referer.
 _CALLBACK_HEADERS = {"Referrer-Policy": "no-referrer"}
