@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from payorch import __version__
 from payorch.api import bank_links, charges, health
@@ -51,5 +52,20 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(charges.router)
     app.include_router(bank_links.router)
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.api.max_body_bytes,
+        max_json_depth=settings.api.max_json_depth,
+        body_timeout_seconds=settings.api.body_timeout_seconds,
+    )
+    if settings.api.cors_allowed_origins:
+        # Wraps the request guard: a preflight is answered before any body is read.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
     return app

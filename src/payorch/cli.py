@@ -95,6 +95,7 @@ def serve(
 
     from payorch.app import create_app
     from payorch.observability.logging import configure_logging
+    from payorch.security.slow_clients import guarded_http_protocol
     from payorch.storage.engine import run_migrations
 
     settings = _settings()
@@ -113,6 +114,12 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=20,
         server_header=False,
+        # Slow clients: idle keep-alive, request head (slowloris) and size limits; the body's own
+        # deadline is in the app's middleware.
+        timeout_keep_alive=settings.api.keep_alive_seconds,
+        http=guarded_http_protocol(
+            header_timeout=settings.api.header_timeout_seconds, max_header_bytes=settings.api.max_header_bytes
+        ),
     )
 
 

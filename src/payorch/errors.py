@@ -71,6 +71,12 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class AuthenticationFailed(ApiError):
     status = 401
     type = "authentication_error"

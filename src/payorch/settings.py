@@ -62,6 +62,16 @@ class ApiConfig(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_json_depth: int = Field(default=16, gt=1)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """A client must finish sending its request line and headers within this (slowloris)."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """...and its body within this once the headers are in; else 408 and the connection is closed."""
+    keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    """An idle keep-alive connection is closed after this."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Request line plus headers; more is refused with 431."""
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (``https://shop.example``). Empty: CORS stays closed."""
 
 
 class IdempotencyConfig(BaseModel):

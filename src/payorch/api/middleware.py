@@ -1,15 +1,30 @@
 """Pure ASGI middleware (never cancels a running handler): request ids, security headers, body size
-cap, content type."""
+cap, content type, and the hostile-input guard: the body is read once (capped in size and in time),
+searched for card numbers and excessive JSON nesting with the query string and path
+(``payorch.security.request_scan``), then replayed to the app. A refused request never reaches a
+handler, a log line, the database, the audit trail or the idempotency fingerprint."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payorch.errors import ApiError, PayloadTooLarge, UnsupportedMediaType
+from payorch.errors import (
+    ApiError,
+    CardDataNotAllowed,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from payorch.ids import new_id
+from payorch.security.request_scan import Finding, scan_request
+
+log = logging.getLogger("payorch.api")
 
 SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
@@ -17,7 +32,9 @@ SECURITY_HEADERS = (
 )
 
 
-async def send_error(send: Send, error: ApiError, request_id: str) -> None:
+async def send_error(send: Send, error: ApiError, request_id: str, *, close: bool = False) -> None:
+    """The error envelope, straight from middleware. ``close`` when the request body was not read to
+    its end: the connection cannot carry another request."""
     body = json.dumps(error.body(request_id), separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -25,15 +42,21 @@ async def send_error(send: Send, error: ApiError, request_id: str) -> None:
         (b"request-id", request_id.encode()),
         *SECURITY_HEADERS,
     ]
+    if close:
+        headers.append((b"connection", b"close"))
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int = 16, body_timeout_seconds: float = 30.0
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+        self.body_timeout_seconds = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,6 +70,26 @@ class RequestContextMiddleware:
             await send_error(send, refusal, request_id)
             return
 
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        body = b""
+        if has_body:
+            read = await self._read_body(receive, send, request_id)
+            if read is None:
+                return
+            body = read
+        finding = scan_request(
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            idempotency_key=headers.get("idempotency-key"),
+            content_type=headers.get("content-type", ""),
+            body=body,
+            max_depth=self.max_json_depth,
+        )
+        if finding is not None:
+            log.warning("refused %s %s: %s in %s", scope["method"], request_id, finding.kind, finding.param or "body")
+            await send_error(send, _refusal_for(finding, self.max_json_depth), request_id)
+            return
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 response_headers = MutableHeaders(scope=message)
@@ -55,7 +98,35 @@ class RequestContextMiddleware:
                     response_headers.setdefault(name.decode(), value.decode())
             await send(message)
 
-        await self.app(scope, self._limited(receive), send_with_headers)
+        downstream = _replay(body, receive) if has_body else self._limited(receive)
+        await self.app(scope, downstream, send_with_headers)
+
+    async def _read_body(self, receive: Receive, send: Send, request_id: str) -> bytes | None:
+        """The whole body, or None after answering 413 (too large), 408 (too slow) or a disconnect.
+        The deadline covers the body only: the server's header timeout covers what came before."""
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > self.max_body_bytes:
+                        too_large = PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes.")
+                        await send_error(send, too_large, request_id, close=True)
+                        return None
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            too_slow = RequestTimeout(
+                f"The request body was not received within {self.body_timeout_seconds:g} seconds."
+            )
+            await send_error(send, too_slow, request_id, close=True)
+            return None
 
     def _refusal(self, method: str, headers: dict[str, str]) -> ApiError | None:
         length = headers.get("content-length")
@@ -83,6 +154,30 @@ class RequestContextMiddleware:
             return message
 
         return wrapped
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body as one message; after it, the server's own messages (the disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _refusal_for(finding: Finding, max_depth: int) -> ApiError:
+    if finding.kind == "too_deep":
+        return InvalidRequest(f"JSON bodies may nest at most {max_depth} levels.", code="json_too_deep")
+    where = f" ({finding.param})" if finding.param else ""
+    return CardDataNotAllowed(
+        f"Raw card numbers are not accepted{where}: tokenize the card with the gateway's SDK and send the token.",
+        param=finding.param,
+    )
 
 
 class _BodyTooLarge(PayloadTooLarge):
