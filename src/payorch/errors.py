@@ -117,3 +117,20 @@ class NoGatewayAvailable(ApiError):
     status = 503
     type = "gateway_error"
     code = "gateway_unavailable"
+
+
+class GatewayRefused(ApiError):
+    """The gateway answered and refused a capture, void or refund: nothing moved."""
+
+    status = 402
+    type = "gateway_error"
+    code = "gateway_refused"
+
+
+class GatewayOutcomeUnknown(ApiError):
+    """The gateway's answer was lost (timeout, 5xx): it may have acted. Retrying is safe, since the
+    gateway receives the same idempotency key and does the operation at most once."""
+
+    status = 502
+    type = "gateway_error"
+    code = "gateway_outcome_unknown"

@@ -20,6 +20,9 @@ from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Router
+from payorch.payments.capture import CaptureService
+from payorch.payments.payment_methods import PaymentMethodService
+from payorch.payments.refunds import RefundService
 from payorch.payments.service import ChargeService
 from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
@@ -38,6 +41,9 @@ class Runtime:
     charges: ChargeService
     reconciler: Reconciler
     authenticator: KeyAuthenticator
+    captures: CaptureService
+    refunds: RefundService
+    payment_methods: PaymentMethodService
     bank_links: BankLinkService | None = None
     """Bank account linking; None when no OAuth provider is configured (``settings.banking``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -60,6 +66,9 @@ class Runtime:
             charges=charges,
             reconciler=Reconciler(sessions, registry, settings.reconciler, settings.idempotency),
             authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
+            captures=CaptureService(sessions, registry),
+            refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
+            payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
             bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
         )
 
@@ -67,6 +76,7 @@ class Runtime:
         """The reconciler and the idempotency purge (in ``payorch worker``, or in the API when embedded)."""
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
+        self._spawn("refund-resolver", self.refunds.run_forever)
 
     def _spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(loop(self._stop), name=name))

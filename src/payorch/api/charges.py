@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from payorch.api.deps import CurrentCaller, RuntimeDep
 from payorch.api.errors import request_id_of
 from payorch.errors import InvalidRequest
+from payorch.payments.capture import CaptureParams
 from payorch.payments.schemas import ChargeCreate, ChargeList, ChargeOut, ErrorEnvelope, render_charge
 
 router = APIRouter(prefix="/v1/charges", tags=["charges"])
@@ -86,3 +87,50 @@ async def list_charges(
         "has_more": has_more,
         "data": [render_charge(c) for c in charges],
     }
+
+
+FOLLOW_UP_ERRORS: dict[int | str, dict[str, Any]] = {
+    **COMMON_ERRORS,
+    400: {
+        "model": ErrorEnvelope,
+        "description": "Invalid request, or the charge is not in a state that allows it (charge_already_captured, "
+        "charge_canceled, charge_failed, charge_invalid_state, amount_too_large, capture_in_progress)",
+    },
+    402: {"model": ErrorEnvelope, "description": "The gateway refused it (gateway_refused); the charge is unchanged"},
+    404: {"model": ErrorEnvelope, "description": "No such charge (or another merchant's)"},
+    502: {
+        "model": ErrorEnvelope,
+        "description": "The gateway's answer was lost (gateway_outcome_unknown); the charge is unchanged and "
+        "retrying is safe: the gateway gets the same idempotency key and acts at most once",
+    },
+    503: {
+        "model": ErrorEnvelope,
+        "description": "The gateway could not be reached (gateway_unavailable); nothing was done",
+    },
+}
+
+
+@router.post(
+    "/{charge_id}/capture",
+    response_model=ChargeOut,
+    summary="Capture an authorized charge (all, or part of it, once)",
+    responses={**FOLLOW_UP_ERRORS, 200: {"model": ChargeOut, "description": "Captured: the charge succeeded"}},
+)
+async def capture_charge(
+    charge_id: str,
+    caller: CurrentCaller,
+    runtime: RuntimeDep,
+    params: Annotated[CaptureParams | None, Body()] = None,
+) -> dict[str, Any]:
+    charge = await runtime.captures.capture(caller, charge_id, None if params is None else params.amount)
+    return render_charge(charge)
+
+
+@router.post(
+    "/{charge_id}/cancel",
+    response_model=ChargeOut,
+    summary="Cancel (void) an authorized charge",
+    responses={**FOLLOW_UP_ERRORS, 200: {"model": ChargeOut, "description": "Canceled: the authorization is released"}},
+)
+async def cancel_charge(charge_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    return render_charge(await runtime.captures.cancel(caller, charge_id))

@@ -28,6 +28,7 @@ from payorch.payments.states import AttemptStatus, ChargeStatus, transition, tra
 from payorch.security.api_keys import Caller
 from payorch.settings import IdempotencyConfig, ReconcilerConfig
 from payorch.storage import charges as repo
+from payorch.storage import payment_methods as payment_methods_repo
 from payorch.storage.charges import Charge, NewCharge
 from payorch.storage.engine import SessionFactory, unit_of_work
 
@@ -133,27 +134,39 @@ class ChargeService:
     def sessions(self) -> SessionFactory:
         return self._sessions
 
-    def _candidates(self, params: ChargeCreate) -> list[Candidate]:
-        if not isinstance(params.payment_method, TokensPaymentMethod):
-            raise InvalidRequest(
-                f"No such payment_method: '{params.payment_method}'.", param="payment_method", code="resource_missing"
-            )
-        tokens = params.payment_method.tokens
-        unknown = self._router.unknown_gateways(tokens)
-        if unknown:
-            raise InvalidRequest(
-                f"No gateway named '{unknown[0]}' is configured.",
-                param=f"payment_method.tokens.{unknown[0]}",
-                code="gateway_not_configured",
-            )
+    async def _candidates(self, caller: Caller, params: ChargeCreate) -> list[Candidate]:
+        if isinstance(params.payment_method, TokensPaymentMethod):
+            tokens = params.payment_method.tokens
+            param = "payment_method.tokens"
+            unknown = self._router.unknown_gateways(tokens)
+            if unknown:
+                raise InvalidRequest(
+                    f"No gateway named '{unknown[0]}' is configured.",
+                    param=f"payment_method.tokens.{unknown[0]}",
+                    code="gateway_not_configured",
+                )
+        else:
+            # A vaulted payment method: eligible on every configured gateway that holds a token for it.
+            tokens, param = await self._vaulted_tokens(caller, params.payment_method), "payment_method"
         candidates = self._router.candidates(params.currency, tokens)
         if not candidates:
             raise InvalidRequest(
                 "No configured gateway routes this currency with the given tokens.",
-                param="payment_method.tokens",
+                param=param,
                 code="no_eligible_gateway",
             )
         return candidates
+
+    async def _vaulted_tokens(self, caller: Caller, payment_method_id: str) -> dict[str, str]:
+        async with unit_of_work(self._sessions) as session:
+            payment_method = await payment_methods_repo.get_payment_method(
+                session, caller.merchant_id, payment_method_id, livemode=caller.livemode
+            )
+        if payment_method is None:  # unknown, or another merchant's or mode's: the same answer
+            raise InvalidRequest(
+                f"No such payment_method: '{payment_method_id}'.", param="payment_method", code="resource_missing"
+            )
+        return payment_method.tokens
 
     async def create(
         self,
@@ -166,7 +179,7 @@ class ChargeService:
         path: str,
     ) -> Reply:
         """Create a charge and run it through its gateways; the reply is what the API answers."""
-        candidates = self._candidates(params)
+        candidates = await self._candidates(caller, params)
         charge_id, attempt_id = new_id("ch"), new_id("att")
         new = NewCharge(
             id=charge_id,
@@ -175,7 +188,7 @@ class ChargeService:
             amount=params.amount,
             currency=params.currency,
             capture=params.capture,
-            payment_method=None,
+            payment_method=params.payment_method if isinstance(params.payment_method, str) else None,
             description=params.description,
             metadata=params.metadata,
             idempotency_key=idempotency_key,

@@ -66,6 +66,7 @@ charges = Table(
     Column("metadata", JSONB, nullable=False),
     Column("idempotency_key", Text),
     Column("api_key_id", Text),
+    Column("capture_requested_amount", BigInteger),
     Column("created_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),
 )
@@ -136,5 +137,39 @@ sandbox_operations = Table(
     Column("kind", Text, nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("operation_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, primary_key=True),
+    Column("charge_id", Text, nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text),
+    Column("gateway", Text, nullable=False),
+    Column("gateway_reference", Text),
+    Column("failure_code", Text),
+    Column("failure_message", Text),
+    Column("metadata", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+payment_methods = Table(
+    "payment_methods",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, primary_key=True),
+    Column("livemode", Boolean, nullable=False),
+    Column("tokens", JSONB, nullable=False),
+    Column("card_brand", Text),
+    Column("card_last4", Text),
+    Column("card_exp_month", SmallInteger),
+    Column("card_exp_year", SmallInteger),
     Column("created_at", DateTime(timezone=True)),
 )
