@@ -100,6 +100,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "api": {"api_key_cache_seconds": 0},
         "reconciler": {"first_check_seconds": 0, "interval_seconds": 0.2},
         "idempotency": {"stale_after_seconds": 60},
+        # Every test shares one client IP and many make dozens of charges: limiting is off unless a
+        # test turns it on (tests/integration/test_ratelimit_app.py).
+        "ratelimit": {"enabled": False},
     }
     values.update(overrides)
     return Settings(**values)

@@ -12,6 +12,8 @@ from payorch import __version__
 from payorch.api import bank_links, charges, health, payment_methods, refunds
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
+from payorch.api.ratelimit import RuntimeRateLimitMiddleware
+from payorch.observability.http import ObservedRequestMiddleware
 from payorch.runtime import Runtime
 from payorch.settings import Settings
 
@@ -60,6 +62,9 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
         max_json_depth=settings.api.max_json_depth,
         body_timeout_seconds=settings.api.body_timeout_seconds,
     )
+    # Rate limiting wraps the request guard (no body is read for a refused request) and everything
+    # after it, idempotency included: a replayed idempotent request still counts.
+    app.add_middleware(RuntimeRateLimitMiddleware, config=settings.ratelimit)
     if settings.api.cors_allowed_origins:
         # Wraps the request guard: a preflight is answered before any body is read.
         app.add_middleware(
@@ -70,4 +75,6 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
             expose_headers=["Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After", "Idempotent-Replayed"],
             max_age=600,
         )
+    # Outermost: the request id (which a 429 names too), the log context, HTTP metrics.
+    app.add_middleware(ObservedRequestMiddleware)
     return app

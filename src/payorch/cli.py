@@ -114,6 +114,7 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=20,
         server_header=False,
+        access_log=False,  # the app logs each request itself, with its id, merchant and route template
         # Slow clients: idle keep-alive, request head (slowloris) and size limits; the body's own
         # deadline is in the app's middleware.
         timeout_keep_alive=settings.api.keep_alive_seconds,

@@ -12,11 +12,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.banking.service import BankLinkService
 from payorch.gateways.registry import GatewayRegistry, build_registry
+from payorch.observability.metrics import Metrics, refresh_database_gauges
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Router
@@ -24,6 +26,7 @@ from payorch.payments.capture import CaptureService
 from payorch.payments.payment_methods import PaymentMethodService
 from payorch.payments.refunds import RefundService
 from payorch.payments.service import ChargeService
+from payorch.ratelimit import Limiter, MemoryLimiter, build_limiter
 from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
@@ -41,6 +44,10 @@ class Runtime:
     charges: ChargeService
     reconciler: Reconciler
     authenticator: KeyAuthenticator
+    metrics: Metrics = field(default_factory=Metrics)
+    redis: Redis | RedisCluster | None = None
+    """The shared Redis (rate limits); None in the embedded mode."""
+    limiter: Limiter = field(default_factory=MemoryLimiter)
     captures: CaptureService
     refunds: RefundService
     payment_methods: PaymentMethodService
@@ -53,10 +60,18 @@ class Runtime:
     async def build(cls, settings: Settings, database_url: str) -> Runtime:
         engine = create_engine(database_url, pool_size=settings.db_pool_size)
         sessions = session_factory(engine)
+        metrics = Metrics()
+        redis = connect_redis(settings)
+        limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
         registry = build_registry(settings.gateways, sessions)
-        executor = Executor(settings.routing)
+        executor = Executor(settings.routing, observer=metrics)
         charges = ChargeService(
-            sessions, Router(registry, settings.routing), executor, settings.idempotency, settings.reconciler
+            sessions,
+            Router(registry, settings.routing),
+            executor,
+            settings.idempotency,
+            settings.reconciler,
+            metrics=metrics,
         )
         return cls(
             settings=settings,
@@ -69,6 +84,9 @@ class Runtime:
             captures=CaptureService(sessions, registry),
             refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
+            metrics=metrics,
+            redis=redis,
+            limiter=limiter,
             bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
         )
 
@@ -105,7 +123,18 @@ class Runtime:
                 await connection.execute(text("SELECT 1"))
         except Exception:
             checks["database"] = "unavailable"
+        if self.redis is not None:
+            checks["redis"] = "ok"
+            try:
+                async with asyncio.timeout(2):
+                    await self.redis.ping()
+            except Exception:
+                checks["redis"] = "unavailable"
         return checks
+
+    async def refresh_gauges(self) -> None:
+        """Read the gauges that describe shared state (reconciler backlog, audit lag) for a scrape."""
+        await refresh_database_gauges(self.metrics, self.sessions, self.settings.audit.sink_kinds())
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -115,4 +144,20 @@ class Runtime:
         await self.registry.aclose()
         if self.bank_links is not None:
             await self.bank_links.aclose()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
         await self.engine.dispose()
+
+
+def connect_redis(settings: Settings) -> Redis | RedisCluster | None:
+    """The Redis client for ``PAYORCH_REDIS_URL`` (a Cluster when ``PAYORCH_REDIS_CLUSTER=true``), with
+    explicit timeouts so a hung Redis costs a bounded wait; None when no URL is set (embedded).
+    Connections are opened lazily: a Redis that is down at start is a readiness failure, not a crash."""
+    if settings.redis_url is None:
+        return None
+    url = settings.redis_url.get_secret_value()
+    timeout = settings.redis_timeout_seconds
+    if settings.redis_cluster:
+        return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     """postgresql+asyncpg://... ; unset means the embedded Postgres under ``data_dir``."""
     redis_url: SecretStr | None = None
+    """redis://[:password@]host:port/db (rediss:// for TLS); unset: in-process rate limits (embedded)."""
+    redis_cluster: bool = False
+    """``redis_url`` names one node of a Redis Cluster (the client discovers the others)."""
+    redis_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    """Socket connect and read timeout of every Redis call."""
     data_dir: Path = Path(".payorch")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -7,6 +7,7 @@ import httpx
 SERVED = {
     ("/healthz", "get"),
     ("/readyz", "get"),
+    ("/metrics", "get"),
     ("/v1/charges", "post"),
     ("/v1/charges", "get"),
     ("/v1/charges/{charge_id}", "get"),

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from payorch.errors import AuthenticationFailed
+from payorch.observability.logging import bind_merchant
 from payorch.runtime import Runtime
 from payorch.security.api_keys import Caller
 
@@ -35,6 +36,7 @@ async def authenticate(
     caller = await runtime.authenticator.authenticate(credentials.credentials)
     if caller is None:
         raise AuthenticationFailed("Invalid API key provided.")
+    bind_merchant(caller.merchant_id)  # every later log line of this request names the merchant
     # The peer address; the rate limiter resolves X-Forwarded-For through trusted proxies only.
     ip = request.scope.get("state", {}).get("client_ip") or (request.client.host if request.client else None)
     return replace(caller, ip=ip, request_id=str(getattr(request.state, "request_id", "")) or None)

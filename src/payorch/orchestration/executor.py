@@ -61,6 +61,12 @@ class NoBreakers:
         return None
 
 
+class AttemptObserver(Protocol):
+    """Told about every gateway call made (a metrics hook: ``Metrics.attempt``)."""
+
+    def attempt(self, gateway: str, outcome: str, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ChargeJob:
     merchant_id: str
@@ -92,9 +98,12 @@ class Execution:
 
 
 class Executor:
-    def __init__(self, config: RoutingConfig, breakers: Breakers | None = None) -> None:
+    def __init__(
+        self, config: RoutingConfig, breakers: Breakers | None = None, *, observer: AttemptObserver | None = None
+    ) -> None:
         self._config = config
         self._breakers: Breakers = breakers or NoBreakers()
+        self._observer = observer
 
     async def run(
         self, job: ChargeJob, candidates: list[Candidate], first_attempt_id: str, journal: Journal
@@ -132,8 +141,10 @@ class Executor:
         self._breakers.record(candidate.name, result.outcome, time.monotonic() - started)
         if result.outcome is Outcome.UNKNOWN:
             result = await self._resolve(candidate, request, deadline, result)
-        latency_ms = round((time.monotonic() - started) * 1000)
-        return AttemptOutcome(attempt_id, candidate.name, result, latency_ms)
+        elapsed = time.monotonic() - started
+        if self._observer is not None:
+            self._observer.attempt(candidate.name, result.outcome.value, elapsed)
+        return AttemptOutcome(attempt_id, candidate.name, result, round(elapsed * 1000))
 
     async def _resolve(
         self, candidate: Candidate, request: PaymentRequest, deadline: float, unknown: GatewayResult

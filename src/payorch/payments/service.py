@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -115,6 +115,12 @@ def charge_fields_for(outcome: AttemptOutcome, capture: bool, amount: int) -> tu
     return ChargeStatus.FAILED, fields
 
 
+class ChargeObserver(Protocol):
+    """Told how each charge created here ended (a metrics hook: ``Metrics.charge_finished``)."""
+
+    def charge_finished(self, gateway: str, outcome: str) -> None: ...
+
+
 class ChargeService:
     def __init__(
         self,
@@ -123,7 +129,10 @@ class ChargeService:
         executor: Executor,
         idempotency_config: IdempotencyConfig,
         reconciler_config: ReconcilerConfig,
+        *,
+        metrics: ChargeObserver | None = None,
     ) -> None:
+        self._metrics = metrics
         self._sessions = sessions
         self._router = router
         self._executor = executor
@@ -288,6 +297,8 @@ class ChargeService:
                     charge_id=charge.id,
                 )
         log.info("charge %s %s via %s", charge.id, updated.status, final.gateway)
+        if self._metrics is not None:
+            self._metrics.charge_finished(final.gateway, updated.status)
         return reply
 
     async def get(self, caller: Caller, charge_id: str) -> Charge:
