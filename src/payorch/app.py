@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from payorch import __version__
-from payorch.api import bank_links, charges, health, payment_methods, refunds
+from payorch.api import bank_links, charges, gateway_webhooks, health, payment_methods, refunds, webhook_endpoints
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
@@ -54,6 +54,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(charges.router)
     app.include_router(refunds.router)
     app.include_router(payment_methods.router)
+    app.include_router(webhook_endpoints.router)
+    app.include_router(gateway_webhooks.router)
     app.include_router(bank_links.router)
     install_error_handlers(app)
     app.add_middleware(

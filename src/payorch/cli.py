@@ -20,6 +20,8 @@ merchants_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(keys_app, name="keys")
+webhooks_app = typer.Typer(help="Webhook deliveries.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 bank_links_app = typer.Typer(help="Bank links (OAuth).", no_args_is_help=True)
 app.add_typer(bank_links_app, name="bank-links")
 
@@ -260,6 +262,32 @@ def bank_links_refresh(
         return f"refreshed {link_id}: access token {lifetime}; {rotation}"
 
     typer.echo(asyncio.run(main()))
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The delivery id (whd_...).")]) -> None:
+    """Queue a webhook delivery again now (e.g. dead-lettered), with a fresh retry window and the same
+    webhook-id; a running worker sends it."""
+    import getpass
+
+    from payorch.runtime import Runtime
+
+    settings = _settings()
+    url = database_url(settings)
+
+    async def main() -> str | None:
+        runtime = await Runtime.build(settings, url)
+        try:
+            delivery = await runtime.webhooks.endpoints.redeliver_by_id(
+                delivery_id, operator=f"cli:{getpass.getuser()}"
+            )
+        finally:
+            await runtime.aclose()
+        return None if delivery is None else delivery.id
+
+    if asyncio.run(main()) is None:
+        raise typer.BadParameter(f"no delivery {delivery_id} to a live endpoint", param_hint="DELIVERY_ID")
+    typer.echo(f"queued {delivery_id}")
 
 
 def _in_transaction(action: Callable[[AsyncSession], Awaitable[str]]) -> str:

@@ -31,6 +31,7 @@ from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
 from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+from payorch.webhooks.wiring import Webhooks, build_webhooks
 
 log = logging.getLogger("payorch.runtime")
 
@@ -51,6 +52,8 @@ class Runtime:
     captures: CaptureService
     refunds: RefundService
     payment_methods: PaymentMethodService
+    webhooks: Webhooks
+    """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
     bank_links: BankLinkService | None = None
     """Bank account linking; None when no OAuth provider is configured (``settings.banking``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,17 +76,19 @@ class Runtime:
             settings.reconciler,
             metrics=metrics,
         )
+        reconciler = Reconciler(sessions, registry, settings.reconciler, settings.idempotency)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
             registry=registry,
             charges=charges,
-            reconciler=Reconciler(sessions, registry, settings.reconciler, settings.idempotency),
+            reconciler=reconciler,
             authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
             captures=CaptureService(sessions, registry),
             refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
+            webhooks=build_webhooks(settings, sessions, registry, reconciler, database_url),
             metrics=metrics,
             redis=redis,
             limiter=limiter,
@@ -95,6 +100,7 @@ class Runtime:
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
         self._spawn("refund-resolver", self.refunds.run_forever)
+        self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
 
     def _spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(loop(self._stop), name=name))

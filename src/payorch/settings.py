@@ -20,6 +20,7 @@ from pydantic_settings import (
 from payorch.audit.config import AuditConfig
 from payorch.banking.config import BankingConfig
 from payorch.ratelimit.config import RateLimitConfig
+from payorch.webhooks.config import WebhooksConfig
 
 GatewayKind = Literal["sandbox", "stripe", "braintree", "adyen"]
 
@@ -38,6 +39,11 @@ class GatewayConfig(BaseModel):
     public_key: str | None = None
     private_key: SecretStr | None = None
     environment: str = "sandbox"
+    webhook_secret: SecretStr | None = None
+    """Verifies the gateway's inbound notifications: Stripe's endpoint secret (``whsec_...``) or Adyen's
+    HMAC key (hex). Braintree signs with ``private_key``. Unset: its notifications are refused."""
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    """How old a signed timestamp may be (Stripe's replay protection)."""
 
     @property
     def timeout(self) -> float:
@@ -120,6 +126,7 @@ class Settings(BaseSettings):
     reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     banking: BankingConfig = Field(default_factory=BankingConfig)
     run_background_in_api: bool | None = None
     """Run reconciler and purges inside the API process; defaults to on when embedded."""
@@ -151,10 +158,12 @@ class Settings(BaseSettings):
             if self.database_url is None:
                 raise ValueError("production needs PAYORCH_DATABASE_URL")
             for gateway in self.gateways:
-                for secret in (gateway.api_key, gateway.private_key):
+                for secret in (gateway.api_key, gateway.private_key, gateway.webhook_secret):
                     if secret is not None and _is_placeholder(secret.get_secret_value()):
                         raise ValueError(f"gateway {gateway.name}: placeholder secret refused in production")
             _check_banking_for_production(self.banking)
+            if self.webhooks.secret_key is None:
+                raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")
         known = {g.name for g in self.gateways}
         for currency, order in self.routing.order_by_currency.items():
             unknown = set(order) - known

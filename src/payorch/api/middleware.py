@@ -26,6 +26,9 @@ from payorch.security.request_scan import Finding, scan_request
 
 log = logging.getLogger("payorch.api")
 
+GATEWAY_WEBHOOKS_PREFIX = "/v1/gateway_webhooks/"
+FORM = "application/x-www-form-urlencoded"
+
 SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
@@ -66,7 +69,7 @@ class RequestContextMiddleware:
         request_id = state.get("request_id") or new_id("req")  # set by the outermost layer when mounted
         state["request_id"] = request_id
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(scope["method"], headers)
+        refusal = self._refusal(scope["method"], headers, scope["path"])
         if refusal is not None:
             await send_error(send, refusal, request_id)
             return
@@ -129,14 +132,16 @@ class RequestContextMiddleware:
             await send_error(send, too_slow, request_id, close=True)
             return None
 
-    def _refusal(self, method: str, headers: dict[str, str]) -> ApiError | None:
+    def _refusal(self, method: str, headers: dict[str, str], path: str = "") -> ApiError | None:
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes.")
         has_body = (length is not None and length != "0") or "transfer-encoding" in headers
         if method in ("POST", "PUT", "PATCH") and has_body:
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
+            # Gateways post their notifications in their own format (Braintree: a signed form).
+            form_allowed = path.startswith(GATEWAY_WEBHOOKS_PREFIX) and media_type == FORM
+            if media_type != "application/json" and not form_allowed:
                 return UnsupportedMediaType("Request bodies must be JSON (Content-Type: application/json).")
         return None
 

@@ -136,6 +136,15 @@ class Reconciler:
             )
         return Decision(attempt.id, attempt.charge_id, "rescheduled")
 
+    async def apply_result(self, attempt: Attempt, result: GatewayResult) -> Decision:
+        """Apply what the gateway reports became of an unresolved ``attempt``, exactly as a lookup's
+        answer is applied (used for verified inbound gateway notifications)."""
+        async with unit_of_work(self._sessions) as session:
+            charge = await repo.get_charge(session, attempt.merchant_id, attempt.charge_id)
+        if charge is None:
+            return Decision(attempt.id, attempt.charge_id, "skipped")
+        return await self._apply(attempt, charge, result)
+
     async def _apply(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
         outcome = AttemptOutcome(attempt.id, attempt.gateway, result, attempt.latency_ms or 0)
         target_attempt = transition_attempt(AttemptStatus(attempt.status), ATTEMPT_STATUS_BY_OUTCOME[result.outcome])

@@ -1,0 +1,134 @@
+"""HTTP for webhook endpoints and their deliveries: parse, call the service, render."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from payorch.api.deps import CurrentCaller, RuntimeDep
+from payorch.payments.schemas import ErrorEnvelope
+from payorch.webhooks.schemas import (
+    RotateSecret,
+    WebhookDeliveryList,
+    WebhookDeliveryOut,
+    WebhookEndpointCreate,
+    WebhookEndpointList,
+    WebhookEndpointOut,
+    render_delivery,
+    render_endpoint,
+)
+
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhook endpoints"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "Invalid request (invalid_request_error)"},
+    401: {"model": ErrorEnvelope, "description": "Missing, malformed, revoked or unknown API key"},
+    413: {"model": ErrorEnvelope, "description": "Request body too large"},
+    415: {"model": ErrorEnvelope, "description": "Request body is not JSON"},
+    429: {"model": ErrorEnvelope, "description": "Rate limited (rate_limit_error)"},
+    500: {"model": ErrorEnvelope, "description": "Internal error (api_error)"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorEnvelope, "description": "No such webhook endpoint (or delivery) for this key's mode"}
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookEndpointOut,
+    summary="Create a webhook endpoint",
+    description="The signing secret (`whsec_...`) is in this response only. Live mode: https and a "
+    "public address only.",
+    responses=ERRORS,
+)
+async def create_endpoint(params: WebhookEndpointCreate, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    endpoint, secret = await runtime.webhooks.endpoints.create(caller, params)
+    return render_endpoint(endpoint, secret=secret)
+
+
+@router.get("", response_model=WebhookEndpointList, summary="List webhook endpoints, newest first", responses=ERRORS)
+async def list_endpoints(request: Request, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    endpoints = await runtime.webhooks.endpoints.list_endpoints(caller)
+    now = datetime.now(UTC)
+    return {
+        "object": "list",
+        "url": request.url.path,
+        "has_more": False,
+        "data": [render_endpoint(e, now=now) for e in endpoints],
+    }
+
+
+@router.get(
+    "/{endpoint_id}",
+    response_model=WebhookEndpointOut,
+    summary="Retrieve a webhook endpoint",
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def get_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    endpoint = await runtime.webhooks.endpoints.get(caller, endpoint_id)
+    return render_endpoint(endpoint, now=datetime.now(UTC))
+
+
+@router.delete(
+    "/{endpoint_id}",
+    response_model=WebhookEndpointOut,
+    summary="Delete a webhook endpoint (its queued deliveries are canceled)",
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def delete_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    endpoint = await runtime.webhooks.endpoints.delete(caller, endpoint_id)
+    return render_endpoint(endpoint, now=datetime.now(UTC))
+
+
+@router.post(
+    "/{endpoint_id}/rotate_secret",
+    response_model=WebhookEndpointOut,
+    summary="Rotate the signing secret",
+    description="Returns the new secret once. Until `previous_secret_expires`, deliveries carry a "
+    "signature with each secret.",
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def rotate_secret(
+    endpoint_id: str,
+    caller: CurrentCaller,
+    runtime: RuntimeDep,
+    params: Annotated[RotateSecret | None, Body()] = None,
+) -> dict[str, Any]:
+    endpoint, secret = await runtime.webhooks.endpoints.rotate_secret(caller, endpoint_id, params or RotateSecret())
+    return render_endpoint(endpoint, secret=secret, now=datetime.now(UTC))
+
+
+@router.get(
+    "/{endpoint_id}/deliveries",
+    response_model=WebhookDeliveryList,
+    summary="List an endpoint's deliveries, newest first",
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def list_deliveries(
+    request: Request,
+    endpoint_id: str,
+    caller: CurrentCaller,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    deliveries, has_more = await runtime.webhooks.endpoints.list_deliveries(caller, endpoint_id, limit=limit)
+    return {
+        "object": "list",
+        "url": request.url.path,
+        "has_more": has_more,
+        "data": [render_delivery(d) for d in deliveries],
+    }
+
+
+@router.post(
+    "/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+    response_model=WebhookDeliveryOut,
+    summary="Redeliver now (same webhook-id), e.g. after it was dead-lettered",
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def redeliver(endpoint_id: str, delivery_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    delivery = await runtime.webhooks.endpoints.redeliver(caller, endpoint_id, delivery_id)
+    return render_delivery(delivery)

@@ -1,0 +1,1 @@
+"""Events to merchants (signed webhook deliveries) and notifications from gateways (DESIGN.md section 9)."""

@@ -1,0 +1,275 @@
+"""The dispatcher: events -> deliveries -> signed POSTs to merchant endpoints.
+
+It LISTENs on the triggers' channel (a dedicated asyncpg connection, reconnected when lost) and also
+polls, so a lost NOTIFY delays nothing beyond one poll interval. Each round it fans new events out
+to matching endpoints (``webhook_deliveries``, the outbox) and claims due deliveries with a lease
+(``FOR UPDATE SKIP LOCKED``): any number of dispatchers share the work and never send one delivery at
+once. A delivery is signed per Standard Webhooks, with ``webhook-id`` = the event id (stable across
+retries and redeliveries), sent with a hard timeout, and retried with exponential backoff and jitter
+until its retry window ends, then dead-lettered (``failed``) for an operator or merchant to redeliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+from sqlalchemy.engine import make_url
+
+from payorch.storage import events as events_repo
+from payorch.storage import webhooks as repo
+from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.webhooks import ClaimedDelivery
+from payorch.webhooks import signing, urls
+from payorch.webhooks.config import WebhooksConfig
+from payorch.webhooks.signing import SecretBox
+
+log = logging.getLogger("payorch.webhooks.dispatcher")
+
+OutcomeHook = Callable[[str], None]
+"""Called once per attempt with its outcome: ``delivered``, ``retry`` or ``dead_lettered``."""
+
+PING_SECONDS = 30.0
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN for asyncpg's own connection."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def event_body(claimed: ClaimedDelivery) -> bytes:
+    """What the merchant receives: the event with its snapshot, as compact JSON."""
+    payload = {
+        "id": claimed.delivery.event_id,
+        "object": "event",
+        "type": claimed.event_type,
+        "created": int(claimed.event_created_at.timestamp()),
+        "livemode": claimed.livemode,
+        "data": {"object": claimed.event_payload},
+    }
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        config: WebhooksConfig,
+        box: SecretBox,
+        database_url: str,
+        *,
+        on_outcome: OutcomeHook | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._config = config
+        self._box = box
+        self._dsn = asyncpg_dsn(database_url)
+        self._on_outcome = on_outcome
+        self.listening = asyncio.Event()
+        """Set while the LISTEN connection is up (tests and health checks wait on it)."""
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._config.delivery_timeout_seconds + self._config.lease_margin_seconds
+
+    # -- loops --------------------------------------------------------------------------------------
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        wake = asyncio.Event()
+        listener = asyncio.create_task(self._listen(stop, wake), name="webhook-listen") if self._config.listen else None
+        inflight: set[asyncio.Task[None]] = set()
+        async with self._client() as http:
+            try:
+                while not stop.is_set():
+                    wake.clear()
+                    try:
+                        await self._fan_out()
+                        free = self._config.concurrency - len(inflight)
+                        for claimed in await self._claim(free) if free > 0 else []:
+                            inflight.add(asyncio.create_task(self._deliver(http, claimed)))
+                    except Exception:
+                        log.exception("webhook dispatch round failed")
+                    await self._idle(stop, wake, inflight)
+                    inflight = {task for task in inflight if not task.done()}
+            finally:
+                if listener is not None:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await listener
+                if inflight:  # let deliveries in flight finish; a cut one is resent after its lease
+                    _, unfinished = await asyncio.wait(inflight, timeout=self._config.delivery_timeout_seconds + 1)
+                    for task in unfinished:
+                        task.cancel()
+
+    async def run_once(self) -> int:
+        """One round, waiting for its deliveries: fan out, claim what is due, send. Returns how many were sent."""
+        await self._fan_out()
+        async with self._client() as http:
+            claimed = await self._claim(self._config.batch_size)
+            await asyncio.gather(*(self._deliver(http, c) for c in claimed))
+        return len(claimed)
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self._config.delivery_timeout_seconds),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self._config.concurrency),
+        )
+
+    async def _idle(self, stop: asyncio.Event, wake: asyncio.Event, inflight: set[asyncio.Task[None]]) -> None:
+        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+        try:
+            await asyncio.wait(
+                waiters | inflight, timeout=self._config.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _listen(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """Hold a LISTEN connection; on loss, reconnect with backoff. Polling covers the gaps."""
+        delay = 0.5
+        while not stop.is_set():
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=10)
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await connection.add_listener(events_repo.CHANNEL, lambda *_args: wake.set())
+                self.listening.set()
+                wake.set()  # whatever was written while we were not listening
+                delay = 0.5
+                while not stop.is_set() and not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(PING_SECONDS):
+                            await _first(stop.wait(), lost.wait())
+                    if not stop.is_set() and not lost.is_set():
+                        await connection.execute("SELECT 1", timeout=5)  # a dead TCP peer shows up here
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("webhook LISTEN connection failed (%s); retrying in %.1fs", type(error).__name__, delay)
+            finally:
+                self.listening.clear()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(connection.close(), timeout=5)
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, self._config.reconnect_max_seconds)
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    async def _fan_out(self) -> None:
+        while True:
+            async with unit_of_work(self._sessions) as session:
+                result = await events_repo.fan_out(
+                    session,
+                    limit=self._config.batch_size,
+                    retry_window_seconds=self._config.retry_window_hours * 3600,
+                )
+            if result.events < self._config.batch_size:
+                return
+
+    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+        async with unit_of_work(self._sessions) as session:
+            return await repo.claim_due(session, limit=limit, lease_seconds=self.lease_seconds)
+
+    def _secrets(self, claimed: ClaimedDelivery) -> list[str]:
+        live = [self._box.open(claimed.secret_ciphertext)]
+        expires = claimed.previous_secret_expires_at
+        if claimed.previous_secret_ciphertext is not None and expires is not None and expires > datetime.now(UTC):
+            live.append(self._box.open(claimed.previous_secret_ciphertext))
+        return live
+
+    async def _deliver(self, http: httpx.AsyncClient, claimed: ClaimedDelivery) -> None:
+        delivery = claimed.delivery
+        status_code: int | None = None
+        error = ""
+        try:
+            body = event_body(claimed)
+            headers = signing.headers(self._secrets(claimed), delivery.event_id, int(time.time()), body)
+            async with asyncio.timeout(self._config.delivery_timeout_seconds):
+                if claimed.livemode:  # again at send time: DNS may have changed since the endpoint was made
+                    await urls.check(claimed.url, livemode=True)
+                async with http.stream("POST", claimed.url, content=body, headers=headers) as response:
+                    status_code = response.status_code  # the body is never read
+            if 200 <= status_code < 300:
+                await self._record_success(claimed, status_code)
+                return
+            error = f"HTTP {status_code}"
+        except TimeoutError:
+            error = "timeout"
+        except urls.RefusedUrl as refused:
+            error = str(refused)
+        except httpx.HTTPError as failure:
+            error = type(failure).__name__
+        except Exception as failure:  # never let one delivery kill the loop
+            log.exception("delivery %s failed unexpectedly", delivery.id)
+            error = type(failure).__name__
+        await self._record_failure(claimed, status_code, error)
+
+    async def _record_success(self, claimed: ClaimedDelivery, status_code: int) -> None:
+        delivery = claimed.delivery
+        async with unit_of_work(self._sessions) as session:
+            await repo.mark_delivered(session, delivery.merchant_id, delivery.id, status_code)
+        log.info("delivered %s (%s) to endpoint %s", delivery.event_id, claimed.event_type, delivery.endpoint_id)
+        self._observe("delivered")
+
+    async def _record_failure(self, claimed: ClaimedDelivery, status_code: int | None, error: str) -> None:
+        delivery = claimed.delivery
+        next_at = self.next_attempt_at(delivery.attempts, delivery.give_up_after, datetime.now(UTC))
+        async with unit_of_work(self._sessions) as session:
+            status = await repo.mark_failed_attempt(
+                session,
+                delivery.merchant_id,
+                delivery.id,
+                attempts=delivery.attempts,
+                status_code=status_code,
+                error=error,
+                next_attempt_at=next_at,
+            )
+        if status == "failed":
+            log.warning("delivery %s dead-lettered after %d attempts: %s", delivery.id, delivery.attempts, error)
+            self._observe("dead_lettered")
+        else:
+            log.info("delivery %s attempt %d failed (%s); retrying", delivery.id, delivery.attempts, error)
+            self._observe("retry")
+
+    def next_attempt_at(self, attempts: int, give_up_after: datetime, now: datetime) -> datetime | None:
+        """Exponential backoff with equal jitter, capped; None once the retry window is over. The
+        last retry lands on the window's end, so every delivery is tried for the whole window."""
+        if now >= give_up_after:
+            return None
+        ceiling = min(
+            self._config.retry_max_interval_seconds,
+            self._config.retry_base_seconds * 2 ** min(max(attempts - 1, 0), 40),
+        )
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not a secret
+        return min(now + timedelta(seconds=delay), give_up_after)
+
+    def _observe(self, outcome: str) -> None:
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(outcome)
+            except Exception:
+                log.exception("webhook outcome hook failed")
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,190 @@
+"""Inbound gateway notifications: verified by the gateway's own scheme (the adapter's
+``parse_webhook``), deduplicated by the gateway's event id, applied through the state machine.
+
+- ``payment.succeeded`` / ``payment.authorized`` / ``payment.failed`` for an attempt still unresolved
+  (unknown, review) are applied by the reconciler's own code (``Reconciler.apply_result``): the same
+  transitions, late-success reversal and idempotent-reply completion as a lookup's answer.
+- ``refund.succeeded`` / ``refund.failed`` settle a pending refund with that gateway reference.
+- ``dispute.created`` raises a ``charge.disputed`` event.
+- Anything else is remembered and, when it names an unresolved attempt, schedules its lookup now.
+
+An unverifiable notification changes nothing; when its body names one of our attempt ids, that
+attempt's next lookup is brought forward (a hint, never a fact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payorch.audit.events import Actor, AuditEvent, Resource, record
+from payorch.errors import InvalidRequest, NotFound
+from payorch.gateways.base import GatewayError, GatewayNotification, GatewayResult, Outcome
+from payorch.gateways.registry import GatewayRegistry
+from payorch.orchestration.reconcile import Reconciler
+from payorch.payments.states import AttemptStatus
+from payorch.storage import events as events_repo
+from payorch.storage import webhooks as repo
+from payorch.storage.charges import Attempt
+from payorch.storage.engine import SessionFactory, unit_of_work
+
+log = logging.getLogger("payorch.webhooks.inbound")
+
+PARSE_TIMEOUT_SECONDS = 10.0
+_ATTEMPT_ID = re.compile(rb"att_[0-9a-z]{26}")
+_RESULTS = {
+    "payment.succeeded": GatewayResult(Outcome.APPROVED, captured=True),
+    "payment.authorized": GatewayResult(Outcome.APPROVED, captured=False),
+    "payment.failed": GatewayResult(Outcome.HARD_DECLINE, code="payment_failed", decline_code="card_declined"),
+}
+_APPLICABLE = frozenset({AttemptStatus.UNKNOWN, AttemptStatus.REVIEW})
+
+
+class UnverifiableNotification(InvalidRequest):
+    code = "signature_verification_failed"
+
+
+class UnknownGateway(NotFound):
+    code = "gateway_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    event_id: str
+    kind: str
+    outcome: str
+    """applied, duplicate, already_final, in_flight, unknown_attempt, refund_settled, disputed,
+    lookup_scheduled, ignored"""
+
+
+class InboundService:
+    def __init__(self, sessions: SessionFactory, registry: GatewayRegistry, reconciler: Reconciler) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._reconciler = reconciler
+
+    async def receive(self, gateway: str, headers: Mapping[str, str], body: bytes) -> Received:
+        """Verify, deduplicate and apply one notification; raise a 4xx ApiError if it cannot be trusted."""
+        configured = self._registry.get(gateway)
+        if configured is None:
+            raise UnknownGateway(f"No such gateway: '{gateway}'.", param="gateway")
+        try:
+            async with asyncio.timeout(PARSE_TIMEOUT_SECONDS):
+                notification = await configured.gateway.parse_webhook(headers, body)
+        except (GatewayError, TimeoutError) as error:
+            log.warning("refused a %s notification: %s", gateway, error)
+            await self._hint(body)
+            raise UnverifiableNotification(
+                "The notification's signature could not be verified.", param="signature"
+            ) from error
+        async with unit_of_work(self._sessions) as session:
+            fresh = await repo.record_notification(
+                session,
+                gateway=gateway,
+                event_id=notification.event_id,
+                kind=notification.kind,
+                attempt_id=notification.attempt_id,
+                reference=notification.reference,
+                outcome="received",
+            )
+        if not fresh:
+            return Received(notification.event_id, notification.kind, "duplicate")
+        try:
+            outcome = await self._apply(gateway, notification)
+        except Exception:
+            async with unit_of_work(self._sessions) as session:  # let the gateway's retry apply it
+                await repo.forget_notification(session, gateway, notification.event_id)
+            raise
+        async with unit_of_work(self._sessions) as session:
+            await repo.set_notification_outcome(session, gateway, notification.event_id, outcome)
+            await _audit(session, gateway, notification, outcome)
+        log.info("%s notification %s (%s): %s", gateway, notification.event_id, notification.kind, outcome)
+        return Received(notification.event_id, notification.kind, outcome)
+
+    async def _apply(self, gateway: str, notification: GatewayNotification) -> str:
+        if notification.kind.startswith("refund."):
+            return await self._refund(gateway, notification)
+        async with unit_of_work(self._sessions) as session:
+            attempt = await repo.find_attempt(
+                session, gateway, attempt_id=notification.attempt_id, reference=notification.reference
+            )
+            if attempt is None:
+                return "unknown_attempt"
+            if notification.kind == "dispute.created":
+                return await self._dispute(session, gateway, attempt, notification)
+        template = _RESULTS.get(notification.kind)
+        status = AttemptStatus(attempt.status)
+        if template is None:
+            async with unit_of_work(self._sessions) as session:
+                scheduled = await repo.schedule_check_now(session, attempt.id)
+            return "lookup_scheduled" if scheduled else "ignored"
+        if status not in _APPLICABLE:
+            # Final already (the request or a lookup got there first), or pending: its request is
+            # running and will record the answer itself; if it died, the reconciler finds it.
+            return "in_flight" if status is AttemptStatus.PENDING else "already_final"
+        result = GatewayResult(
+            template.outcome,
+            reference=notification.reference,
+            code=template.code or notification.kind,
+            decline_code=template.decline_code,
+            captured=template.captured,
+        )
+        decision = await self._reconciler.apply_result(attempt, result)
+        return "applied" if decision.action == "resolved" else decision.action
+
+    async def _refund(self, gateway: str, notification: GatewayNotification) -> str:
+        target = {"refund.succeeded": "succeeded", "refund.failed": "failed"}.get(notification.kind)
+        if target is None:
+            return "ignored"
+        references = [r for r in (notification.extra.get("object_id"), notification.reference) if r]
+        async with unit_of_work(self._sessions) as session:
+            for reference in references:
+                if await repo.settle_refund(session, gateway, reference, target):
+                    return "refund_settled"
+        return "ignored"
+
+    @staticmethod
+    async def _dispute(session: AsyncSession, gateway: str, attempt: Attempt, notification: GatewayNotification) -> str:
+        dispute = {
+            "gateway": gateway,
+            "gateway_event": notification.event_id,
+            "id": notification.extra.get("object_id") or None,
+            "amount": notification.amount,
+        }
+        event_id = await events_repo.emit_for_charge(
+            session, attempt.merchant_id, attempt.charge_id, "charge.disputed", {"dispute": dispute}
+        )
+        return "disputed" if event_id is not None else "unknown_attempt"
+
+    async def _hint(self, body: bytes) -> None:
+        """An unverified body naming our attempt: look it up now rather than at its scheduled time."""
+        for match in _ATTEMPT_ID.findall(body[:65536])[:3]:
+            try:
+                async with unit_of_work(self._sessions) as session:
+                    if await repo.schedule_check_now(session, match.decode()):
+                        log.info("unverified notification: lookup of attempt %s brought forward", match.decode())
+            except Exception:
+                log.exception("could not schedule a lookup from an unverified notification")
+
+
+async def _audit(session: AsyncSession, gateway: str, notification: GatewayNotification, outcome: str) -> None:
+    await record(
+        session,
+        AuditEvent(
+            actor=Actor(user=f"gateway:{gateway}"),
+            action="gateway_notification.received",
+            resource=Resource(type="gateway_notification", id=f"{gateway}:{notification.event_id}"[:128]),
+            outcome="success",
+            details={
+                "kind": notification.kind,
+                "attempt": notification.attempt_id,
+                "reference": notification.reference,
+                "result": outcome,
+            },
+        ),
+    )
