@@ -45,15 +45,15 @@ class Runtime:
     charges: ChargeService
     reconciler: Reconciler
     authenticator: KeyAuthenticator
-    metrics: Metrics = field(default_factory=Metrics)
-    redis: Redis | RedisCluster | None = None
-    """The shared Redis (rate limits); None in the embedded mode."""
-    limiter: Limiter = field(default_factory=MemoryLimiter)
     captures: CaptureService
     refunds: RefundService
     payment_methods: PaymentMethodService
     webhooks: Webhooks
     """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
+    metrics: Metrics = field(default_factory=Metrics)
+    redis: Redis | RedisCluster | None = None
+    """The shared Redis (rate limits); None in the embedded mode."""
+    limiter: Limiter = field(default_factory=MemoryLimiter)
     bank_links: BankLinkService | None = None
     """Bank account linking; None when no OAuth provider is configured (``settings.banking``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
