@@ -88,7 +88,9 @@ class Runtime:
             captures=CaptureService(sessions, registry),
             refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
-            webhooks=build_webhooks(settings, sessions, registry, reconciler, database_url),
+            webhooks=build_webhooks(
+                settings, sessions, registry, reconciler, database_url, on_outcome=metrics.webhook_delivery
+            ),
             metrics=metrics,
             redis=redis,
             limiter=limiter,
