@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payorch.banking.service import BankLinkService
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.observability.metrics import Metrics, refresh_database_gauges
+from payorch.orchestration.breaker import CircuitBreakers
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Router
@@ -45,6 +46,7 @@ class Runtime:
     charges: ChargeService
     reconciler: Reconciler
     authenticator: KeyAuthenticator
+    breakers: CircuitBreakers
     captures: CaptureService
     refunds: RefundService
     payment_methods: PaymentMethodService
@@ -67,7 +69,9 @@ class Runtime:
         redis = connect_redis(settings)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
         registry = build_registry(settings.gateways, sessions)
-        executor = Executor(settings.routing, observer=metrics)
+        breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
+        executor = Executor(settings.routing, breakers, observer=metrics)
+        metrics.watch_breakers(breakers.states)
         charges = ChargeService(
             sessions,
             Router(registry, settings.routing),
@@ -85,6 +89,7 @@ class Runtime:
             charges=charges,
             reconciler=reconciler,
             authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
+            breakers=breakers,
             captures=CaptureService(sessions, registry),
             refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from payorch.audit.config import AuditConfig
+from payorch.orchestration.breaker import BreakerConfig
 from payorch.banking.config import BankingConfig
 from payorch.ratelimit.config import RateLimitConfig
 from payorch.webhooks.config import WebhooksConfig
@@ -124,6 +125,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)

@@ -31,6 +31,25 @@ log = logging.getLogger("payorch.executor")
 LOOKUP_PAUSE_SECONDS = 0.2
 
 
+def interpret_lookup(found: GatewayResult) -> GatewayResult:
+    """What a lookup's answer means for the attempt it looked up.
+
+    Stripe maps a ``canceled`` PaymentIntent to APPROVED (code ``canceled``): the right reading of a
+    void's answer. On a lookup it means the authorization existed and has since been released, so
+    the attempt holds no money: it must neither win the charge nor be reversed again.
+    """
+    if found.outcome is Outcome.APPROVED and found.code == "canceled" and not found.captured:
+        return GatewayResult(
+            Outcome.HARD_DECLINE,
+            found.reference,
+            code="canceled",
+            decline_code="canceled",
+            message="The authorization was released at the gateway.",
+            card=found.card,
+        )
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
     attempt_id: str
@@ -137,7 +156,7 @@ class Executor:
         if not self._breakers.allows(candidate.name):
             result = GatewayResult(Outcome.NOT_SENT, code="breaker_open", message="Circuit breaker open.")
             return AttemptOutcome(attempt_id, candidate.name, result, 0)
-        result = await _race(gateway.authorize(request), candidate.configured.timeout, deadline)
+        result = await _race(gateway.authorize(request), candidate.configured.race_timeout, deadline)
         self._breakers.record(candidate.name, result.outcome, time.monotonic() - started)
         if result.outcome is Outcome.UNKNOWN:
             result = await self._resolve(candidate, request, deadline, result)
@@ -154,9 +173,9 @@ class Executor:
         for _ in range(2):
             if time.monotonic() + LOOKUP_PAUSE_SECONDS >= deadline:
                 break
-            found = await _race(gateway.lookup(request), candidate.configured.timeout, deadline)
+            found = await _race(gateway.lookup(request), candidate.configured.race_timeout, deadline)
             if found.outcome is not Outcome.UNKNOWN:
-                return found
+                return interpret_lookup(found)
             await asyncio.sleep(LOOKUP_PAUSE_SECONDS)
         return unknown
 

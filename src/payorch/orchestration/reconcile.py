@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
-from payorch.gateways.registry import GatewayRegistry
-from payorch.orchestration.executor import AttemptOutcome
+from payorch.gateways.registry import Configured, GatewayRegistry
+from payorch.orchestration.executor import AttemptOutcome, interpret_lookup
 from payorch.payments.service import ATTEMPT_STATUS_BY_OUTCOME, charge_fields_for, reply_for
 from payorch.payments.states import AttemptStatus, ChargeStatus, transition, transition_attempt
 from payorch.settings import IdempotencyConfig, ReconcilerConfig
@@ -98,8 +98,8 @@ class Reconciler:
             description=charge.description,
         )
         try:
-            async with asyncio.timeout(configured.timeout):
-                result = await configured.gateway.lookup(request)
+            async with asyncio.timeout(configured.race_timeout):
+                result = interpret_lookup(await configured.gateway.lookup(request))
         except Exception:
             log.warning("lookup of attempt %s did not answer", attempt.id)
             result = GatewayResult(Outcome.UNKNOWN, code="lookup_failed")
@@ -107,10 +107,18 @@ class Reconciler:
             return await self._reschedule(attempt)
         return await self._apply(attempt, charge, result)
 
-    async def _reschedule(self, attempt: Attempt) -> Decision:
+    async def _reschedule(self, attempt: Attempt, *, count: bool = True) -> Decision:
+        """Look ``attempt`` up again later (backoff), or flag it for review after ``max_checks``.
+
+        ``count=False`` when the lookup answered but the answer could not be applied yet (the
+        charge's request is still running): that is no reason to give up on the attempt.
+        """
         async with unit_of_work(self._sessions) as session:
-            if attempt.check_count >= self._config.max_checks:
-                target = transition_attempt(AttemptStatus(attempt.status), AttemptStatus.REVIEW)
+            if count and attempt.check_count >= self._config.max_checks:
+                current = AttemptStatus(attempt.status)
+                if current is AttemptStatus.PENDING:
+                    current = transition_attempt(current, AttemptStatus.UNKNOWN)
+                target = transition_attempt(current, AttemptStatus.REVIEW)
                 await repo.update_attempt(
                     session,
                     attempt.merchant_id,
@@ -136,6 +144,19 @@ class Reconciler:
             )
         return Decision(attempt.id, attempt.charge_id, "rescheduled")
 
+    async def _request_running(self, session: AsyncSession, charge: Charge) -> bool:
+        """Whether the request that created a still-pending charge is (as far as we can tell) alive.
+
+        Its newest attempt is younger than the stale window: the request is calling that gateway
+        right now (failover_on_unknown) and will settle the charge itself. The same window decides
+        when a pending attempt counts as orphaned by a crash.
+        """
+        if ChargeStatus(charge.status) is not ChargeStatus.PENDING:
+            return False
+        stale_before = datetime.now(UTC) - timedelta(seconds=self._idem.stale_after_seconds)
+        attempts = await repo.list_attempts(session, charge.merchant_id, charge.id)
+        return any(a.created_at > stale_before for a in attempts)
+
     async def apply_result(self, attempt: Attempt, result: GatewayResult) -> Decision:
         """Apply what the gateway reports became of an unresolved ``attempt``, exactly as a lookup's
         answer is applied (used for verified inbound gateway notifications)."""
@@ -149,31 +170,48 @@ class Reconciler:
         outcome = AttemptOutcome(attempt.id, attempt.gateway, result, attempt.latency_ms or 0)
         target_attempt = transition_attempt(AttemptStatus(attempt.status), ATTEMPT_STATUS_BY_OUTCOME[result.outcome])
         async with unit_of_work(self._sessions) as session:
-            await repo.update_attempt(
-                session,
-                attempt.merchant_id,
-                attempt.id,
-                expected_status=attempt.status,
-                status=target_attempt.value,
-                gateway_reference=result.reference,
-                raw_code=result.code,
-                decline_code=result.decline_code,
-                message=result.message,
-                next_check_at=None,
-            )
             current = await repo.get_charge(session, charge.merchant_id, charge.id, for_update=True)
             if current is None:  # charges are never deleted; nothing to move if one were
                 return Decision(attempt.id, charge.id, "skipped")
-            status = ChargeStatus(current.status)
-            if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
-                if result.outcome is Outcome.APPROVED or not await self._others_open(session, attempt):
-                    await self._settle_charge(session, current, outcome)
+            if await self._request_running(session, current):
+                # failover_on_unknown: the request is trying the next gateway right now and will
+                # settle the charge itself; applying this answer now could crown a second winner.
+                running = True
+            else:
+                running = False
+                status = ChargeStatus(current.status)
+                late_success = (
+                    result.outcome is Outcome.APPROVED
+                    and status not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
+                    and current.gateway_reference != result.reference
+                )
+                if not late_success:
+                    await self._record(session, attempt, target_attempt, result)
+                    if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING) and (
+                        result.outcome is Outcome.APPROVED or not await self._others_open(session, attempt)
+                    ):
+                        await self._settle_charge(session, current, outcome)
                     return Decision(attempt.id, charge.id, "resolved")
-                return Decision(attempt.id, charge.id, "resolved")
-        if result.outcome is Outcome.APPROVED and current.gateway_reference != result.reference:
-            # A late success that is not the charge's winner: the customer must not pay twice.
-            return await self._reverse(attempt, current, result)
-        return Decision(attempt.id, charge.id, "resolved")
+        if running:
+            return await self._reschedule(attempt, count=False)
+        # A success that is not the charge's winner: the customer must not pay twice. The attempt
+        # stays unknown until the reversal is confirmed, so a failed reversal is retried.
+        return await self._reverse(attempt, current, result)
+
+    @staticmethod
+    async def _record(session: AsyncSession, attempt: Attempt, target: AttemptStatus, result: GatewayResult) -> None:
+        await repo.update_attempt(
+            session,
+            attempt.merchant_id,
+            attempt.id,
+            expected_status=attempt.status,
+            status=target.value,
+            gateway_reference=result.reference,
+            raw_code=result.code,
+            decline_code=result.decline_code,
+            message=result.message,
+            next_check_at=None,
+        )
 
     @staticmethod
     async def _others_open(session: AsyncSession, attempt: Attempt) -> bool:
@@ -203,29 +241,52 @@ class Reconciler:
         log.info("reconciler: charge %s is now %s (attempt %s)", charge.id, target, outcome.attempt_id)
 
     async def _reverse(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
+        """Void (authorized) or refund (captured) a late success; retried with the same key until confirmed."""
         configured = self._registry.get(attempt.gateway)
         if configured is None or result.reference is None:
             log.error("late success of attempt %s cannot be reversed: no gateway or reference", attempt.id)
             return Decision(attempt.id, charge.id, "reversal_failed")
-        key = f"{attempt.id}_reversal"
-        try:
-            async with asyncio.timeout(configured.timeout):
-                if result.captured:
-                    reversal = await configured.gateway.refund(result.reference, charge.amount, charge.currency, key)
-                else:
-                    reversal = await configured.gateway.void(result.reference, key)
-        except Exception:
-            reversal = GatewayResult(Outcome.UNKNOWN, code="reversal_failed")
+        reversal = await _reversal(configured, attempt.id, charge, result.reference, result.captured)
+        if reversal.outcome is not Outcome.APPROVED:
+            log.error(
+                "could not reverse late success of attempt %s on %s (%s): retried later",
+                attempt.id,
+                attempt.gateway,
+                reversal.code,
+            )
+            decision = await self._reschedule(attempt)
+            return Decision(attempt.id, charge.id, "reversal_failed" if decision.action != "review" else "review")
         async with unit_of_work(self._sessions) as session:
-            if reversal.outcome is Outcome.APPROVED:
-                await repo.update_attempt(
-                    session,
-                    attempt.merchant_id,
-                    attempt.id,
-                    expected_status="approved",
-                    status=transition_attempt(AttemptStatus.APPROVED, AttemptStatus.REVERSED).value,
-                )
-                log.warning("reversed late success of attempt %s on %s", attempt.id, attempt.gateway)
-                return Decision(attempt.id, charge.id, "reversed")
-        log.error("could not reverse late success of attempt %s on %s: needs an operator", attempt.id, attempt.gateway)
-        return Decision(attempt.id, charge.id, "reversal_failed")
+            approved = transition_attempt(AttemptStatus(attempt.status), AttemptStatus.APPROVED)
+            await self._record(session, attempt, approved, result)
+            await repo.update_attempt(
+                session,
+                attempt.merchant_id,
+                attempt.id,
+                expected_status=approved.value,
+                status=transition_attempt(approved, AttemptStatus.REVERSED).value,
+            )
+        log.warning("reversed late success of attempt %s on %s", attempt.id, attempt.gateway)
+        return Decision(attempt.id, charge.id, "reversed")
+
+
+async def _reversal(
+    configured: Configured, attempt_id: str, charge: Charge, reference: str, captured: bool
+) -> GatewayResult:
+    """Void an authorization; refund a capture, or void it if the gateway refuses the refund.
+
+    A captured payment that has not settled yet (Braintree's ``submitted_for_settlement``) cannot
+    be refunded, only voided. Each call has its own idempotency key, so a retry repeats neither.
+    """
+    key = f"{attempt_id}_reversal"
+    try:
+        async with asyncio.timeout(configured.race_timeout):
+            if not captured:
+                return await configured.gateway.void(reference, key)
+            refunded = await configured.gateway.refund(reference, charge.amount, charge.currency, key)
+        if refunded.outcome not in (Outcome.HARD_DECLINE, Outcome.SOFT_DECLINE):
+            return refunded
+        async with asyncio.timeout(configured.race_timeout):
+            return await configured.gateway.void(reference, f"{key}_void")
+    except Exception:
+        return GatewayResult(Outcome.UNKNOWN, code="reversal_failed")
