@@ -163,7 +163,8 @@ class Settings(BaseSettings):
                 for secret in (gateway.api_key, gateway.private_key, gateway.webhook_secret):
                     if secret is not None and _is_placeholder(secret.get_secret_value()):
                         raise ValueError(f"gateway {gateway.name}: placeholder secret refused in production")
-            _check_banking_for_production(self.banking)
+            for problem in self.banking.production_problems():
+                raise ValueError(problem)
             if self.webhooks.secret_key is None:
                 raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")
         known = {g.name for g in self.gateways}
@@ -186,18 +187,6 @@ class Settings(BaseSettings):
     @property
     def json_logs(self) -> bool:
         return self.log_json if self.log_json is not None else self.environment == "production"
-
-
-def _check_banking_for_production(banking: BankingConfig) -> None:
-    provider = banking.provider
-    if provider is None:
-        return
-    if _is_placeholder(provider.client_secret.get_secret_value()):
-        raise ValueError("banking.provider: placeholder client secret refused in production")
-    if provider.insecure_urls():
-        raise ValueError(f"banking.provider: https required in production: {provider.insecure_urls()}")
-    if banking.secrets.aws is None:
-        raise ValueError("banking: production keeps refresh tokens in AWS Secrets Manager (banking.secrets.aws)")
 
 
 def _is_placeholder(value: str) -> bool:

@@ -96,17 +96,26 @@ def secret_file(secrets_dir: Path, merchant_id: str, link_id: str) -> Path:
     return directory / f"{current}.json"
 
 
-async def audit_actions(runtime: Runtime, link_id: str) -> list[tuple[str, str]]:
+_ALL_AUDIT_EVENTS = (
+    "SELECT p FROM (SELECT payload AS p FROM audit_outbox "
+    "UNION ALL SELECT canonical::jsonb AS p FROM audit_chain) events WHERE "
+)
+
+
+async def audit_payloads(runtime: Runtime, condition: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Audit events matching ``condition`` (on ``p``, the payload), whether still in the outbox or
+    already chained by a shipper some other test runs, in recording order."""
     async with runtime.engine.connect() as connection:
         rows = await connection.execute(
-            text(
-                "SELECT payload FROM audit_outbox WHERE payload->'resource'->>'id' = :id "
-                "UNION ALL SELECT canonical::jsonb FROM audit_chain WHERE canonical::jsonb->'resource'->>'id' = :id"
-            ),
-            {"id": link_id},
+            text(_ALL_AUDIT_EVENTS + condition),
+            params,
         )
-        payloads = [row.payload for row in rows]
-    payloads.sort(key=lambda p: p["id"])
+        payloads = [row.p for row in rows]
+    return sorted(payloads, key=lambda p: p["id"])
+
+
+async def audit_actions(runtime: Runtime, link_id: str) -> list[tuple[str, str]]:
+    payloads = await audit_payloads(runtime, "p->'resource'->>'id' = :id", {"id": link_id})
     return [(p["action"], p["outcome"]) for p in payloads]
 
 
@@ -424,3 +433,34 @@ def _settings_env(settings: Settings) -> dict[str, str]:
         "PAYORCH_BANKING__PROVIDER": json.dumps(provider_json),
         "PAYORCH_BANKING__SECRETS__LOCAL_DIRECTORY": str(settings.banking.secrets.local_directory),
     }
+
+
+def test_production_refuses_unsafe_bank_link_settings(provider: FakeOAuthProvider) -> None:
+    from pydantic import ValidationError
+
+    from payorch.banking.config import BankingConfig
+
+    aws = {"aws": {"region": "eu-west-1"}}
+    base = banking_settings(provider, secrets_config=aws)
+    https = {
+        key: value.replace("http://", "https://") if isinstance(value, str) else value
+        for key, value in base["provider"].items()  # type: ignore[union-attr]
+    }
+    assert BankingConfig().production_problems() == []  # no provider: nothing to check
+    assert BankingConfig(provider=https, secrets=aws).production_problems() == []
+    assert (
+        BankingConfig(provider=base["provider"], secrets=aws)
+        .production_problems()[0]
+        .startswith("banking.provider: https required in production")
+    )
+    assert BankingConfig(provider=https).production_problems() == [
+        "banking: production keeps refresh tokens in AWS Secrets Manager (banking.secrets.aws)"
+    ]
+    placeholder = BankingConfig(provider={**https, "client_secret": "changeme"}, secrets=aws)
+    assert placeholder.production_problems() == ["banking.provider: placeholder client secret refused in production"]
+    # Settings applies them in production only.
+    assert Settings(banking={"provider": base["provider"]}).banking.provider is not None
+    with pytest.raises(ValidationError, match="AWS Secrets Manager"):
+        Settings(environment="production", database_url="postgresql+asyncpg://u@db/p", banking={"provider": https})
+    with pytest.raises(ValidationError, match="absolute http"):
+        BankingConfig(provider={**https, "token_url": "/token"})

@@ -94,3 +94,18 @@ class BankingConfig(BaseModel):
     refresh_lease_seconds: float = Field(default=60.0, gt=0, le=600)
     """How long one refresh holds a link against a concurrent refresh (the provider rotates refresh
     tokens, so two refreshes of one link must not overlap)."""
+
+    def production_problems(self) -> list[str]:
+        """Why these settings are unfit for production (empty when they are fit)."""
+        provider = self.provider
+        if provider is None:
+            return []
+        problems = []
+        secret = provider.client_secret.get_secret_value().lower()
+        if not secret or any(word in secret for word in ("changeme", "placeholder", "example", "xxx")):
+            problems.append("banking.provider: placeholder client secret refused in production")
+        if provider.insecure_urls():
+            problems.append(f"banking.provider: https required in production: {provider.insecure_urls()}")
+        if self.secrets.aws is None:
+            problems.append("banking: production keeps refresh tokens in AWS Secrets Manager (banking.secrets.aws)")
+        return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import tempfile
@@ -124,8 +125,32 @@ def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
+class _WithholdSecretPayloads(logging.Filter):
+    """botocore logs every request's parameters (``botocore.endpoint``) and every response body
+    (``botocore.parsers``) at DEBUG; for Secrets Manager those carry the secret itself. This rewrites
+    such a record before any handler sees it, whatever level logging is set to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not ours to fix
+            return True
+        if "SecretString" in message or "SecretBinary" in message:
+            record.msg = "[payorch withheld a botocore debug line carrying a Secrets Manager payload]"
+            record.args = ()
+        return True
+
+
+def guard_botocore_logs() -> None:
+    for name in ("botocore.endpoint", "botocore.parsers"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _WithholdSecretPayloads) for existing in logger.filters):
+            logger.addFilter(_WithholdSecretPayloads())
+
+
 def make_secretsmanager_client(config: AwsSecretsConfig) -> Any:
     """A Secrets Manager client with explicit connect/read timeouts and a bounded retry budget."""
+    guard_botocore_logs()
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
