@@ -18,8 +18,8 @@ from pydantic_settings import (
 )
 
 from payorch.audit.config import AuditConfig
-from payorch.orchestration.breaker import BreakerConfig
 from payorch.banking.config import BankingConfig
+from payorch.orchestration.breaker import BreakerConfig
 from payorch.ratelimit.config import RateLimitConfig
 from payorch.webhooks.config import WebhooksConfig
 
