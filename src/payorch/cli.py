@@ -22,6 +22,8 @@ app.add_typer(merchants_app, name="merchants")
 app.add_typer(keys_app, name="keys")
 webhooks_app = typer.Typer(help="Webhook deliveries.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 bank_links_app = typer.Typer(help="Bank links (OAuth).", no_args_is_help=True)
 app.add_typer(bank_links_app, name="bank-links")
 
@@ -53,6 +55,8 @@ def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions
 
 async def _ensure_demo(url: str, data_dir: Path) -> str | None:
     """First embedded start: a demo merchant and a test key, kept in a 0600 file for later starts."""
+    from payorch.audit import trail
+    from payorch.audit.events import record_many
     from payorch.ids import new_id
     from payorch.security.api_keys import create_key
     from payorch.storage import merchants as repo
@@ -66,6 +70,14 @@ async def _ensure_demo(url: str, data_dir: Path) -> str | None:
                 return key_file.read_text().strip() if key_file.exists() else None
             merchant = await repo.insert_merchant(session, new_id("mer"), "Demo merchant")
             key = await create_key(session, merchant.id, "test")
+            actor, details = trail.cli_actor(), trail.cli_details(demo=True)
+            await record_many(
+                session,
+                [
+                    trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
+                    trail.api_key_created(actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details),
+                ],
+            )
         key_file.write_text(key.secret + "\n")
         key_file.chmod(0o600)
         return key.secret
@@ -174,11 +186,15 @@ def reconcile() -> None:
 @merchants_app.command("create")
 def merchants_create(name: Annotated[str, typer.Option(help="The merchant's name.")]) -> None:
     """Create a merchant and print its id."""
+    from payorch.audit import trail
+    from payorch.audit.events import record
     from payorch.ids import new_id
     from payorch.storage import merchants as repo
 
     async def action(session: AsyncSession) -> str:
         merchant = await repo.insert_merchant(session, new_id("mer"), name)
+        event = trail.merchant_created(trail.cli_actor(), merchant_id=merchant.id, name=name, **trail.cli_details())
+        await record(session, event)
         return merchant.id
 
     typer.echo(_in_transaction(action))
@@ -190,6 +206,8 @@ def keys_create(
     mode: Annotated[str, typer.Option(help="test or live.")] = "test",
 ) -> None:
     """Create an API key and print it. It is shown this once and stored only as a hash."""
+    from payorch.audit import trail
+    from payorch.audit.events import record
     from payorch.security.api_keys import create_key
     from payorch.storage import merchants as repo
 
@@ -200,6 +218,10 @@ def keys_create(
         if await repo.get_merchant(session, merchant) is None:
             raise typer.BadParameter(f"no merchant {merchant}", param_hint="--merchant")
         key = await create_key(session, merchant, "live" if mode == "live" else "test")
+        actor, details = trail.cli_actor(), trail.cli_details()
+        await record(
+            session, trail.api_key_created(actor, merchant_id=merchant, key_id=key.key_id, mode=key.mode, **details)
+        )
         return f"{key.key_id} {key.secret}"
 
     typer.echo(_in_transaction(action))
@@ -208,15 +230,41 @@ def keys_create(
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...).")]) -> None:
     """Revoke an API key at once (API processes stop accepting it within their key cache TTL)."""
+    from payorch.audit import trail
+    from payorch.audit.events import record
     from payorch.storage import merchants as repo
 
     async def action(session: AsyncSession) -> str:
         merchant_id = await repo.revoke_api_key(session, key_id)
         if merchant_id is None:
             raise typer.BadParameter(f"no active key {key_id}", param_hint="KEY_ID")
+        actor, details = trail.cli_actor(), trail.cli_details()
+        await record(session, trail.api_key_revoked(actor, merchant_id=merchant_id, key_id=key_id, **details))
         return f"revoked {key_id}"
 
     typer.echo(_in_transaction(action))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    sink: Annotated[
+        str | None, typer.Option(help="local, s3 or cloudtrail (default: every configured sink that can be read).")
+    ] = None,
+) -> None:
+    """Re-read a sink, recompute the hash chain against the database's, and name the first gap,
+    reorder or altered event. Exits 1 on any problem."""
+    from payorch.audit.verify import verify_configured
+
+    settings = _settings()
+    try:
+        url: str | None = database_url(settings)
+    except Exception as exc:  # verify a sink even when the database is out of reach
+        typer.echo(f"database unreachable ({type(exc).__name__}): verifying without its chain hashes", err=True)
+        url = None
+    results = asyncio.run(verify_configured(settings.audit, data_dir=settings.data_dir, database_url=url, sink=sink))
+    for line in results.lines:
+        typer.echo(line)
+    raise typer.Exit(0 if results.ok else 1)
 
 
 @bank_links_app.command("refresh")

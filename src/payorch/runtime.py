@@ -16,6 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.observability.metrics import Metrics, refresh_database_gauges
@@ -56,6 +57,8 @@ class Runtime:
     redis: Redis | RedisCluster | None = None
     """The shared Redis (rate limits); None in the embedded mode."""
     limiter: Limiter = field(default_factory=MemoryLimiter)
+    audit_shipper: AuditShipper | None = None
+    """Ships the audit trail to the sinks of ``settings.audit``; runs with the background loops."""
     bank_links: BankLinkService | None = None
     """Bank account linking; None when no OAuth provider is configured (``settings.banking``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,15 +102,25 @@ class Runtime:
             metrics=metrics,
             redis=redis,
             limiter=limiter,
+            audit_shipper=build_shipper(
+                settings.audit,
+                sessions,
+                data_dir=settings.data_dir,
+                metrics=ShipperMetrics(on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds})),
+            ),
             bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
         )
 
     def start_background(self) -> None:
-        """The reconciler and the idempotency purge (in ``payorch worker``, or in the API when embedded)."""
+        """The reconciler, the idempotency purge and the audit shipper (in ``payorch worker``, or in
+        the API when embedded). The shipper checks its sinks first: a misconfigured one (an S3 bucket
+        without Object Lock) ends its task with ``SinkMisconfigured``, which ``wait_background`` raises."""
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
         self._spawn("refund-resolver", self.refunds.run_forever)
         self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
+        if self.audit_shipper is not None:
+            self._spawn("audit-shipper", self.audit_shipper.run_forever)
 
     def _spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(loop(self._stop), name=name))

@@ -10,6 +10,7 @@ import datetime as dt
 import enum
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,6 +32,7 @@ class AuditAction(enum.StrEnum):
     CHARGE_ATTEMPT_SENT = "charge.attempt.sent"
     CHARGE_ATTEMPT_OUTCOME = "charge.attempt.outcome"
     CHARGE_SUCCEEDED = "charge.succeeded"
+    CHARGE_AUTHORIZED = "charge.authorized"
     CHARGE_FAILED = "charge.failed"
     CHARGE_PROCESSING = "charge.processing"
     CHARGE_CAPTURED = "charge.captured"
@@ -132,4 +134,21 @@ async def record(session: AsyncSession, event: AuditEvent) -> None:
         occurred_at=event.occurred_at,
         merchant_id=event.actor.merchant_id,
         payload=event.redacted_payload(),
+    )
+
+
+async def record_many(session: AsyncSession, events: Sequence[AuditEvent]) -> None:
+    """``record`` for several events of one transaction, in one INSERT statement (the charge path
+    writes two per transaction). Their outbox order, and so their chain order, is the list's order."""
+    await audit_store.insert_outbox_many(
+        session,
+        [
+            {
+                "event_id": event.id,
+                "occurred_at": event.occurred_at,
+                "merchant_id": event.actor.merchant_id,
+                "payload": event.redacted_payload(),
+            }
+            for event in events
+        ],
     )

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -29,7 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
-from payorch.audit.config import DEFAULT_LOCK_KEY
+from payorch.audit.config import DEFAULT_LOCK_KEY, AuditConfig
+from payorch.audit.sinks import build_sinks
 from payorch.audit.sinks.base import AuditSink, SinkMisconfigured
 from payorch.storage import audit as audit_store
 
@@ -111,6 +113,10 @@ class AuditShipper:
         self._clock = clock
         self._state = {sink.name: _SinkState() for sink in self._sinks}
         self._lock_conn: AsyncConnection | None = None
+
+    @property
+    def sinks(self) -> list[AuditSink]:
+        return list(self._sinks)
 
     async def check_sinks(self) -> None:
         """Check every sink once at start. A misconfigured sink (S3 bucket without Object Lock)
@@ -303,3 +309,26 @@ class AuditShipper:
 def _link_from_row(row: audit_store.ChainRow) -> ChainedEvent:
     body = json.loads(row.canonical)
     return ChainedEvent(seq=row.seq, prev_hash=row.prev_hash, hash=row.hash, event=body["event"])
+
+
+def build_shipper(
+    config: AuditConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    *,
+    data_dir: Path,
+    metrics: ShipperMetrics | None = None,
+    boto_session: Any = None,
+) -> AuditShipper:
+    """The shipper the Runtime runs: sinks from ``config`` (embedded default: ``<data_dir>/audit``),
+    batch, age, poll and backoff settings from ``config``. Builds clients only; checks nothing."""
+    return AuditShipper(
+        session_factory,
+        build_sinks(config, data_dir=data_dir, boto_session=boto_session),
+        batch_size=config.batch_size,
+        max_batch_age=config.max_batch_age_seconds,
+        lock_key=config.lock_key,
+        poll_interval=config.poll_interval_seconds,
+        backoff_initial=config.backoff_initial_seconds,
+        backoff_max=config.backoff_max_seconds,
+        metrics=metrics,
+    )

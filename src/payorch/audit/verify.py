@@ -13,10 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
+from payorch.audit.config import AuditConfig
+from payorch.audit.sinks import CloudTrailLakeSink, build_sinks
 from payorch.audit.sinks.base import AuditSink, CorruptRecord, SinkError
+from payorch.storage import audit as audit_store
+from payorch.storage.engine import create_engine, session_factory, unit_of_work
 
 ProblemKind = Literal["gap", "reorder", "altered", "duplicate", "unreadable", "missing_tail"]
 
@@ -153,3 +160,63 @@ async def verify_sink(sink: AuditSink, *, anchors: Mapping[int, str] | None = No
         report.problems.append(VerifyProblem("unreadable", None, None, f"{sink.name}: {exc}"))
         return report
     return verify(events, anchors=anchors)
+
+
+@dataclass(slots=True)
+class VerifyResults:
+    """What ``payorch audit verify`` prints and whether it exits 0."""
+
+    reports: dict[str, VerifyReport] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    ok: bool = True
+
+
+async def verify_configured(
+    config: AuditConfig, *, data_dir: Path, database_url: str | None, sink: str | None = None
+) -> VerifyResults:
+    """Verify the configured sinks (or the one named ``sink``) against the database's chain.
+
+    Each sink is anchored to the database's hashes up to its own cursor (what it acknowledged), so
+    events chained but not shipped yet are not reported as a cut-off tail, while a rewritten chain or
+    a tail deleted from the sink is. CloudTrail Lake cannot be read back through its channel: asked
+    for by name it fails with that explanation; by default it is skipped.
+    """
+    results = VerifyResults()
+    sinks = build_sinks(config, data_dir=data_dir)
+    if sink is not None:
+        sinks = [candidate for candidate in sinks if candidate.name == sink]
+        if not sinks:
+            configured = ", ".join(config.sink_kinds()) or "none"
+            results.ok = False
+            results.lines.append(f"sink {sink!r} is not configured (configured: {configured})")
+            return results
+    else:
+        sinks = [candidate for candidate in sinks if not isinstance(candidate, CloudTrailLakeSink)]
+    anchors = await _anchors(database_url, [candidate.name for candidate in sinks], results)
+    for candidate in sinks:
+        report = await verify_sink(candidate, anchors=None if anchors is None else anchors[candidate.name])
+        results.reports[candidate.name] = report
+        results.lines.append(f"{candidate.name}: {report.summary()}")
+        results.ok = results.ok and report.ok
+    if not sinks:
+        results.ok = False
+        results.lines.append("no readable sink is configured (CloudTrail Lake is read through an event data store)")
+    return results
+
+
+async def _anchors(
+    database_url: str | None, sink_names: Sequence[str], results: VerifyResults
+) -> dict[str, dict[int, str]] | None:
+    if database_url is None:
+        return None
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with unit_of_work(session_factory(engine)) as session:
+            cursors = await audit_store.get_cursors(session)
+            hashes = await audit_store.chain_hashes(session)
+    except (SQLAlchemyError, OSError) as exc:
+        results.lines.append(f"database unreachable ({type(exc).__name__}): verified without its chain hashes")
+        return None
+    finally:
+        await engine.dispose()
+    return {name: {seq: h for seq, h in hashes.items() if seq <= cursors.get(name, 0)} for name in sink_names}

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch.audit import trail
+from payorch.audit.events import Origin, record_many
+from payorch.audit.events import Outcome as AuditOutcome
 from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
 from payorch.gateways.registry import Configured, GatewayRegistry
 from payorch.orchestration.executor import AttemptOutcome, interpret_lookup
@@ -107,7 +110,7 @@ class Reconciler:
             return await self._reschedule(attempt)
         return await self._apply(attempt, charge, result)
 
-    async def _reschedule(self, attempt: Attempt, *, count: bool = True) -> Decision:
+    async def _reschedule(self, attempt: Attempt, *, count: bool = True, why: str = "rescheduled") -> Decision:
         """Look ``attempt`` up again later (backoff), or flag it for review after ``max_checks``.
 
         ``count=False`` when the lookup answered but the answer could not be applied yet (the
@@ -130,6 +133,7 @@ class Reconciler:
                 log.error(
                     "attempt %s still unknown after %d lookups: flagged for review", attempt.id, attempt.check_count
                 )
+                await _audit(session, attempt, "review", "unknown", lookups=attempt.check_count)
                 return Decision(attempt.id, attempt.charge_id, "review")
             delay = min(MAX_BACKOFF_SECONDS, self._config.first_check_seconds * 2**attempt.check_count)
             if attempt.status == AttemptStatus.PENDING:
@@ -142,6 +146,8 @@ class Reconciler:
                 status=AttemptStatus.UNKNOWN.value,
                 next_check_at=datetime.now(UTC) + timedelta(seconds=max(delay, 1.0)),
             )
+            outcome: AuditOutcome = "failure" if why == "reversal_failed" else "unknown"
+            await _audit(session, attempt, why, outcome, lookups=attempt.check_count, retry_in_seconds=max(delay, 1.0))
         return Decision(attempt.id, attempt.charge_id, "rescheduled")
 
     async def _request_running(self, session: AsyncSession, charge: Charge) -> bool:
@@ -191,6 +197,7 @@ class Reconciler:
                         result.outcome is Outcome.APPROVED or not await self._others_open(session, attempt)
                     ):
                         await self._settle_charge(session, current, outcome)
+                    await _audit(session, attempt, "resolved", "success", result=result, status=target_attempt.value)
                     return Decision(attempt.id, charge.id, "resolved")
         if running:
             return await self._reschedule(attempt, count=False)
@@ -231,6 +238,19 @@ class Reconciler:
         )
         if updated is None:
             return
+        settled = trail.charge_status(
+            trail.reconciler_actor(charge.merchant_id),
+            Origin(),
+            charge_id=charge.id,
+            status=updated.status,
+            amount=updated.amount,
+            currency=updated.currency,
+            gateway=updated.gateway,
+            failure_code=updated.failure_code,
+            decline_code=updated.decline_code,
+            message=updated.failure_message,
+        )
+        await record_many(session, [] if settled is None else [settled])
         key = await idem_repo.find_in_progress_for_charge(session, charge.merchant_id, charge.id)
         if key is not None and target is not ChargeStatus.PROCESSING:
             # The request that held the key died: store the answer its retry will replay.
@@ -245,6 +265,8 @@ class Reconciler:
         configured = self._registry.get(attempt.gateway)
         if configured is None or result.reference is None:
             log.error("late success of attempt %s cannot be reversed: no gateway or reference", attempt.id)
+            async with unit_of_work(self._sessions) as session:
+                await _audit(session, attempt, "reversal_failed", "failure", result=result, reason="not_reversible")
             return Decision(attempt.id, charge.id, "reversal_failed")
         reversal = await _reversal(configured, attempt.id, charge, result.reference, result.captured)
         if reversal.outcome is not Outcome.APPROVED:
@@ -254,7 +276,7 @@ class Reconciler:
                 attempt.gateway,
                 reversal.code,
             )
-            decision = await self._reschedule(attempt)
+            decision = await self._reschedule(attempt, why="reversal_failed")
             return Decision(attempt.id, charge.id, "reversal_failed" if decision.action != "review" else "review")
         async with unit_of_work(self._sessions) as session:
             approved = transition_attempt(AttemptStatus(attempt.status), AttemptStatus.APPROVED)
@@ -265,6 +287,9 @@ class Reconciler:
                 attempt.id,
                 expected_status=approved.value,
                 status=transition_attempt(approved, AttemptStatus.REVERSED).value,
+            )
+            await _audit(
+                session, attempt, "reversed", "success", result=result, status="reversed", reversal_code=reversal.code
             )
         log.warning("reversed late success of attempt %s on %s", attempt.id, attempt.gateway)
         return Decision(attempt.id, charge.id, "reversed")
@@ -290,3 +315,45 @@ async def _reversal(
             return await configured.gateway.void(reference, f"{key}_void")
     except Exception:
         return GatewayResult(Outcome.UNKNOWN, code="reversal_failed")
+
+
+async def _audit(
+    session: AsyncSession,
+    attempt: Attempt,
+    decision: str,
+    outcome: AuditOutcome,
+    *,
+    result: GatewayResult | None = None,
+    status: str | None = None,
+    **details: object,
+) -> None:
+    """Record a reconciler decision in the transaction that carries it out; with the lookup's
+    answer (``result``) also the attempt's outcome."""
+    events = []
+    if result is not None:
+        events.append(
+            trail.attempt_outcome(
+                trail.reconciler_actor(attempt.merchant_id),
+                Origin(),
+                charge_id=attempt.charge_id,
+                attempt_id=attempt.id,
+                gateway=attempt.gateway,
+                status=status or ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
+                code=result.code,
+                decline_code=result.decline_code,
+                reference=result.reference,
+                latency_ms=attempt.latency_ms,
+            )
+        )
+    events.append(
+        trail.reconciler_decision(
+            attempt.merchant_id,
+            decision=decision,
+            charge_id=attempt.charge_id,
+            attempt_id=attempt.id,
+            gateway=attempt.gateway,
+            outcome=outcome,
+            **details,
+        )
+    )
+    await record_many(session, events)

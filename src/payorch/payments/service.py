@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch.audit import trail
+from payorch.audit.events import AuditEvent, record_many
 from payorch.errors import ApiError, CardDeclined, InvalidRequest, NoGatewayAvailable, NotFound
 from payorch.gateways.base import Outcome
 from payorch.ids import new_id
@@ -212,13 +214,15 @@ class ChargeService:
             charge, _ = await repo.insert_charge_with_attempt(
                 session, new, attempt_id=attempt_id, gateway=candidates[0].name, token=candidates[0].token
             )
+            await record_many(session, _created_events(caller, charge, candidates, attempt_id, idempotency_key))
             if idempotency_key is not None:
                 await idempotency.repo.attach_charge(session, caller.merchant_id, idempotency_key, charge_id)
         job = ChargeJob(
             caller.merchant_id, charge_id, params.amount, params.currency, params.capture, params.description
         )
-        execution = await self._executor.run(job, candidates, attempt_id, _Journal(self, caller.merchant_id, charge_id))
-        return await self._finish(charge, execution, request_id, idempotency_key)
+        journal = _Journal(self, caller.merchant_id, charge_id, caller)
+        execution = await self._executor.run(job, candidates, attempt_id, journal)
+        return await self._finish(caller, charge, execution, request_id, idempotency_key)
 
     async def _take_key(
         self, session: AsyncSession, caller: Caller, key: str, print_: bytes, path: str, request_id: str
@@ -266,7 +270,7 @@ class ChargeService:
         )
 
     async def _finish(
-        self, charge: Charge, execution: Execution, request_id: str, idempotency_key: str | None
+        self, caller: Caller, charge: Charge, execution: Execution, request_id: str, idempotency_key: str | None
     ) -> Reply:
         final = execution.final
         target, fields = charge_fields_for(final, charge.capture, charge.amount)
@@ -283,8 +287,12 @@ class ChargeService:
                 status=transition(ChargeStatus.PENDING, target).value,
                 **fields,
             )
+            events = [attempt_outcome_event(caller, charge.id, final)]
             if updated is None:  # the reconciler got there first (the request outlived its stale window)
                 updated = await repo.get_charge(session, charge.merchant_id, charge.id) or charge
+            else:
+                events += _status_events(caller, updated)
+            await record_many(session, events)
             reply = reply_for(updated, request_id)
             final_state = ChargeStatus(updated.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
             if idempotency_key is not None and final_state:
@@ -322,11 +330,67 @@ class ChargeService:
             )
 
 
+def attempt_outcome_event(caller: Caller, charge_id: str, outcome: AttemptOutcome) -> AuditEvent:
+    result = outcome.result
+    return trail.attempt_outcome(
+        caller.actor(),
+        caller.origin(),
+        charge_id=charge_id,
+        attempt_id=outcome.attempt_id,
+        gateway=outcome.gateway,
+        status=ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
+        code=result.code,
+        decline_code=result.decline_code,
+        reference=result.reference,
+        latency_ms=outcome.latency_ms,
+    )
+
+
+def _created_events(
+    caller: Caller, charge: Charge, candidates: list[Candidate], attempt_id: str, idempotency_key: str | None
+) -> list[AuditEvent]:
+    actor, origin = caller.actor(), caller.origin()
+    created = trail.charge_created(
+        actor,
+        origin,
+        charge_id=charge.id,
+        amount=charge.amount,
+        currency=charge.currency,
+        capture=charge.capture,
+        livemode=charge.livemode,
+        gateways=[c.name for c in candidates],
+        description=charge.description,
+        metadata=charge.metadata,
+        idempotency_key=idempotency_key,
+    )
+    sent = trail.attempt_sent(
+        actor, origin, charge_id=charge.id, attempt_id=attempt_id, gateway=candidates[0].name, seq=1
+    )
+    return [created, sent]
+
+
+def _status_events(caller: Caller, charge: Charge) -> list[AuditEvent]:
+    event = trail.charge_status(
+        caller.actor(),
+        caller.origin(),
+        charge_id=charge.id,
+        status=charge.status,
+        amount=charge.amount,
+        currency=charge.currency,
+        gateway=charge.gateway,
+        failure_code=charge.failure_code,
+        decline_code=charge.decline_code,
+        message=charge.failure_message,
+    )
+    return [] if event is None else [event]
+
+
 @dataclass(frozen=True, slots=True)
 class _Journal:
     service: ChargeService
     merchant_id: str
     charge_id: str
+    caller: Caller
 
     async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
         attempt_id = new_id("att")
@@ -341,6 +405,11 @@ class _Journal:
                 gateway=candidate.name,
                 token=candidate.token,
             )
+            actor, origin = self.caller.actor(), self.caller.origin()
+            sent = trail.attempt_sent(
+                actor, origin, charge_id=self.charge_id, attempt_id=attempt_id, gateway=candidate.name, seq=seq
+            )
+            await record_many(session, [attempt_outcome_event(self.caller, self.charge_id, previous), sent])
         return attempt_id
 
 

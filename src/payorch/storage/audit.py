@@ -103,6 +103,13 @@ async def insert_outbox(
     return int(result.scalar_one())
 
 
+async def insert_outbox_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add several (already redacted) events in one multi-row INSERT: one round trip per transaction
+    however many events it records. Keys: ``event_id``, ``occurred_at``, ``merchant_id``, ``payload``."""
+    if rows:
+        await session.execute(insert(audit_outbox).values([dict(row) for row in rows]))
+
+
 async def count_outbox(session: AsyncSession, *, event_id: str | None = None) -> int:
     stmt = select(func.count()).select_from(audit_outbox)
     if event_id is not None:

@@ -1,0 +1,212 @@
+"""Builders for the audit events the charge path, the reconciler and the CLI record.
+
+They take plain values (ids, statuses, codes), so ``audit`` depends on nothing above it; the caller
+records what they return with ``record_many`` in the transaction that performs the action.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from typing import Any
+
+from payorch.audit.events import Actor, AuditAction, AuditEvent, Origin, Outcome, Resource
+
+RECONCILER = Actor(user="system:reconciler")
+
+# Attempt statuses (payments.states.AttemptStatus values) -> the audit outcome they mean.
+_ATTEMPT_OUTCOME: dict[str, Outcome] = {
+    "approved": "success",
+    "declined": "failure",
+    "not_sent": "failure",
+    "unknown": "unknown",
+    "pending": "unknown",
+    "review": "unknown",
+    "reversed": "success",
+}
+
+# Charge statuses -> (action, outcome). ``pending`` is not a decision and records nothing.
+_CHARGE_STATUS: dict[str, tuple[str, Outcome]] = {
+    "succeeded": (AuditAction.CHARGE_SUCCEEDED, "success"),
+    "authorized": (AuditAction.CHARGE_AUTHORIZED, "success"),
+    "failed": (AuditAction.CHARGE_FAILED, "failure"),
+    "processing": (AuditAction.CHARGE_PROCESSING, "unknown"),
+    "canceled": (AuditAction.CHARGE_CANCELED, "success"),
+}
+
+
+def cli_actor(merchant_id: str | None = None) -> Actor:
+    """``cli:<os user>``: who ran the command, as the operating system knows them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
+        user = f"uid{os.getuid()}"
+    return Actor(merchant_id=merchant_id, user=f"cli:{user}")
+
+
+def cli_details(**details: Any) -> dict[str, Any]:
+    """A CLI action's details, with the host it ran on (the origin of an action without a request)."""
+    return {**details, "host": socket.gethostname()}
+
+
+def reconciler_actor(merchant_id: str) -> Actor:
+    return RECONCILER.model_copy(update={"merchant_id": merchant_id})
+
+
+def charge_created(
+    actor: Actor,
+    origin: Origin,
+    *,
+    charge_id: str,
+    amount: int,
+    currency: str,
+    capture: bool,
+    livemode: bool,
+    gateways: list[str],
+    description: str | None,
+    metadata: dict[str, str],
+    idempotency_key: str | None,
+) -> AuditEvent:
+    """The merchant's request as accepted. Description and metadata are free text from the merchant:
+    ``record`` redacts them (card numbers, keys) before anything is stored."""
+    return AuditEvent(
+        actor=actor,
+        action=AuditAction.CHARGE_CREATED,
+        resource=Resource(type="charge", id=charge_id),
+        origin=origin,
+        details={
+            "amount": amount,
+            "currency": currency,
+            "capture": capture,
+            "livemode": livemode,
+            "gateways": gateways,
+            "description": description,
+            "metadata": metadata,
+            "idempotency_key": idempotency_key,
+        },
+    )
+
+
+def attempt_sent(
+    actor: Actor, origin: Origin, *, charge_id: str, attempt_id: str, gateway: str, seq: int
+) -> AuditEvent:
+    """Written with the pending attempt, before the gateway is called."""
+    return AuditEvent(
+        actor=actor,
+        action=AuditAction.CHARGE_ATTEMPT_SENT,
+        resource=Resource(type="charge_attempt", id=attempt_id),
+        origin=origin,
+        details={"charge": charge_id, "gateway": gateway, "seq": seq},
+    )
+
+
+def attempt_outcome(
+    actor: Actor,
+    origin: Origin,
+    *,
+    charge_id: str,
+    attempt_id: str,
+    gateway: str,
+    status: str,
+    code: str | None,
+    decline_code: str | None,
+    reference: str | None,
+    latency_ms: int | None,
+) -> AuditEvent:
+    return AuditEvent(
+        actor=actor,
+        action=AuditAction.CHARGE_ATTEMPT_OUTCOME,
+        resource=Resource(type="charge_attempt", id=attempt_id),
+        outcome=_ATTEMPT_OUTCOME.get(status, "unknown"),
+        origin=origin,
+        details={
+            "charge": charge_id,
+            "gateway": gateway,
+            "status": status,
+            "code": code,
+            "decline_code": decline_code,
+            "gateway_reference": reference,
+            "latency_ms": latency_ms,
+        },
+    )
+
+
+def charge_status(
+    actor: Actor,
+    origin: Origin,
+    *,
+    charge_id: str,
+    status: str,
+    amount: int,
+    currency: str,
+    gateway: str | None,
+    failure_code: str | None = None,
+    decline_code: str | None = None,
+    message: str | None = None,
+) -> AuditEvent | None:
+    """``charge.succeeded`` / ``authorized`` / ``failed`` / ``processing`` / ``canceled``; None for
+    a status that is not a decision (``pending``)."""
+    known = _CHARGE_STATUS.get(status)
+    if known is None:
+        return None
+    action, outcome = known
+    details: dict[str, Any] = {"status": status, "amount": amount, "currency": currency, "gateway": gateway}
+    if failure_code is not None:
+        details.update(code=failure_code, decline_code=decline_code, message=message)
+    return AuditEvent(
+        actor=actor,
+        action=action,
+        resource=Resource(type="charge", id=charge_id),
+        outcome=outcome,
+        origin=origin,
+        details=details,
+    )
+
+
+def reconciler_decision(
+    merchant_id: str,
+    *,
+    decision: str,
+    charge_id: str,
+    attempt_id: str,
+    gateway: str,
+    outcome: Outcome,
+    **details: Any,
+) -> AuditEvent:
+    """One reconciler decision: resolved, rescheduled, review, reversed or reversal_failed."""
+    return AuditEvent(
+        actor=reconciler_actor(merchant_id),
+        action=AuditAction.RECONCILER_DECISION,
+        resource=Resource(type="charge_attempt", id=attempt_id),
+        outcome=outcome,
+        details={"decision": decision, "charge": charge_id, "gateway": gateway, **details},
+    )
+
+
+def merchant_created(actor: Actor, *, merchant_id: str, name: str, **details: Any) -> AuditEvent:
+    return AuditEvent(
+        actor=actor.model_copy(update={"merchant_id": merchant_id}),
+        action=AuditAction.MERCHANT_CREATED,
+        resource=Resource(type="merchant", id=merchant_id),
+        details={"name": name, **details},
+    )
+
+
+def api_key_created(actor: Actor, *, merchant_id: str, key_id: str, mode: str, **details: Any) -> AuditEvent:
+    """Never the key itself: it is shown once to whoever created it and stored only as a hash."""
+    return AuditEvent(
+        actor=actor.model_copy(update={"merchant_id": merchant_id}),
+        action=AuditAction.API_KEY_CREATED,
+        resource=Resource(type="api_key", id=key_id),
+        details={"mode": mode, **details},
+    )
+
+
+def api_key_revoked(actor: Actor, *, merchant_id: str, key_id: str, **details: Any) -> AuditEvent:
+    return AuditEvent(
+        actor=actor.model_copy(update={"merchant_id": merchant_id}),
+        action=AuditAction.API_KEY_REVOKED,
+        resource=Resource(type="api_key", id=key_id),
+        details=details,
+    )
