@@ -31,5 +31,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	@if [ -x scripts/lint-ops.sh ]; then PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-ops.sh; fi
 
+# The charge API against the floor of its stack (issue 9): needs Postgres and Redis on 127.0.0.1 and
+# wrk (installed with apt-get when missing and root). BENCH_ARGS="--workers 2 --duration 20" etc.
+bench: $(STAMP)
+	$(BIN)/python bench/charges_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .payorch .pytest_cache .mypy_cache .ruff_cache

@@ -80,3 +80,12 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     # Outermost: the request id (which a 429 names too), the log context, HTTP metrics.
     app.add_middleware(ObservedRequestMiddleware)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``payorch serve --workers N`` worker process: settings from the environment."""
+    from payorch.observability.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(json_lines=settings.json_logs)
+    return create_app(settings)

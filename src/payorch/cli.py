@@ -103,6 +103,7 @@ def _banner(host: str, port: int, key: str | None) -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than 1 needs a database URL).")] = 1,
 ) -> None:
     """Serve the API. With no configuration: the embedded Postgres under ./.payorch/."""
     import uvicorn
@@ -121,8 +122,13 @@ def serve(
         key = asyncio.run(_ensure_demo(url, settings.data_dir))
     bind_host, bind_port = host or settings.host, port or settings.port
     typer.echo(_banner(bind_host, bind_port, key))
+    if workers > 1 and settings.embedded:
+        raise typer.BadParameter("several workers need PAYORCH_DATABASE_URL", param_hint="--workers")
     uvicorn.run(
-        create_app(settings, database_url=url),
+        # Each worker process builds its own app from the environment.
+        "payorch.app:app_from_environment" if workers > 1 else create_app(settings, database_url=url),
+        factory=workers > 1,
+        workers=workers,
         host=bind_host,
         port=bind_port,
         log_config=None,

@@ -1,0 +1,168 @@
+"""What one POST /v1/charges costs payorch's process, against the baseline app, in one invocation.
+
+Both apps run in this process behind ``httpx.ASGITransport`` (no HTTP server, no sockets on the
+client side) on a freshly migrated database, one request at a time, so the figures are each app's
+own work and hold up far better on a busy machine than throughput does:
+
+- CPU ms per request (user + system of this process, the client's small share included alike),
+- wall ms per request (one client in sequence: the sum of the round trips and the CPU),
+- SQL statements, transactions and pool pings per payorch charge (SQLAlchemy events).
+
+    .venv/bin/python bench/charge_cost.py [--requests 300] [--rounds 3] [--src DIR]
+
+``--src`` puts another checkout's ``src/`` first on the path: an A/B of one change, same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+CHARGE = {"amount": 1050, "currency": "usd", "payment_method": {"tokens": {"sandbox": "tok_visa"}}}
+GENEROUS = '{"requests": 1000000, "window_seconds": 60}'
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(client: Any, headers: dict[str, str], requests: int, *, replay: bool) -> dict[str, float]:
+    async def one(index: int) -> None:
+        key = "cost-replay" if replay else f"cost-{secrets.token_hex(6)}-{index}"
+        response = await client.post("/v1/charges", json=CHARGE, headers={**headers, "Idempotency-Key": key})
+        if response.status_code != 201:
+            raise SystemExit(f"{response.status_code}: {response.text}")
+
+    for index in range(10):
+        await one(index)
+    started, cpu = time.perf_counter(), cpu_now()
+    for index in range(requests):
+        await one(index)
+    return {
+        "cpu_ms": round(1000 * (cpu_now() - cpu) / requests, 2),
+        "wall_ms": round(1000 * (time.perf_counter() - started) / requests, 2),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+    from baseline_app import create_app as create_baseline
+    from baseline_app import ensure_schema
+    from benchlib import database_urls, fresh_database, run_cli
+    from sqlalchemy import event
+
+    from payorch.app import create_app
+    from payorch.runtime import Runtime
+    from payorch.settings import Settings
+
+    _, url = database_urls(args.admin_url, args.database)
+    await fresh_database(args.admin_url, args.database)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYORCH_")}
+    env.update(
+        PAYORCH_ENVIRONMENT="development",
+        PAYORCH_DATABASE_URL=url,
+        PAYORCH_REDIS_URL=args.redis_url,
+        PAYORCH_DATA_DIR=tempfile.mkdtemp(prefix="payorch-charge-cost-"),
+        PAYORCH_RATELIMIT__KEY_LIMIT=GENEROUS,
+        PAYORCH_RATELIMIT__IP_LIMIT=GENEROUS,
+        PAYORCH_RATELIMIT__ROUTES=json.dumps(
+            {"POST /v1/charges": {"name": "charges_create", "limit": json.loads(GENEROUS)}}
+        ),
+    )
+    run_cli(env, "migrate")
+    await ensure_schema(url)
+    merchant = run_cli(env, "merchants", "create", "--name", "Cost merchant")
+    key = run_cli(env, "keys", "create", "--merchant", merchant).split()[1]
+    os.environ.update(env)
+    os.environ.update(BASELINE_DATABASE_URL=url, BASELINE_REDIS_URL=args.redis_url)
+    settings = Settings()
+    runtime = await Runtime.build(settings, url)
+    counts = {"statements": 0, "transactions": 0, "pings": 0}
+    sync_engine = runtime.engine.sync_engine
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    @event.listens_for(sync_engine, "commit")
+    def _commit(*_: Any) -> None:
+        counts["transactions"] += 1
+
+    ping = sync_engine.dialect.do_ping
+
+    def counted_ping(connection: Any) -> bool:
+        counts["pings"] += 1
+        return bool(ping(connection))
+
+    sync_engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
+    payorch = create_app(settings, runtime=runtime)
+    baseline = create_baseline()
+    headers = {"Authorization": f"Bearer {key}"}
+    rounds: list[dict[str, Any]] = []
+    try:
+        async with (
+            baseline.router.lifespan_context(baseline),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=payorch), base_url="http://payorch") as ours,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=baseline), base_url="http://baseline") as floor,
+        ):
+            for _ in range(args.rounds):
+                base = await measure(floor, headers, args.requests, replay=False)
+                before = dict(counts)
+                charge = await measure(ours, headers, args.requests, replay=False)
+                per = {name: round((counts[name] - before[name]) / args.requests, 2) for name in counts}
+                replay = await measure(ours, headers, args.requests, replay=True)
+                rounds.append({"baseline": base, "payorch": {**charge, **per}, "replay": replay})
+                print(json.dumps(rounds[-1]), file=sys.stderr)
+    finally:
+        await runtime.aclose()
+
+    def median(name: str, field: str) -> float:
+        return statistics.median(r[name][field] for r in rounds)
+
+    return {
+        "rounds": rounds,
+        "payorch_cpu_ms": median("payorch", "cpu_ms"),
+        "baseline_cpu_ms": median("baseline", "cpu_ms"),
+        "replay_cpu_ms": median("replay", "cpu_ms"),
+        "cpu_ratio": round(median("payorch", "cpu_ms") / median("baseline", "cpu_ms"), 2),
+        "payorch_wall_ms": median("payorch", "wall_ms"),
+        "baseline_wall_ms": median("baseline", "wall_ms"),
+        "per_charge": {name: rounds[-1]["payorch"][name] for name in ("statements", "transactions", "pings")},
+        "load": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--src", type=Path, help="import payorch from this src/ directory instead")
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database", default="payorch_charge_cost")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    if args.src is not None:
+        sys.path.insert(0, str(args.src.resolve()))
+        os.environ["PYTHONPATH"] = str(args.src.resolve())  # the CLI subprocesses (migrate) too
+    sys.path.insert(0, str(BENCH))
+    import payorch
+
+    print(f"payorch from {Path(payorch.__file__).parent}", file=sys.stderr)
+    json.dump(asyncio.run(run(args)), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
