@@ -208,15 +208,13 @@ class ChargeService:
         print_ = idempotency.fingerprint("POST", path, raw_body, caller.livemode)
         async with unit_of_work(self._sessions) as session:
             if idempotency_key is not None:
-                earlier = await self._take_key(session, caller, idempotency_key, print_, path, request_id)
+                earlier = await self._take_key(session, caller, idempotency_key, print_, path, request_id, charge_id)
                 if earlier is not None:
                     return earlier
             charge, _ = await repo.insert_charge_with_attempt(
                 session, new, attempt_id=attempt_id, gateway=candidates[0].name, token=candidates[0].token
             )
             await record_many(session, _created_events(caller, charge, candidates, attempt_id, idempotency_key))
-            if idempotency_key is not None:
-                await idempotency.repo.attach_charge(session, caller.merchant_id, idempotency_key, charge_id)
         job = ChargeJob(
             caller.merchant_id, charge_id, params.amount, params.currency, params.capture, params.description
         )
@@ -225,28 +223,49 @@ class ChargeService:
         return await self._finish(caller, charge, execution, request_id, idempotency_key)
 
     async def _take_key(
-        self, session: AsyncSession, caller: Caller, key: str, print_: bytes, path: str, request_id: str
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        key: str,
+        print_: bytes,
+        path: str,
+        request_id: str,
+        charge_id: str,
     ) -> Reply | None:
-        """Take the key, or say what a repeat gets. None means the key is ours: go on."""
+        """Take the key for ``charge_id``, or say what a repeat gets. None means the key is ours: go on.
+        (The key names its charge as it is taken: no separate UPDATE round trip to attach it.)"""
         taken = await idempotency.repo.try_take(
-            session, merchant_id=caller.merchant_id, key=key, fingerprint=print_, method="POST", path=path
+            session,
+            merchant_id=caller.merchant_id,
+            key=key,
+            fingerprint=print_,
+            method="POST",
+            path=path,
+            charge_id=charge_id,
         )
         if taken:
             return None
         record = await idempotency.repo.get(session, caller.merchant_id, key, for_update=True)
         if record is None:  # purged between the two statements: take it afresh
             await idempotency.repo.try_take(
-                session, merchant_id=caller.merchant_id, key=key, fingerprint=print_, method="POST", path=path
+                session,
+                merchant_id=caller.merchant_id,
+                key=key,
+                fingerprint=print_,
+                method="POST",
+                path=path,
+                charge_id=charge_id,
             )
             return None
         verdict = idempotency.judge(record, print_, stale_after_seconds=self._idem.stale_after_seconds)
         if isinstance(verdict, idempotency.StoredReply):
             return Reply(verdict.status, verdict.body, replayed=True)
         await idempotency.repo.relock(session, caller.merchant_id, key)
-        if verdict.charge_id is None:
-            return None
-        charge = await repo.get_charge(session, caller.merchant_id, verdict.charge_id)
-        if charge is None:
+        charge = (
+            None if verdict.charge_id is None else await repo.get_charge(session, caller.merchant_id, verdict.charge_id)
+        )
+        if charge is None:  # the request that died had created nothing: this one takes over
+            await idempotency.repo.attach_charge(session, caller.merchant_id, key, charge_id)
             return None
         reply = reply_for(charge, request_id)
         if ChargeStatus(charge.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):

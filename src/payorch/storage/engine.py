@@ -6,29 +6,63 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger("payorch.storage")
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def create_engine(url: str, *, pool_size: int = 10, ping_after_idle: float = PING_AFTER_IDLE_SECONDS) -> AsyncEngine:
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=10,
         connect_args={"timeout": 10, "command_timeout": 30, "server_settings": {"application_name": "payorch"}},
     )
+    _ping_when_idle(engine.sync_engine, ping_after_idle)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """``pool_pre_ping``, for connections that sat idle in the pool for ``idle_seconds`` or more.
+
+    SQLAlchemy's asyncpg ping is three round trips (BEGIN, an empty query, ROLLBACK) on every
+    checkout: under load that was a third of a charge's round trips (docs/benchmarks.md). A
+    connection returned a moment ago is alive; one left idle may have been cut by a database restart,
+    a failover or a firewall, and is checked and replaced before anyone uses it. A connection that
+    dies while busy fails its statement, and SQLAlchemy then invalidates the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("pooled connection found dead after idling") from error
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:

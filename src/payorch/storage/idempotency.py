@@ -25,9 +25,17 @@ class IdempotencyRecord:
 
 
 async def try_take(
-    session: AsyncSession, *, merchant_id: str, key: str, fingerprint: bytes, method: str, path: str
+    session: AsyncSession,
+    *,
+    merchant_id: str,
+    key: str,
+    fingerprint: bytes,
+    method: str,
+    path: str,
+    charge_id: str | None = None,
 ) -> bool:
-    """Take the key for this request. False if it already exists (waits for a concurrent taker to end)."""
+    """Take the key for this request (naming the object it will create, if known). False if it
+    already exists (waits for a concurrent taker to end)."""
     result = await session.execute(
         insert(idempotency_keys)
         .values(
@@ -37,6 +45,7 @@ async def try_take(
             request_method=method,
             request_path=path,
             status="in_progress",
+            charge_id=charge_id,
         )
         .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
         .returning(idempotency_keys.c.key)

@@ -1,0 +1,54 @@
+"""An idempotency key names the charge it created, in the same transaction (no attach round trip)."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import text
+from tests.factories import charge_body, create_merchant, post_charge
+
+from payorch.payments.idempotency import fingerprint
+from payorch.runtime import Runtime
+from payorch.storage import idempotency as idem_repo
+from payorch.storage.engine import unit_of_work
+
+
+async def test_a_taken_key_names_its_charge(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    merchant = await create_merchant(runtime)
+    response = await post_charge(client, merchant, charge_body(), key="names-its-charge")
+    assert response.status_code == 201
+    async with unit_of_work(runtime.sessions) as session:
+        record = await idem_repo.get(session, merchant.id, "names-its-charge")
+    assert record is not None
+    assert record.charge_id == response.json()["id"]
+    assert record.status == "completed"
+    assert record.response_body == response.content
+
+
+async def test_a_key_abandoned_before_its_charge_existed_is_taken_over(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    merchant = await create_merchant(runtime)
+    body = charge_body()
+    # A request took the key, then died before it wrote its charge; its lock is long stale.
+    async with unit_of_work(runtime.sessions) as session:
+        await idem_repo.try_take(
+            session,
+            merchant_id=merchant.id,
+            key="died-early",
+            fingerprint=fingerprint("POST", "/v1/charges", body, False),
+            method="POST",
+            path="/v1/charges",
+        )
+        await session.execute(
+            text("UPDATE idempotency_keys SET locked_at = now() - interval '10 minutes' WHERE merchant_id = :m"),
+            {"m": merchant.id},
+        )
+    retry = await post_charge(client, merchant, body, key="died-early")
+    assert retry.status_code == 201
+    async with unit_of_work(runtime.sessions) as session:
+        record = await idem_repo.get(session, merchant.id, "died-early")
+    assert record is not None
+    assert record.charge_id == retry.json()["id"]
+    again = await post_charge(client, merchant, body, key="died-early")
+    assert again.status_code == 201
+    assert again.content == retry.content
