@@ -88,7 +88,16 @@ class SandboxLedger:
                     .values(status=status, amount_captured=amount_captured, updated_at=func.now())
                     .returning(sandbox_payments)
                 )
-            ).one()
+            ).one_or_none()
+            if row is None:
+                # A lookup settled it first (settle_if_older): the books already hold the answer.
+                row = (
+                    await session.execute(
+                        select(sandbox_payments).where(
+                            sandbox_payments.c.gateway == gateway, sandbox_payments.c.reference == reference
+                        )
+                    )
+                ).one()
             return _payment(row)
 
     async def settle_if_older(self, gateway: str, reference: str, seconds: float) -> None:
