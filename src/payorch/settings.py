@@ -167,6 +167,10 @@ class Settings(BaseSettings):
                 raise ValueError(problem)
             if self.webhooks.secret_key is None:
                 raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")
+        if self.idempotency.stale_after_seconds <= self.routing.deadline_ms / 1000 + 5:
+            # A request still running past the stale window could be settled by the reconciler
+            # underneath it, and its idempotency key taken over by a retry.
+            raise ValueError("idempotency.stale_after_seconds must exceed routing.deadline_ms by at least 5 s")
         known = {g.name for g in self.gateways}
         for currency, order in self.routing.order_by_currency.items():
             unknown = set(order) - known

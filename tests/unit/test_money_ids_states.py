@@ -90,3 +90,14 @@ def test_api_key_format() -> None:
     assert parse("sk_live_" + "a" * 44) == ("live", "a" * 12)
     for bad in ("sk_test_short", "pk_test_" + "a" * 44, "sk_test_" + "a" * 43 + "!", "", "sk_prod_" + "a" * 44):
         assert parse(bad) is None
+
+
+def test_the_stale_window_must_outlast_the_request_deadline() -> None:
+    from pydantic import ValidationError
+
+    from payorch.settings import Settings
+
+    with pytest.raises(ValidationError, match="stale_after_seconds must exceed"):
+        Settings(routing={"deadline_ms": 90_000})
+    accepted = Settings(routing={"deadline_ms": 90_000}, idempotency={"stale_after_seconds": 120})
+    assert accepted.idempotency.stale_after_seconds == 120
