@@ -185,8 +185,8 @@ async def test_a_charge_whose_transaction_fails_at_commit_leaves_no_audit_row(
     assert failed.status_code == 500
     assert failed.json()["error"]["type"] == "api_error"
     assert await audit_events(runtime.sessions, marker) == []
-    # (A 500 is answered by the outermost error handler: its request id is in the body.)
     assert failed.json()["error"]["request_id"] not in ("", "req_unknown")
+    assert failed.headers["request-id"] == failed.json()["error"]["request_id"]
     assert await audit_events(runtime.sessions, failed.json()["error"]["request_id"]) == []
     listed = await unraising_client.get("/v1/charges?limit=100", headers=merchant.headers)
     assert [c["description"] for c in listed.json()["data"]] == ["kept"]

@@ -20,7 +20,10 @@ def request_id_of(request: Request) -> str:
 
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(request_id_of(request)), status_code=error.status, headers=error.headers)
+    request_id = request_id_of(request)
+    # Set here too: a 500 is answered by Starlette's outermost error middleware, past ours.
+    headers = {**error.headers, "Request-Id": request_id, "Cache-Control": "no-store"}
+    return JSONResponse(error.body(request_id), status_code=error.status, headers=headers)
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
