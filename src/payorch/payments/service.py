@@ -296,15 +296,18 @@ class ChargeService:
         if target is ChargeStatus.FAILED and any(e.result.outcome is Outcome.UNKNOWN for e in execution.earlier):
             # An earlier attempt may still have charged (failover_on_unknown): the outcome is not known yet.
             target, fields = ChargeStatus.PROCESSING, {}
+        transition_attempt(AttemptStatus.PENDING, ATTEMPT_STATUS_BY_OUTCOME[final.result.outcome])
         async with unit_of_work(self._sessions) as session:
-            await self.record_attempt(session, charge.merchant_id, final)
-            updated = await repo.update_charge(
+            # The last attempt's outcome and the charge's new state: one statement, one round trip.
+            updated = await repo.finish_attempt_and_charge(
                 session,
                 charge.merchant_id,
-                charge.id,
-                expected_status=ChargeStatus.PENDING,
-                status=transition(ChargeStatus.PENDING, target).value,
-                **fields,
+                attempt_id=final.attempt_id,
+                attempt_expected=AttemptStatus.PENDING,
+                attempt_values=_attempt_fields(final, self.next_check_at()),
+                charge_id=charge.id,
+                charge_expected=ChargeStatus.PENDING,
+                charge_values={"status": transition(ChargeStatus.PENDING, target).value, **fields},
             )
             events = [attempt_outcome_event(caller, charge.id, final)]
             if updated is None:  # the reconciler got there first (the request outlived its stale window)

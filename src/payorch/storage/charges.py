@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import Row, TextualSelect, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.storage.tables import charge_attempts, charges
@@ -245,6 +245,62 @@ async def update_attempt(
         )
     ).one_or_none()
     return None if row is None else _attempt(row)
+
+
+_FINISH_STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...]], TextualSelect] = {}
+
+
+def _finish_statement(attempt_columns: tuple[str, ...], charge_columns: tuple[str, ...]) -> TextualSelect:
+    """One prepared text per set of columns (a handful in all), so nothing is built or compiled per call."""
+    key = (attempt_columns, charge_columns)
+    statement = _FINISH_STATEMENTS.get(key)
+    if statement is None:
+        known = set(charge_attempts.c.keys()) | set(charges.c.keys())
+        if not set(attempt_columns) | set(charge_columns) <= known:
+            raise ValueError(f"unknown columns: {sorted(set(attempt_columns) | set(charge_columns) - known)}")
+        attempt_set = ", ".join(f"{name} = :a_{name}" for name in attempt_columns)
+        charge_set = ", ".join(f"{name} = :c_{name}" for name in charge_columns)
+        sql = f"""
+            WITH attempt AS (
+                UPDATE charge_attempts SET {attempt_set}, updated_at = now()
+                 WHERE merchant_id = :merchant_id AND id = :attempt_id AND status = :attempt_expected
+                RETURNING id
+            )
+            UPDATE charges SET {charge_set}, updated_at = now()
+             WHERE merchant_id = :merchant_id AND id = :charge_id AND status = :charge_expected
+            RETURNING *
+            """  # noqa: S608 - column names checked against the tables above, values bound
+        statement = text(sql).columns(*charges.c)
+        _FINISH_STATEMENTS[key] = statement
+    return statement
+
+
+async def finish_attempt_and_charge(
+    session: AsyncSession,
+    merchant_id: str,
+    *,
+    attempt_id: str,
+    attempt_expected: str,
+    attempt_values: dict[str, Any],
+    charge_id: str,
+    charge_expected: str,
+    charge_values: dict[str, Any],
+) -> Charge | None:
+    """``update_attempt`` and ``update_charge`` in one round trip: the attempt moves if it is still in
+    ``attempt_expected``, the charge if it is still in ``charge_expected`` (None: someone else moved
+    the charge; the attempt is updated either way, as the two statements did)."""
+    statement = _finish_statement(tuple(attempt_values), tuple(charge_values))
+    params = {
+        "merchant_id": merchant_id,
+        "attempt_id": attempt_id,
+        "attempt_expected": attempt_expected,
+        "charge_id": charge_id,
+        "charge_expected": charge_expected,
+        **{f"a_{name}": value for name, value in attempt_values.items()},
+        **{f"c_{name}": value for name, value in charge_values.items()},
+    }
+    row = (await session.execute(statement, params)).one_or_none()
+    return None if row is None else _charge(row)
 
 
 async def list_attempts(session: AsyncSession, merchant_id: str, charge_id: str) -> list[Attempt]:
