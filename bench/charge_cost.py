@@ -38,7 +38,9 @@ def cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(client: Any, headers: dict[str, str], requests: int, *, replay: bool) -> dict[str, float]:
+async def measure(
+    client: Any, headers: dict[str, str], requests: int, *, replay: bool, counts: dict[str, int] | None = None
+) -> dict[str, float]:
     async def one(index: int) -> None:
         key = "cost-replay" if replay else f"cost-{secrets.token_hex(6)}-{index}"
         response = await client.post("/v1/charges", json=CHARGE, headers={**headers, "Idempotency-Key": key})
@@ -47,13 +49,17 @@ async def measure(client: Any, headers: dict[str, str], requests: int, *, replay
 
     for index in range(10):
         await one(index)
+    before = dict(counts or {})
     started, cpu = time.perf_counter(), cpu_now()
     for index in range(requests):
         await one(index)
-    return {
+    result = {
         "cpu_ms": round(1000 * (cpu_now() - cpu) / requests, 2),
         "wall_ms": round(1000 * (time.perf_counter() - started) / requests, 2),
     }
+    for name, value in (counts or {}).items():
+        result[name] = round((value - before[name]) / requests, 2)
+    return result
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,11 +125,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             for _ in range(args.rounds):
                 base = await measure(floor, headers, args.requests, replay=False)
-                before = dict(counts)
-                charge = await measure(ours, headers, args.requests, replay=False)
-                per = {name: round((counts[name] - before[name]) / args.requests, 2) for name in counts}
-                replay = await measure(ours, headers, args.requests, replay=True)
-                rounds.append({"baseline": base, "payorch": {**charge, **per}, "replay": replay})
+                charge = await measure(ours, headers, args.requests, replay=False, counts=counts)
+                replay = await measure(ours, headers, args.requests, replay=True, counts=counts)
+                rounds.append({"baseline": base, "payorch": charge, "replay": replay})
                 print(json.dumps(rounds[-1]), file=sys.stderr)
     finally:
         await runtime.aclose()
