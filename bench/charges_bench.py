@@ -317,7 +317,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "10")))
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--pool-size", type=int, default=5)
+    parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--charges", type=int, default=1_000_000)
     parser.add_argument("--merchants", type=int, default=10_000)
     parser.add_argument("--reader-charges", type=int, default=100)

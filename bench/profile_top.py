@@ -41,6 +41,8 @@ def main() -> None:
     total = 0
     for line in args.folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():  # a line cut short when the profiled process stopped
+            continue
         count = int(count_text)
         total += count
         frames = [short(f) for f in stack.split(";") if f]
