@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from payorch import __version__
@@ -13,6 +13,7 @@ from payorch.api import bank_links, charges, gateway_webhooks, health, payment_m
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
+from payorch.api.strict_query import reject_unknown_query
 from payorch.observability.http import ObservedRequestMiddleware
 from payorch.runtime import Runtime
 from payorch.settings import Settings
@@ -47,7 +48,13 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
         finally:
             await built.aclose()
 
-    app = FastAPI(title="payorch", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="payorch",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
+    )
     if runtime is not None:
         app.state.runtime = runtime
     app.include_router(health.router)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from payorch.audit.redaction import redact_text
+
 
 class ApiError(Exception):
     status: ClassVar[int] = 500
@@ -32,9 +34,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self, request_id: str) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": self.type, "code": self.error_code, "message": self.message}
+        # A message or param may echo what the caller sent (an unknown field's name, an id from the
+        # URL): credentials and card numbers in it are masked, as in logs (DESIGN.md section 11).
+        error: dict[str, Any] = {"type": self.type, "code": self.error_code, "message": redact_text(self.message)}
         if self.param is not None:
-            error["param"] = self.param
+            error["param"] = redact_text(self.param)
         if self.decline_code is not None:
             error["decline_code"] = self.decline_code
         if self.charge is not None:

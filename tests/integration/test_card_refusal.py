@@ -164,8 +164,8 @@ async def test_a_refused_request_leaves_no_trace(
     assert await _count(runtime, taken, m=fresh.id) == 0
     audited = "SELECT count(*) FROM audit_outbox WHERE merchant_id = :m"
     assert await _count(runtime, audited, m=fresh.id) == audit_before
-    anywhere = "SELECT count(*) FROM audit_outbox WHERE payload::text LIKE :p"
-    assert await _count(runtime, anywhere, p=f"%{VISA}%") == 0
+    anywhere = "SELECT count(*) FROM audit_outbox WHERE payload::text ~ :p"
+    assert await _count(runtime, anywhere, p=f"(^|[^0-9A-Za-z]){VISA}([^0-9A-Za-z]|$)") == 0
     logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert VISA not in logged
     assert any("card_number in description" in r.getMessage() for r in caplog.records)
@@ -223,3 +223,39 @@ async def test_a_huge_integer_is_a_clean_400(client: httpx.AsyncClient, merchant
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("request_args", "param"),
+    [
+        ({"json": charge_body(description="nul \u0000 here")}, "description"),
+        ({"json": charge_body(metadata={"k": "\ud800"})}, "metadata.k"),
+        ({"json": charge_body(metadata={"\u0000": "v"})}, "metadata.\ufffd"),
+    ],
+    ids=["nul in a value", "lone surrogate", "nul in a key"],
+)
+async def test_text_postgres_cannot_store_is_a_clean_400(
+    client: httpx.AsyncClient, merchant: MerchantFixture, request_args: dict[str, Any], param: str
+) -> None:
+    raw = json.dumps(request_args["json"]).encode()  # json.dumps escapes both as \\u0000 and \\ud800
+    response = await client.post(
+        "/v1/charges", content=raw, headers={**merchant.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_text"
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("url", ["/v1/charges/ch_%00x", "/v1/charges?starting_after=%00"])
+async def test_nul_in_the_url_is_a_clean_400(client: httpx.AsyncClient, merchant: MerchantFixture, url: str) -> None:
+    response = await client.get(url, headers=merchant.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_text"
+
+
+async def test_unknown_query_parameters_are_refused(client: httpx.AsyncClient, merchant: MerchantFixture) -> None:
+    response = await client.get("/v1/charges?limt=5", headers=merchant.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "parameter_unknown"
+    assert response.json()["error"]["param"] == "limt"
+    assert (await client.get("/v1/charges?limit=5", headers=merchant.headers)).status_code == 200

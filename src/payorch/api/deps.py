@@ -31,7 +31,8 @@ async def authenticate(
 ) -> Caller:
     if credentials is None:
         raise AuthenticationFailed(
-            "You did not provide an API key: use 'Authorization: Bearer sk_test_...'.", code="missing_api_key"
+            "You did not provide an API key: use 'Authorization: Bearer <your sk_test_ or sk_live_ key>'.",
+            code="missing_api_key",
         )
     caller = await runtime.authenticator.authenticate(credentials.credentials)
     if caller is None:

@@ -179,6 +179,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def _refusal_for(finding: Finding, max_depth: int) -> ApiError:
     if finding.kind == "too_deep":
         return InvalidRequest(f"JSON bodies may nest at most {max_depth} levels.", code="json_too_deep")
+    if finding.kind == "bad_text":
+        return InvalidRequest(
+            "Text may not hold NUL characters or unpaired UTF-16 surrogates.", param=finding.param, code="invalid_text"
+        )
     where = f" ({finding.param})" if finding.param else ""
     return CardDataNotAllowed(
         f"Raw card numbers are not accepted{where}: tokenize the card with the gateway's SDK and send the token.",

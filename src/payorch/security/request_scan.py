@@ -31,11 +31,14 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.|\\\Z)*(?:"|\Z)', re.S)
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
+Kind = Literal["card_number", "too_deep", "bad_text"]
+
+
 @dataclass(frozen=True)
 class Finding:
     """What ``scan_request`` refuses: ``kind`` says why, ``param`` where (dotted path, card masked)."""
 
-    kind: Literal["card_number", "too_deep"]
+    kind: Kind
     param: str | None
 
 
@@ -70,23 +73,50 @@ def _parse_json(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_Pairs, parse_int=str, parse_float=str, parse_constant=str)
 
 
-def _walk(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    """Yield the path of every key or scalar holding a card number (depth already capped)."""
+def storable(text: str) -> bool:
+    """False for text Postgres cannot store and no field needs: NUL, or a lone UTF-16 surrogate
+    (``"\\ud800"`` is valid JSON but not Unicode text)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check(text: str) -> Kind | None:
+    if not storable(text):
+        return "bad_text"
+    if contains_pan(text):
+        return "card_number"
+    return None
+
+
+def _walk(value: Any, path: tuple[str, ...]) -> Iterator[tuple[Kind, tuple[str, ...]]]:
+    """Yield (kind, path) of every key or scalar that must be refused (depth already capped)."""
     if isinstance(value, _Pairs):
         for key, item in value:
-            if contains_pan(key):
-                yield (*path, key)
+            kind = _check(key)
+            if kind is not None:
+                yield kind, (*path, key)
             yield from _walk(item, (*path, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _walk(item, (*path, str(index)))
-    elif isinstance(value, str) and contains_pan(value):
-        yield path
+    elif isinstance(value, str):
+        kind = _check(value)
+        if kind is not None:
+            yield kind, path
 
 
 def _param(path: tuple[str, ...]) -> str | None:
-    # The path may itself end in the offending key: show it masked (BIN and last four), never whole.
-    return ".".join(mask_pans(part) for part in path) or None
+    # The path may itself end in the offending key: show it masked (BIN and last four), never whole,
+    # and with characters that cannot be shown replaced.
+    shown = ".".join(mask_pans(part) for part in path)
+    return shown.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd") or None
 
 
 def scan_json(body: bytes, *, max_depth: int) -> Finding | None:
@@ -99,8 +129,8 @@ def scan_json(body: bytes, *, max_depth: int) -> Finding | None:
         document = _parse_json(text)
     except (ValueError, RecursionError):
         return Finding("card_number", None) if contains_pan(text) else None
-    for path in _walk(document, ()):
-        return Finding("card_number", _param(path))
+    for kind, path in _walk(document, ()):
+        return Finding(kind, _param(path))
     return None
 
 
@@ -120,18 +150,21 @@ def scan_query(query: bytes) -> Finding | None:
     if not query:
         return None
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if contains_pan(name):
-            return Finding("card_number", mask_pans(name))
-        if contains_pan(value):
-            return Finding("card_number", name)
+        kind = _check(name)
+        if kind is not None:
+            return Finding(kind, _param((name,)))
+        kind = _check(value)
+        if kind is not None:
+            return Finding(kind, _param((name,)))
     # What parse_qsl could not split ("a=1&&4242...") is still searched as a whole.
     return scan_text(query)
 
 
 def scan_path(path: str) -> Finding | None:
-    """A path segment (an id in the URL) holding a card number."""
-    if contains_pan(path):
-        return Finding("card_number", "path")
+    """A path segment (an id in the URL) holding a card number, or a NUL (``%00``)."""
+    kind = _check(path)
+    if kind is not None:
+        return Finding(kind, "path")
     return None
 
 
