@@ -6,9 +6,12 @@ import httpx
 from sqlalchemy import text
 from tests.factories import charge_body, create_merchant, post_charge
 
+from payorch.ids import new_id
 from payorch.payments.idempotency import fingerprint
 from payorch.runtime import Runtime
+from payorch.storage import charges as charges_repo
 from payorch.storage import idempotency as idem_repo
+from payorch.storage.charges import NewCharge
 from payorch.storage.engine import unit_of_work
 
 
@@ -52,3 +55,29 @@ async def test_a_key_abandoned_before_its_charge_existed_is_taken_over(
     again = await post_charge(client, merchant, body, key="died-early")
     assert again.status_code == 201
     assert again.content == retry.content
+
+
+async def test_an_existing_key_makes_the_one_statement_insert_write_nothing(runtime: Runtime) -> None:
+    merchant = await create_merchant(runtime)
+
+    def new_charge() -> NewCharge:
+        return NewCharge(new_id("ch"), merchant.id, False, 900, "usd", True, None, None, idempotency_key="once")
+
+    first, second = new_charge(), new_charge()
+    async with unit_of_work(runtime.sessions) as session:
+        taken = await charges_repo.take_key_and_insert_charge(
+            session, first, attempt_id=new_id("att"), gateway="sandbox", token="tok_visa",
+            fingerprint=b"f" * 32, method="POST", path="/v1/charges",
+        )  # fmt: skip
+    assert taken is not None
+    assert (taken[0].id, taken[0].status, taken[1].seq) == (first.id, "pending", 1)
+    async with unit_of_work(runtime.sessions) as session:
+        again = await charges_repo.take_key_and_insert_charge(
+            session, second, attempt_id=new_id("att"), gateway="sandbox", token="tok_visa",
+            fingerprint=b"f" * 32, method="POST", path="/v1/charges",
+        )  # fmt: skip
+        assert again is None
+        assert await charges_repo.get_charge(session, merchant.id, second.id) is None
+        record = await idem_repo.get(session, merchant.id, "once")
+    assert record is not None
+    assert record.charge_id == first.id

@@ -206,14 +206,26 @@ class ChargeService:
             api_key_id=caller.key_id,
         )
         print_ = idempotency.fingerprint("POST", path, raw_body, caller.livemode)
+        first = candidates[0]
         async with unit_of_work(self._sessions) as session:
+            inserted = None
             if idempotency_key is not None:
-                earlier = await self._take_key(session, caller, idempotency_key, print_, path, request_id, charge_id)
-                if earlier is not None:
-                    return earlier
-            charge, _ = await repo.insert_charge_with_attempt(
-                session, new, attempt_id=attempt_id, gateway=candidates[0].name, token=candidates[0].token
-            )
+                # The common case, a fresh key: key, charge and attempt in one statement.
+                inserted = await repo.take_key_and_insert_charge(
+                    session, new, attempt_id=attempt_id, gateway=first.name, token=first.token,
+                    fingerprint=print_, method="POST", path=path,
+                )  # fmt: skip
+                if inserted is None:  # the key exists: replay, refuse, or take over an abandoned one
+                    earlier = await self._take_key(
+                        session, caller, idempotency_key, print_, path, request_id, charge_id
+                    )
+                    if earlier is not None:
+                        return earlier
+            if inserted is None:
+                inserted = await repo.insert_charge_with_attempt(
+                    session, new, attempt_id=attempt_id, gateway=first.name, token=first.token
+                )
+            charge, _ = inserted
             await record_many(session, _created_events(caller, charge, candidates, attempt_id, idempotency_key))
         job = ChargeJob(
             caller.merchant_id, charge_id, params.amount, params.currency, params.capture, params.description

@@ -130,6 +130,75 @@ async def insert_charge_with_attempt(
     return _charge_from_json(row.charge), _attempt_from_json(row.attempt)
 
 
+_TAKE_KEY_AND_INSERT = text(
+    """
+    WITH k AS (
+        INSERT INTO idempotency_keys (merchant_id, key, fingerprint, request_method, request_path, status, charge_id)
+        VALUES (:merchant_id, :idempotency_key, :fingerprint, :method, :path, 'in_progress', :id)
+        ON CONFLICT (merchant_id, key) DO NOTHING
+        RETURNING key
+    ), c AS (
+        INSERT INTO charges (id, merchant_id, livemode, amount, currency, status, capture,
+                             payment_method, description, metadata, idempotency_key, api_key_id)
+        SELECT CAST(:id AS text), CAST(:merchant_id AS text), CAST(:livemode AS boolean), CAST(:amount AS bigint),
+               CAST(:currency AS text), 'pending', CAST(:capture AS boolean), CAST(:payment_method AS text),
+               CAST(:description AS text), CAST(:metadata AS jsonb), CAST(:idempotency_key AS text),
+               CAST(:api_key_id AS text)
+        WHERE EXISTS (SELECT 1 FROM k)
+        RETURNING *
+    ), a AS (
+        INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status)
+        SELECT CAST(:attempt_id AS text), CAST(:merchant_id AS text), CAST(:id AS text), 1, CAST(:gateway AS text),
+               CAST(:token AS text), 'pending'
+        WHERE EXISTS (SELECT 1 FROM k)
+        RETURNING *
+    )
+    SELECT to_jsonb(c.*) AS charge, to_jsonb(a.*) AS attempt FROM c, a
+    """
+)
+
+
+async def take_key_and_insert_charge(
+    session: AsyncSession,
+    charge: NewCharge,
+    *,
+    attempt_id: str,
+    gateway: str,
+    token: str,
+    fingerprint: bytes,
+    method: str,
+    path: str,
+) -> tuple[Charge, Attempt] | None:
+    """Take ``charge.idempotency_key`` for this charge and write the pending charge and its first
+    attempt, all in one round trip; None (nothing written) when the key already exists."""
+    if charge.idempotency_key is None:
+        raise ValueError("take_key_and_insert_charge needs the charge's idempotency key")
+    result = await session.execute(
+        _TAKE_KEY_AND_INSERT,
+        {
+            "id": charge.id,
+            "merchant_id": charge.merchant_id,
+            "livemode": charge.livemode,
+            "amount": charge.amount,
+            "currency": charge.currency,
+            "capture": charge.capture,
+            "payment_method": charge.payment_method,
+            "description": charge.description,
+            "metadata": _json(charge.metadata),
+            "idempotency_key": charge.idempotency_key,
+            "api_key_id": charge.api_key_id,
+            "attempt_id": attempt_id,
+            "gateway": gateway,
+            "token": token,
+            "fingerprint": fingerprint,
+            "method": method,
+            "path": path,
+        },
+    )
+    row = result.one_or_none()
+    return None if row is None else (_charge_from_json(row.charge), _attempt_from_json(row.attempt))
+
+
 def _json(value: Any) -> str:
     import json
 
