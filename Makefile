@@ -29,6 +29,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/mypy
+	$(BIN)/bandit -r src -lll -q
 	@if [ -x scripts/lint-ops.sh ]; then PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-ops.sh; fi
 
 # The charge API against the floor of its stack (issue 9): needs Postgres and Redis on 127.0.0.1 and
