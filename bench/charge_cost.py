@@ -22,6 +22,7 @@ import os
 import resource
 import secrets
 import statistics
+import string
 import sys
 import tempfile
 import time
@@ -41,8 +42,10 @@ def cpu_now() -> float:
 async def measure(
     client: Any, headers: dict[str, str], requests: int, *, replay: bool, counts: dict[str, int] | None = None
 ) -> dict[str, float]:
+    nonce = "".join(secrets.choice(string.ascii_letters) for _ in range(10))
+
     async def one(index: int) -> None:
-        key = "cost-replay" if replay else f"cost-{secrets.token_hex(6)}-{index}"
+        key = "cost-replay" if replay else f"cost{nonce}x{index}"  # no long digit runs: not a card number
         response = await client.post("/v1/charges", json=CHARGE, headers={**headers, "Idempotency-Key": key})
         if response.status_code != 201:
             raise SystemExit(f"{response.status_code}: {response.text}")
@@ -60,6 +63,21 @@ async def measure(
     for name, value in (counts or {}).items():
         result[name] = round((value - before[name]) / requests, 2)
     return result
+
+
+async def measure_get(client: Any, headers: dict[str, str], paths: list[str], requests: int) -> dict[str, float]:
+    """GETs of ``paths`` in turn: what reading a charge, or a page of them, costs."""
+    for path in paths:
+        await client.get(path, headers=headers)
+    started, cpu = time.perf_counter(), cpu_now()
+    for index in range(requests):
+        response = await client.get(paths[index % len(paths)], headers=headers)
+        if response.status_code != 200:
+            raise SystemExit(f"{response.status_code}: {response.text}")
+    return {
+        "cpu_ms": round(1000 * (cpu_now() - cpu) / requests, 2),
+        "wall_ms": round(1000 * (time.perf_counter() - started) / requests, 2),
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +145,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 base = await measure(floor, headers, args.requests, replay=False)
                 charge = await measure(ours, headers, args.requests, replay=False, counts=counts)
                 replay = await measure(ours, headers, args.requests, replay=True, counts=counts)
-                rounds.append({"baseline": base, "payorch": charge, "replay": replay})
+                listed = (await ours.get("/v1/charges?limit=10", headers=headers)).json()["data"]
+                get = await measure_get(ours, headers, [f"/v1/charges/{c['id']}" for c in listed], args.requests)
+                page = await measure_get(ours, headers, ["/v1/charges?limit=10"], args.requests)
+                rounds.append({"baseline": base, "payorch": charge, "replay": replay, "get": get, "list": page})
                 print(json.dumps(rounds[-1]), file=sys.stderr)
     finally:
         await runtime.aclose()
@@ -140,6 +161,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "payorch_cpu_ms": median("payorch", "cpu_ms"),
         "baseline_cpu_ms": median("baseline", "cpu_ms"),
         "replay_cpu_ms": median("replay", "cpu_ms"),
+        "get_cpu_ms": median("get", "cpu_ms"),
+        "list_cpu_ms": median("list", "cpu_ms"),
         "cpu_ratio": round(median("payorch", "cpu_ms") / median("baseline", "cpu_ms"), 2),
         "payorch_wall_ms": median("payorch", "wall_ms"),
         "baseline_wall_ms": median("baseline", "wall_ms"),

@@ -22,6 +22,7 @@ import contextlib
 import json
 import re
 import secrets
+import string
 import sys
 import time
 from dataclasses import dataclass, field
@@ -83,12 +84,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     method = args.method or ("POST" if args.body is not None else "GET")
     body = (args.body or "").encode()
     fixed = [f"{h}\r\n" for h in args.header]
-    nonce = secrets.token_hex(4)
+    # Letters only around the counter: a run of 13+ digits could read as a card number and be refused.
+    nonce = "".join(secrets.choice(string.ascii_letters) for _ in range(8))
 
     def request_bytes(index: int) -> bytes:
         lines = [f"{method} {path} HTTP/1.1\r\n", f"Host: {host}:{port}\r\n", *fixed]
         if args.unique_idempotency_key:
-            lines.append(f"Idempotency-Key: cr-{nonce}-{index}\r\n")
+            lines.append(f"Idempotency-Key: cr{nonce}x{index}\r\n")
         if body:
             lines.append("Content-Type: application/json\r\n")
             lines.append(f"Content-Length: {len(body)}\r\n")

@@ -17,7 +17,8 @@ end
 function request()
   counter = counter + 1
   if keymode == "unique" then
-    headers["Idempotency-Key"] = nonce .. "-" .. tostring(thread_id) .. "-" .. counter
+    -- Letters between the numbers: a run of 13+ digits (dashes ignored) could read as a card number.
+    headers["Idempotency-Key"] = nonce .. "t" .. tostring(thread_id) .. "n" .. counter
   elseif keymode ~= "none" then
     headers["Idempotency-Key"] = keymode
   end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -63,8 +64,10 @@ async def create_charge(
     summary="Retrieve a charge",
     responses={**COMMON_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such charge"}},
 )
-async def get_charge(charge_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
-    return render_charge(await runtime.charges.get(caller, charge_id))
+async def get_charge(charge_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> Response:
+    # Rendered once, as POST answers: no second validation and serialization through ChargeOut
+    # (which stays the documented response model).
+    return _json_response(render_charge(await runtime.charges.get(caller, charge_id)))
 
 
 @router.get("", response_model=ChargeList, summary="List charges, newest first", responses=COMMON_ERRORS)
@@ -75,18 +78,20 @@ async def list_charges(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     starting_after: Annotated[str | None, Query(max_length=64)] = None,
     ending_before: Annotated[str | None, Query(max_length=64)] = None,
-) -> dict[str, Any]:
+) -> Response:
     if starting_after is not None and ending_before is not None:
         raise InvalidRequest("Use starting_after or ending_before, not both.", param="ending_before")
     charges, has_more = await runtime.charges.list_page(
         caller, limit=limit, starting_after=starting_after, ending_before=ending_before
     )
-    return {
-        "object": "list",
-        "url": request.url.path,
-        "has_more": has_more,
-        "data": [render_charge(c) for c in charges],
-    }
+    return _json_response(
+        {"object": "list", "url": request.url.path, "has_more": has_more, "data": [render_charge(c) for c in charges]}
+    )
+
+
+def _json_response(payload: dict[str, Any]) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, media_type="application/json")
 
 
 FOLLOW_UP_ERRORS: dict[int | str, dict[str, Any]] = {
