@@ -88,6 +88,7 @@ def _strategy(operation: schemathesis.APIOperation) -> st.SearchStrategy[schemat
     return st.one_of(positive, negative)
 
 
+@pytest.mark.timeout(300)  # about a minute on an idle machine; room for a loaded CI runner
 def test_fuzz_every_operation(served: Served, merchant: MerchantFixture) -> None:
     # Invalid Authorization headers are covered once per operation by the ignored_auth check; generated
     # ones would spend most of the negative budget on 401s.
