@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl
 
 from payorch.security.pan import contains_pan, mask_pans
 
+_MIN_DIGITS = 13  # the shortest card number
+
 # A JSON string literal (escapes included), removed before brackets are counted. An unterminated one
 # runs to the end of the text, so the pattern never fails and backtracks: linear on any input.
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.|\\\Z)*(?:"|\Z)', re.S)
@@ -51,8 +53,8 @@ def json_depth_exceeds(text: str, max_depth: int) -> bool:
     if text.count("[") + text.count("{") <= max_depth:
         return False
     depth = 0
-    for bracket in _BRACKETS.findall(_JSON_STRING.sub("", text)):
-        if bracket in "[{":
+    for match in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
             depth += 1
             if depth > max_depth:
                 return True
@@ -119,12 +121,21 @@ def _param(path: tuple[str, ...]) -> str | None:
     return shown.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd") or None
 
 
+def _nothing_to_find(text: str) -> bool:
+    """The common case, decided without parsing: fewer than 13 digits in the whole body (an escaped
+    digit ``\\u0034`` has more digits written than it decodes to) and no escape or NUL that could
+    hide a NUL or a lone surrogate."""
+    return "\\u" not in text and "\x00" not in text and sum(map(text.count, "0123456789")) < _MIN_DIGITS
+
+
 def scan_json(body: bytes, *, max_depth: int) -> Finding | None:
     """The first problem in a JSON body. A body that is not JSON is searched as text: it is refused
     downstream anyway, but a card number in it must not reach a log first."""
     text = _decode(body)
     if json_depth_exceeds(text, max_depth):
         return Finding("too_deep", None)
+    if _nothing_to_find(text):
+        return None
     try:
         document = _parse_json(text)
     except (ValueError, RecursionError):
