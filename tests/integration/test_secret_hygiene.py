@@ -12,7 +12,7 @@ import logging
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -21,11 +21,15 @@ import httpx
 import pytest
 import structlog
 from cryptography.fernet import Fernet
+from tests.conftest import make_settings
+from tests.factories import create_merchant
 from tests.fakes.oauth_provider import REDIRECT_URI, FakeOAuthProvider, banking_settings
 from tests.integration.orchestration_support import Fakes, charge_body, gateway_configs, running_fakes
 from tests.integration.served_payorch import Served, serve
 
+from payorch.app import create_app
 from payorch.observability.logging import configure_logging, get_logger
+from payorch.runtime import Runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -249,3 +253,70 @@ def test_a_log_line_that_carries_a_card_number_is_masked(log_stream: io.StringIO
     assert _flat(spaced) not in _flat(text)
     assert text.count("424242******4242") >= 3
     assert text.count("555555******4444") >= 3
+
+
+# --- in process: every log record, before any redaction -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def inproc(
+    database_url: str, provider: FakeOAuthProvider, fakes: Fakes, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    data_dir = tmp_path_factory.mktemp("hygiene-inproc")
+    settings = make_settings(
+        database_url,
+        data_dir=str(data_dir),
+        gateways=[{"name": "sandbox", "kind": "sandbox"}, *gateway_configs(fakes, stripe_ms=3000, others_ms=5000)],
+        banking=banking_settings(provider, secrets_config={"local_directory": str(data_dir / "secrets")}),
+    )
+    built = await Runtime.build(settings, database_url)
+    app = create_app(settings, runtime=built)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payorch.test") as http:
+        yield http, built
+    await built.aclose()
+
+
+async def test_no_log_record_carries_a_secret_even_before_redaction(
+    inproc: tuple[httpx.AsyncClient, Runtime],
+    provider: FakeOAuthProvider,
+    fakes: Fakes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redaction is the last line: no code path may hand a logger a secret in the first place. Every
+    record at DEBUG, from every logger, is checked raw (message, arguments, extra fields, traceback)."""
+    http, runtime = inproc
+    merchant = await create_merchant(runtime, "Hygiene in process")
+    caplog.set_level(logging.DEBUG)
+    auth = merchant.headers
+    sandbox = {"amount": 1050, "currency": "usd", "payment_method": {"tokens": {"sandbox": "tok_visa"}}}
+    secrets_seen = {"test key": merchant.key, "live key": merchant.live_key}
+    secrets_seen |= {"stripe": fakes.stripe.api_key, "braintree": fakes.braintree.private_key}
+    secrets_seen |= {"adyen": fakes.adyen.api_key, "oauth client": provider.client_secret}
+
+    charged = (await http.post("/v1/charges", json=sandbox, headers=auth)).json()
+    for only in ("stripe", "braintree", "adyen"):
+        body = charge_body(**{g: None for g in ("stripe", "braintree", "adyen") if g != only})
+        assert (await http.post("/v1/charges", json=body, headers=auth)).status_code == 201
+    await http.post("/v1/refunds", json={"charge": charged["id"], "amount": 10}, headers=auth)
+    await http.post("/v1/charges", json={**sandbox, "payment_method": {"tokens": {"sandbox": "tok_chargeDeclined"}}})
+    hook = {"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]}
+    endpoint = (await http.post("/v1/webhook_endpoints", json=hook, headers=auth)).json()
+    secrets_seen["webhook secret"] = endpoint["secret"]
+    rotated = await http.post(f"/v1/webhook_endpoints/{endpoint['id']}/rotate_secret", json={}, headers=auth)
+    secrets_seen["rotated webhook secret"] = rotated.json()["secret"]
+    link = (await http.post("/v1/bank_links", json={"user_reference": "u-2"}, headers=auth)).json()
+    location = await provider.consent(link["authorize_url"])
+    assert (await http.get(location.removeprefix("http://payorch.test"))).status_code == 303
+    secrets_seen["oauth access token"] = provider.issued_access_tokens[-1]
+    secrets_seen["oauth refresh token"] = provider.issued_refresh_tokens[-1]
+    wrong = "sk_test_" + secrets.token_urlsafe(33)
+    secrets_seen["wrong key"] = wrong
+    assert (await http.get("/v1/charges", headers={"Authorization": f"Bearer {wrong}"})).status_code == 401
+    assert (await http.post("/v1/charges", json={**sandbox, merchant.key: 1}, headers=auth)).status_code == 400
+
+    assert caplog.records, "nothing was logged"
+    leaked: list[str] = []
+    for record in caplog.records:
+        raw = f"{record.msg} {record.args!r} {record.__dict__!r} {record.exc_text or ''}"
+        leaked += [f"{name} in {record.name}: {record.msg!r}" for name, value in secrets_seen.items() if value in raw]
+    assert not leaked, leaked
