@@ -108,7 +108,9 @@ def _environment(database_url: str, stripe_url: str, home: Path) -> dict[str, st
         "PAYORCH_GATEWAYS": json.dumps([gateway]),
         "PAYORCH_RUN_BACKGROUND_IN_API": "false",
         "PAYORCH_API__API_KEY_CACHE_SECONDS": "0",
-        "PAYORCH_IDEMPOTENCY__STALE_AFTER_SECONDS": "1",
+        # The stale window must outlast the request deadline (settings refuse otherwise): keep both short.
+        "PAYORCH_ROUTING__DEADLINE_MS": "10000",
+        "PAYORCH_IDEMPOTENCY__STALE_AFTER_SECONDS": "16",
         "PAYORCH_RECONCILER__FIRST_CHECK_SECONDS": "0",
     }
 
