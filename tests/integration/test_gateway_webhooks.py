@@ -198,3 +198,37 @@ async def test_unknown_gateway_is_404_and_no_api_key_is_needed(
     unknown_attempt = await client.post(URL, **_signed(_succeeded("att_" + "0" * 26, "evt_unknown_attempt")))
     assert unknown_attempt.status_code == 200
     assert unknown_attempt.json()["outcome"] == "unknown_attempt"
+
+
+async def test_a_signed_notification_is_not_refused_for_a_luhn_valid_reference(
+    stripe_runtime: tuple[Runtime, httpx.AsyncClient], fake: StripeFake
+) -> None:
+    """Gateway references can be 16 Luhn-valid digits (Adyen's pspReference): the card-number guard is
+    for merchant input, and a refused notification would only be retried by the gateway for days."""
+    runtime, client = stripe_runtime
+    merchant, charge, attempt_id = await _processing_charge(runtime, client, fake)
+    event = _succeeded(attempt_id, event_id=f"evt_luhn_{attempt_id}", intent=f"pi_{attempt_id[4:]}")
+    event["data"]["object"]["metadata"]["psp_reference"] = "4111111111111111"
+
+    response = await client.post(URL, **_signed(event))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "applied"
+    assert (await _state(runtime, merchant, charge["id"]))[0] == "succeeded"
+
+
+async def test_merchant_routes_still_refuse_card_numbers(stripe_runtime: tuple[Runtime, httpx.AsyncClient]) -> None:
+    runtime, client = stripe_runtime
+    merchant = await create_merchant(runtime)
+    response = await client.post(
+        "/v1/charges",
+        json={
+            "amount": 100,
+            "currency": "usd",
+            "payment_method": {"tokens": {"stripe": "tok_visa"}},
+            "metadata": {"ref": "4111111111111111"},
+        },
+        headers=merchant.headers,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "card_data_not_allowed"
