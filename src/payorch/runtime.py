@@ -47,10 +47,10 @@ class Runtime:
     charges: ChargeService
     reconciler: Reconciler
     authenticator: KeyAuthenticator
-    breakers: CircuitBreakers
     captures: CaptureService
     refunds: RefundService
     payment_methods: PaymentMethodService
+    breakers: CircuitBreakers
     webhooks: Webhooks
     """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
     metrics: Metrics = field(default_factory=Metrics)
@@ -74,7 +74,6 @@ class Runtime:
         registry = build_registry(settings.gateways, sessions)
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
-        metrics.watch_breakers(breakers.states)
         charges = ChargeService(
             sessions,
             Router(registry, settings.routing),
@@ -83,6 +82,7 @@ class Runtime:
             settings.reconciler,
             metrics=metrics,
         )
+        metrics.watch_breakers(breakers.states)
         reconciler = Reconciler(sessions, registry, settings.reconciler, settings.idempotency)
         return cls(
             settings=settings,
@@ -92,10 +92,10 @@ class Runtime:
             charges=charges,
             reconciler=reconciler,
             authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
-            breakers=breakers,
             captures=CaptureService(sessions, registry),
             refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
+            breakers=breakers,
             webhooks=build_webhooks(
                 settings, sessions, registry, reconciler, database_url, on_outcome=metrics.webhook_delivery
             ),
@@ -106,7 +106,11 @@ class Runtime:
                 settings.audit,
                 sessions,
                 data_dir=settings.data_dir,
-                metrics=ShipperMetrics(on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds})),
+                metrics=ShipperMetrics(
+                    on_shipped=metrics.audit_batch_shipped,
+                    on_failed=metrics.audit_batch_failed,
+                    on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds}),
+                ),
             ),
             bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
         )

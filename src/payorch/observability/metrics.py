@@ -105,6 +105,15 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.audit_shipped = Counter(
+            "payorch_audit_shipped_events", "Audit events shipped to a sink.", ["sink"], registry=r
+        )
+        self.audit_failed = Counter(
+            "payorch_audit_failed_events",
+            "Audit events in batches a sink refused or could not take (retried later).",
+            ["sink"],
+            registry=r,
+        )
         self.webhook_deliveries = Counter(
             "payorch_webhook_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"], registry=r
         )
@@ -151,6 +160,12 @@ class Metrics:
 
     def set_backlog(self, unresolved: int) -> None:
         self.reconciler_backlog.set(unresolved)
+
+    def audit_batch_shipped(self, sink: str, events: int) -> None:
+        self.audit_shipped.labels(sink).inc(events)
+
+    def audit_batch_failed(self, sink: str, events: int) -> None:
+        self.audit_failed.labels(sink).inc(events)
 
     def set_outbox_lag(self, lag_by_sink: Mapping[str, float]) -> None:
         for sink, seconds in lag_by_sink.items():
