@@ -72,7 +72,9 @@ def localise(variables: dict[str, str], hosts: dict[str, str]) -> dict[str, str]
     localised = {}
     for name, value in variables.items():
         for service, address in hosts.items():
-            value = re.sub(rf"(?<=[@/]){service}:\d+", address, value)
+            # host:port ends at a path, a query or the end: never "//user:password@" (a password
+            # may well start with digits).
+            value = re.sub(rf"(?<=[@/]){service}:\d+(?=[/?]|$)", address, value)
         localised[name] = value
     return localised
 

@@ -48,6 +48,8 @@ async def stripe_runtime(database_url: str, fake: StripeFake) -> AsyncIterator[t
         ],
         reconciler={"first_check_seconds": 600, "interval_seconds": 60},
         routing={"deadline_ms": 1500},
+        # Every test here leaves an unknown attempt on purpose: that must not open the breaker.
+        breaker={"enabled": False},
     )
     runtime = await Runtime.build(settings, database_url)
     transport = httpx.ASGITransport(app=create_app(settings, runtime=runtime))

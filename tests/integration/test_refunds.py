@@ -263,6 +263,8 @@ async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterato
     stripe_fake.clear_faults()
     settings = make_settings(
         database_url,
+        # Faults injected by one test must not open the breaker for the next: not what these test.
+        breaker={"enabled": False},
         gateways=[
             GatewayConfig(
                 name="stripe",
