@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
-from payorch.api.deps import CurrentCaller, RuntimeDep
+from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_response
 from payorch.api.errors import request_id_of
 from payorch.errors import InvalidRequest
 from payorch.payments.capture import CaptureParams
@@ -44,7 +44,7 @@ async def create_charge(
     params: ChargeCreate,
     caller: CurrentCaller,
     runtime: RuntimeDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     reply = await runtime.charges.create(
         caller,
@@ -54,8 +54,7 @@ async def create_charge(
         raw_body=await request.json(),
         path=request.url.path,
     )
-    headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
-    return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)
+    return reply_response(reply)
 
 
 @router.get(

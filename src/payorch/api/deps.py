@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from payorch.errors import AuthenticationFailed
 from payorch.observability.logging import bind_merchant
+from payorch.payments.service import Reply
 from payorch.runtime import Runtime
 from payorch.security.api_keys import Caller
 
@@ -44,3 +45,15 @@ async def authenticate(
 
 
 CurrentCaller = Annotated[Caller, Depends(authenticate)]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Retry safely: Stripe's semantics."),
+]
+
+
+def reply_response(reply: Reply) -> Response:
+    """An idempotent POST's answer: the stored bytes as they were, marked when replayed."""
+    headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
+    return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)

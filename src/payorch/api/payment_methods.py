@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from payorch.api.charges import COMMON_ERRORS
-from payorch.api.deps import CurrentCaller, RuntimeDep
+from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_response
 from payorch.api.errors import request_id_of
 from payorch.payments.payment_methods import PaymentMethodCreate, PaymentMethodOut
 from payorch.payments.schemas import ErrorEnvelope
@@ -41,7 +41,7 @@ async def create_payment_method(
     params: PaymentMethodCreate,
     caller: CurrentCaller,
     runtime: RuntimeDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     reply = await runtime.payment_methods.create(
         caller,
@@ -51,8 +51,7 @@ async def create_payment_method(
         raw_body=await request.json(),
         path=request.url.path,
     )
-    headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
-    return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)
+    return reply_response(reply)
 
 
 @router.get(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from payorch.api.charges import COMMON_ERRORS
-from payorch.api.deps import CurrentCaller, RuntimeDep
+from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_response
 from payorch.api.errors import request_id_of
 from payorch.payments.refunds import RefundCreate, RefundOut, render_refund
 from payorch.payments.schemas import ErrorEnvelope
@@ -43,7 +43,7 @@ async def create_refund(
     params: RefundCreate,
     caller: CurrentCaller,
     runtime: RuntimeDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     reply = await runtime.refunds.create(
         caller,
@@ -53,8 +53,7 @@ async def create_refund(
         raw_body=await request.json(),
         path=request.url.path,
     )
-    headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
-    return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)
+    return reply_response(reply)
 
 
 @router.get(
