@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from payorch.errors import IdempotencyInProgress, IdempotencyMismatch
-from payorch.storage import idempotency as repo
 from payorch.storage.idempotency import IdempotencyRecord
 
 
@@ -52,4 +51,4 @@ def judge(record: IdempotencyRecord, print_: bytes, *, stale_after_seconds: floa
     )
 
 
-__all__ = ["Abandoned", "StoredReply", "fingerprint", "judge", "repo"]
+__all__ = ["Abandoned", "StoredReply", "fingerprint", "judge"]

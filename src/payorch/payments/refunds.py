@@ -41,6 +41,7 @@ from payorch.payments.states import ChargeStatus
 from payorch.security.api_keys import Caller
 from payorch.settings import IdempotencyConfig, ReconcilerConfig
 from payorch.storage import charges as charges_repo
+from payorch.storage import idempotency as idem_repo
 from payorch.storage import refunds as repo
 from payorch.storage.charges import Charge
 from payorch.storage.engine import SessionFactory, unit_of_work
@@ -276,9 +277,7 @@ class RefundService:
                 await self._audit(session, actor, origin, updated, f"refund.{updated.status}", outcome)
             reply = reply_for(updated, request_id)
             if updated.status in FINAL_STATUSES:
-                key = idempotency_key or await idempotency.repo.find_in_progress_for_charge(
-                    session, merchant_id, refund.id
-                )
+                key = idempotency_key or await idem_repo.find_in_progress_for_charge(session, merchant_id, refund.id)
                 if key is not None:
                     await replay.complete(session, merchant_id, key, reply, refund.id)
         log.info("refund %s of charge %s: %s", refund.id, refund.charge_id, updated.status)

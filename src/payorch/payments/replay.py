@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.payments import idempotency
 from payorch.payments.service import Reply
+from payorch.storage import idempotency as idem_repo
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,34 +35,32 @@ async def take_key(
     """Take ``key`` for this request. None: the key is ours, run the request. A :class:`Reply`: answer
     it (a replay). :class:`Resume`: the key is ours again and its first request's object exists.
     Raises the idempotency errors (other parameters: 400; still running: 409)."""
-    if await idempotency.repo.try_take(
+    if await idem_repo.try_take(
         session, merchant_id=merchant_id, key=key, fingerprint=print_, method="POST", path=path
     ):
         return None
-    record = await idempotency.repo.get(session, merchant_id, key, for_update=True)
+    record = await idem_repo.get(session, merchant_id, key, for_update=True)
     if record is None:  # purged between the two statements: take it afresh
-        await idempotency.repo.try_take(
+        await idem_repo.try_take(
             session, merchant_id=merchant_id, key=key, fingerprint=print_, method="POST", path=path
         )
         return None
     verdict = idempotency.judge(record, print_, stale_after_seconds=stale_after_seconds)
     if isinstance(verdict, idempotency.StoredReply):
         return Reply(verdict.status, verdict.body, replayed=True)
-    await idempotency.repo.relock(session, merchant_id, key)
+    await idem_repo.relock(session, merchant_id, key)
     return None if verdict.charge_id is None else Resume(verdict.charge_id)
 
 
 async def attach(session: AsyncSession, merchant_id: str, key: str, object_id: str) -> None:
     """Remember which object the key's request created (the key row's ``charge_id`` column holds the
     id of whatever object it created: a charge, a refund, a payment method)."""
-    await idempotency.repo.attach_charge(session, merchant_id, key, object_id)
+    await idem_repo.attach_charge(session, merchant_id, key, object_id)
 
 
 async def complete(session: AsyncSession, merchant_id: str, key: str, reply: Reply, object_id: str | None) -> None:
     """Store the final answer for replay, in the caller's transaction."""
-    await idempotency.repo.complete(
-        session, merchant_id, key, status=reply.status, body=reply.body, charge_id=object_id
-    )
+    await idem_repo.complete(session, merchant_id, key, status=reply.status, body=reply.body, charge_id=object_id)
 
 
 def dumps(payload: dict[str, Any]) -> bytes:

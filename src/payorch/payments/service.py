@@ -30,6 +30,7 @@ from payorch.payments.states import AttemptStatus, ChargeStatus, transition, tra
 from payorch.security.api_keys import Caller
 from payorch.settings import IdempotencyConfig, ReconcilerConfig
 from payorch.storage import charges as repo
+from payorch.storage import idempotency as idem_repo
 from payorch.storage import payment_methods as payment_methods_repo
 from payorch.storage.charges import Charge, NewCharge
 from payorch.storage.engine import SessionFactory, unit_of_work
@@ -246,7 +247,7 @@ class ChargeService:
     ) -> Reply | None:
         """Take the key for ``charge_id``, or say what a repeat gets. None means the key is ours: go on.
         (The key names its charge as it is taken: no separate UPDATE round trip to attach it.)"""
-        taken = await idempotency.repo.try_take(
+        taken = await idem_repo.try_take(
             session,
             merchant_id=caller.merchant_id,
             key=key,
@@ -257,9 +258,9 @@ class ChargeService:
         )
         if taken:
             return None
-        record = await idempotency.repo.get(session, caller.merchant_id, key, for_update=True)
+        record = await idem_repo.get(session, caller.merchant_id, key, for_update=True)
         if record is None:  # purged between the two statements: take it afresh
-            await idempotency.repo.try_take(
+            await idem_repo.try_take(
                 session,
                 merchant_id=caller.merchant_id,
                 key=key,
@@ -272,16 +273,16 @@ class ChargeService:
         verdict = idempotency.judge(record, print_, stale_after_seconds=self._idem.stale_after_seconds)
         if isinstance(verdict, idempotency.StoredReply):
             return Reply(verdict.status, verdict.body, replayed=True)
-        await idempotency.repo.relock(session, caller.merchant_id, key)
+        await idem_repo.relock(session, caller.merchant_id, key)
         charge = (
             None if verdict.charge_id is None else await repo.get_charge(session, caller.merchant_id, verdict.charge_id)
         )
         if charge is None:  # the request that died had created nothing: this one takes over
-            await idempotency.repo.attach_charge(session, caller.merchant_id, key, charge_id)
+            await idem_repo.attach_charge(session, caller.merchant_id, key, charge_id)
             return None
         reply = reply_for(charge, request_id)
         if ChargeStatus(charge.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
-            await idempotency.repo.complete(
+            await idem_repo.complete(
                 session, caller.merchant_id, key, status=reply.status, body=reply.body, charge_id=charge.id
             )
         return reply
@@ -330,7 +331,7 @@ class ChargeService:
             reply = reply_for(updated, request_id)
             final_state = ChargeStatus(updated.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
             if idempotency_key is not None and final_state:
-                await idempotency.repo.complete(
+                await idem_repo.complete(
                     session,
                     charge.merchant_id,
                     idempotency_key,

@@ -3,6 +3,7 @@ planner prunes to one hash partition."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -200,8 +201,6 @@ async def take_key_and_insert_charge(
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"))
 
 
