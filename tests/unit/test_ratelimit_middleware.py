@@ -33,7 +33,7 @@ async def ok(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-def make_app(config: RateLimitConfig, **kwargs: object) -> ASGIApp:
+def make_app(config: RateLimitConfig, limiter: MemoryLimiter | None = None, **kwargs: object) -> ASGIApp:
     inner = Starlette(
         routes=[
             Route("/v1/charges", ok, methods=["GET", "POST"]),
@@ -41,7 +41,8 @@ def make_app(config: RateLimitConfig, **kwargs: object) -> ASGIApp:
             Route("/healthz", ok),
         ]
     )
-    return RateLimitMiddleware(inner, MemoryLimiter(), config, **kwargs)  # type: ignore[arg-type]
+    limiter = MemoryLimiter() if limiter is None else limiter  # an empty limiter is falsy (__len__)
+    return RateLimitMiddleware(inner, limiter, config, **kwargs)  # type: ignore[arg-type]
 
 
 def client(app: ASGIApp, peer: str = "203.0.113.7") -> httpx.AsyncClient:
@@ -73,7 +74,11 @@ async def test_every_limited_response_carries_ietf_fields() -> None:
 
 
 async def test_refusal_is_429_with_envelope_retry_after_and_fields() -> None:
-    async with client(make_app(config())) as http:
+    # A clock held 30 s into a 60 s window: the five requests fill the current window, so the
+    # sliding estimate falls back under the limit 12 s into the next one (5 * 48/60 = 4 < 5),
+    # 42 s from now. Retry-After can exceed the window itself; it never exceeds two windows.
+    limiter = MemoryLimiter(clock=lambda: 60.0 * 20_000 + 30)
+    async with client(make_app(config(), limiter)) as http:
         statuses = [(await http.get("/v1/charges", headers=AUTH)).status_code for _ in range(5)]
         refused = await http.get("/v1/charges", headers=AUTH)
     assert statuses == [200] * 5
@@ -83,7 +88,7 @@ async def test_refusal_is_429_with_envelope_retry_after_and_fields() -> None:
     assert error["code"] == "rate_limited"
     assert error["message"]
     assert error["request_id"] == refused.headers["Request-Id"]
-    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert int(refused.headers["Retry-After"]) == 42
     states = {m["name"]: int(m["r"]) for m in STATE.finditer(refused.headers["RateLimit"])}
     assert states["default"] == 0
     assert refused.headers["RateLimit-Policy"]
