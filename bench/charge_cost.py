@@ -141,6 +141,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             httpx.AsyncClient(transport=httpx.ASGITransport(app=payorch), base_url="http://payorch") as ours,
             httpx.AsyncClient(transport=httpx.ASGITransport(app=baseline), base_url="http://baseline") as floor,
         ):
+            if args.charges_only:  # for a profiler: nothing but payorch charges
+                charge = await measure(ours, headers, args.requests, replay=False, counts=counts)
+                print(json.dumps({"payorch": charge}), file=sys.stderr)
+                return {"payorch": charge}
             for _ in range(args.rounds):
                 base = await measure(floor, headers, args.requests, replay=False)
                 charge = await measure(ours, headers, args.requests, replay=False, counts=counts)
@@ -175,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--charges-only", action="store_true", help="only payorch charges (to profile them)")
     parser.add_argument("--src", type=Path, help="import payorch from this src/ directory instead")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database", default="payorch_charge_cost")

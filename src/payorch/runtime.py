@@ -70,6 +70,8 @@ class Runtime:
         sessions = session_factory(engine)
         metrics = Metrics()
         redis = connect_redis(settings)
+        if isinstance(redis, RedisCluster):
+            await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
         registry = build_registry(settings.gateways, sessions)
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
@@ -178,6 +180,17 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
         await self.engine.dispose()
+
+
+async def initialize_cluster(redis: RedisCluster) -> None:
+    """Learn the cluster's slot map before the first request. redis-py's cluster client otherwise
+    learns it on first use, and concurrent first commands race each other's initialisation: some go
+    to the wrong node (MOVED), and the reconnects that follow break commands still in flight. If the
+    cluster is down now, the client initialises lazily later (and the limiter falls back meanwhile)."""
+    try:
+        await redis.initialize()
+    except Exception as error:
+        log.warning("Redis Cluster not reachable at start (%s); its slot map is learnt on first use", error)
 
 
 def connect_redis(settings: Settings) -> Redis | RedisCluster | None:

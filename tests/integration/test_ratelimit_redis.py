@@ -69,6 +69,8 @@ def create_app() -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = connect(os.environ["RL_REDIS_URL"], os.environ["RL_CLUSTER"] == "1")
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()
         limiter.inner = RedisLimiter(redis, prefix=os.environ["RL_PREFIX"])
         yield
         await redis.aclose()
@@ -101,6 +103,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     else:
         url = SHARED_REDIS_URL
     client = connect(url, request.param == "cluster")
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # as Runtime.build does: concurrent first use races in redis-py
     yield Backend(request.param, url, client)
     await client.aclose()
 
