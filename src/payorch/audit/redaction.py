@@ -8,6 +8,11 @@
   AWS access key ids and secret-looking 40-character values, PEM private keys.
 
 ``redact_log_event`` is the same function in structlog processor form, so logs share it.
+
+Most strings (ids, statuses, currency codes) hold nothing to mask, so ``redact_text`` first asks a
+few cheap questions (``_may_need_masking``) that every pattern needs a "yes" to, and runs the full
+pipeline (``_redact_text_full``) only then. The pre-screen changes no result: it may say "perhaps"
+too often, never "no" wrongly (tests/unit/test_redaction_prescreen.py compares the two paths).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from payorch.security.pan import is_card_number, mask_digits, mask_pans
+from payorch.security.pan import is_card_number, mask_digits, mask_pans, may_contain_pan
 
 REDACTED = "[REDACTED]"
 _MAX_DEPTH = 32
@@ -77,8 +82,56 @@ def is_secret_key(key: str) -> bool:
     return normal in _SECRET_KEYS or normal.endswith(_SECRET_SUFFIXES)
 
 
+# The shortest text any pattern above (or a card number, 13 digits) can match: "whsec_x", "eyJx.y.".
+_MIN_MATCH = 7
+# A 40-character run of the last pattern's alphabet: that pattern needs one (and more besides).
+_LONG_RUN = re.compile(r"[0-9A-Za-z/+]{40}")
+
+
+def _may_need_masking(text: str) -> bool:
+    """False only when no pattern above and no card number can match ``text``. Each test is a piece
+    of text a pattern cannot match without; a "yes" only sends the text to the full pipeline."""
+    if len(text) < _MIN_MATCH:
+        return False
+    return (
+        "PRIVATE KEY" in text  # -----BEGIN ... PRIVATE KEY-----
+        or "k_test_" in text  # sk_test_, rk_test_
+        or "k_live_" in text  # sk_live_, rk_live_
+        or "whsec_" in text
+        or "Basic" in text
+        or "eyJ" in text
+        or "AKIA" in text
+        or "ASIA" in text
+        or "AIDA" in text
+        or "AROA" in text
+        or "bearer" in text.lower()  # [Bb][Ee][Aa][Rr][Ee][Rr]: lower() maps each letter on its own
+        or may_contain_pan(text)
+        or (len(text) >= 40 and _LONG_RUN.search(text) is not None)
+    )
+
+
+def _storable(text: str) -> str:
+    """Drop what Postgres JSON refuses: NUL characters, and lone surrogates (not valid UTF-8)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if text.isascii():  # no surrogates: the encode below cannot fail
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: not storable as jsonb
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def redact_text(text: str) -> str:
     """Mask credentials and card numbers inside free text; also drop what Postgres JSON refuses."""
+    if type(text) is not str or _may_need_masking(text):  # a str subclass: the full path, to be sure
+        return _redact_text_full(text)
+    return _storable(text)
+
+
+def _redact_text_full(text: str) -> str:
+    """``redact_text`` without the pre-screen: every pattern, then card numbers, on every string."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     text = mask_pans(text)
@@ -113,6 +166,12 @@ def redact(value: Any, *, _depth: int = 0) -> Any:
     """Return a redacted, JSON-ready copy of ``value`` (dicts, lists, scalars, pydantic models)."""
     if _depth > _MAX_DEPTH:
         return "[REDACTED: nested too deep]"
+    # What JSON dumps are made of, by exact type first (no ABC check); then the general cases.
+    kind = type(value)
+    if kind is str:
+        return redact_text(value)
+    if kind is dict:
+        return _redact_mapping(value, _depth)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -130,11 +189,38 @@ def redact(value: Any, *, _depth: int = 0) -> Any:
     return _redact_other(value, _depth)
 
 
+# Mapping keys are a small, recurring set ("amount", "merchant_id"...): remember, per key, its
+# redacted name and whether it names a secret. Only keys that redaction leaves as they are, and that
+# are short, are kept (a key holding a card number or a credential is never remembered), and the
+# whole memo is dropped when full, so it stays small and follows the keys in use.
+_KEY_MEMO: dict[str, tuple[str, bool]] = {}
+_KEY_MEMO_SIZE = 4096
+_KEY_MEMO_MAX_LENGTH = 64
+
+
+def _key_verdict(key: str) -> tuple[str, bool]:
+    """(the key as stored, whether its value must be dropped) for an exact ``str`` key."""
+    verdict = _KEY_MEMO.get(key)
+    if verdict is None:
+        name = redact_text(key)
+        verdict = (name, is_secret_key(key))
+        if name == key and len(key) <= _KEY_MEMO_MAX_LENGTH:
+            if len(_KEY_MEMO) >= _KEY_MEMO_SIZE:
+                _KEY_MEMO.clear()
+            _KEY_MEMO[key] = verdict
+    return verdict
+
+
 def _redact_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[str, Any]:
     redacted: dict[str, Any] = {}
     for key, item in mapping.items():
-        name = redact_text(key if isinstance(key, str) else str(key))
-        if isinstance(key, str) and is_secret_key(key) and item is not None:
+        if type(key) is str:
+            name, secret = _key_verdict(key)
+        elif isinstance(key, str):
+            name, secret = redact_text(key), is_secret_key(key)
+        else:
+            name, secret = redact_text(str(key)), False
+        if secret and item is not None:
             redacted[name] = REDACTED
         else:
             redacted[name] = redact(item, _depth=depth + 1)
