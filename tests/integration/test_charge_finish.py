@@ -1,65 +1,105 @@
-"""The last attempt's outcome and the charge's new state are written by one statement."""
+"""The last attempt's outcome, the charge's new state, its stored reply and its audit events are
+written by one statement (``storage.charges.close_charge``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from sqlalchemy import text
 from tests.factories import create_merchant
 
+from payorch.audit.events import Actor, AuditEvent, Resource, outbox_columns
 from payorch.ids import new_id
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
-from payorch.storage.charges import NewCharge
-from payorch.storage.engine import unit_of_work
+from payorch.storage import idempotency as idem_repo
+from payorch.storage.charges import AttemptResult, Charge, NewCharge
+from payorch.storage.engine import driver_connection, unit_of_work
+
+APPROVED = AttemptResult("approved", "sbx_1", "approved", None, None, 12, None)
 
 
-async def _pending_charge(runtime: Runtime, merchant_id: str) -> tuple[str, str]:
+def event(merchant_id: str, action: str, resource_id: str) -> AuditEvent:
+    return AuditEvent(
+        actor=Actor(merchant_id=merchant_id), action=action, resource=Resource(type="charge", id=resource_id)
+    )
+
+
+async def _pending_charge(runtime: Runtime, merchant_id: str, key: str) -> tuple[Charge, str]:
     charge_id, attempt_id = new_id("ch"), new_id("att")
-    new = NewCharge(charge_id, merchant_id, False, 700, "eur", True, None, None)
-    async with unit_of_work(runtime.sessions) as session:
-        await repo.insert_charge_with_attempt(session, new, attempt_id=attempt_id, gateway="sandbox", token="tok_visa")
-    return charge_id, attempt_id
+    new = NewCharge(charge_id, merchant_id, False, 700, "eur", True, None, None, idempotency_key=key)
+    async with driver_connection(runtime.sessions) as connection:
+        charge = await repo.open_charge(
+            connection, new, attempt_id=attempt_id, gateway="sandbox", token="tok_visa", fingerprint=b"f" * 32,
+            method="POST", path="/v1/charges", audit=outbox_columns([]),
+        )  # fmt: skip
+    assert isinstance(charge, Charge)
+    return charge, attempt_id
 
 
-async def test_finishing_moves_the_attempt_and_the_charge(runtime: Runtime) -> None:
-    merchant = await create_merchant(runtime)
-    charge_id, attempt_id = await _pending_charge(runtime, merchant.id)
-    async with unit_of_work(runtime.sessions) as session:
-        charge = await repo.finish_attempt_and_charge(
-            session,
-            merchant.id,
+async def _close(runtime: Runtime, charge: Charge, attempt_id: str, attempt: AttemptResult, key: str) -> bool:
+    events = [event(charge.merchant_id, "charge.attempt.outcome", charge.id)]
+    events.append(event(charge.merchant_id, "charge.succeeded", charge.id))
+    async with driver_connection(runtime.sessions) as connection:
+        return await repo.close_charge(
+            connection,
             attempt_id=attempt_id,
-            attempt_expected="pending",
-            attempt_values={"status": "approved", "gateway_reference": "sbx_1", "latency_ms": 12},
-            charge_id=charge_id,
-            charge_expected="pending",
-            charge_values={"status": "succeeded", "amount_captured": 700, "gateway": "sandbox", "card_last4": "4242"},
+            attempt=attempt,
+            charge=charge,
+            idempotency_key=key,
+            reply_status=201,
+            reply_body=b'{"id":"reply"}',
+            audit=outbox_columns(events),
+            audit_needs_charge=[False, True],
         )
-    assert charge is not None
-    assert (charge.status, charge.amount_captured, charge.card_last4, charge.metadata) == ("succeeded", 700, "4242", {})
-    assert charge.updated_at >= charge.created_at
+
+
+async def _audited(runtime: Runtime, charge_id: str) -> list[str]:
     async with unit_of_work(runtime.sessions) as session:
-        (attempt,) = await repo.list_attempts(session, merchant.id, charge_id)
+        rows = await session.execute(
+            text("SELECT payload->>'action' FROM audit_outbox WHERE payload->'resource'->>'id' = :c ORDER BY seq"),
+            {"c": charge_id},
+        )
+        return list(rows.scalars().all())
+
+
+async def test_closing_writes_attempt_charge_reply_and_events_together(runtime: Runtime) -> None:
+    merchant = await create_merchant(runtime)
+    pending, attempt_id = await _pending_charge(runtime, merchant.id, "close-1")
+    now = datetime.now(UTC)
+    final = replace(
+        pending, status="succeeded", amount_captured=700, gateway="sandbox", card_last4="4242", updated_at=now
+    )
+    assert await _close(runtime, final, attempt_id, APPROVED, "close-1")
+    async with unit_of_work(runtime.sessions) as session:
+        stored = await repo.get_charge(session, merchant.id, pending.id)
+        (attempt,) = await repo.list_attempts(session, merchant.id, pending.id)
+        record = await idem_repo.get(session, merchant.id, "close-1")
+    # What the caller rendered is what the database now holds, updated_at included.
+    assert stored == final
     assert (attempt.status, attempt.gateway_reference, attempt.latency_ms) == ("approved", "sbx_1", 12)
+    assert record is not None
+    assert (record.status, record.response_status, record.response_body) == ("completed", 201, b'{"id":"reply"}')
+    assert await _audited(runtime, pending.id) == ["charge.attempt.outcome", "charge.succeeded"]
 
 
 async def test_a_charge_moved_by_someone_else_is_left_alone_but_the_attempt_is_recorded(runtime: Runtime) -> None:
     merchant = await create_merchant(runtime)
-    charge_id, attempt_id = await _pending_charge(runtime, merchant.id)
+    pending, attempt_id = await _pending_charge(runtime, merchant.id, "close-2")
     async with unit_of_work(runtime.sessions) as session:  # the reconciler got there first
-        await repo.update_charge(session, merchant.id, charge_id, expected_status="pending", status="processing")
+        await repo.update_charge(session, merchant.id, pending.id, expected_status="pending", status="processing")
+    unknown = AttemptResult("unknown", None, None, None, None, 3000, datetime.now(UTC))
+    final = replace(pending, status="succeeded", updated_at=datetime.now(UTC))
+    assert not await _close(runtime, final, attempt_id, unknown, "close-2")
     async with unit_of_work(runtime.sessions) as session:
-        charge = await repo.finish_attempt_and_charge(
-            session,
-            merchant.id,
-            attempt_id=attempt_id,
-            attempt_expected="pending",
-            attempt_values={"status": "unknown"},
-            charge_id=charge_id,
-            charge_expected="pending",
-            charge_values={"status": "succeeded"},
-        )
-        assert charge is None
-        current = await repo.get_charge(session, merchant.id, charge_id)
-        (attempt,) = await repo.list_attempts(session, merchant.id, charge_id)
+        current = await repo.get_charge(session, merchant.id, pending.id)
+        (attempt,) = await repo.list_attempts(session, merchant.id, pending.id)
+        record = await idem_repo.get(session, merchant.id, "close-2")
     assert current is not None
     assert current.status == "processing"
     assert attempt.status == "unknown"
+    # Neither the reply nor the charge's own event: only the attempt's outcome was recorded.
+    assert record is not None
+    assert (record.status, record.response_body) == ("in_progress", None)
+    assert await _audited(runtime, pending.id) == ["charge.attempt.outcome"]

@@ -164,3 +164,27 @@ async def test_readyz_reports_the_database(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"]["database"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("token", "capture", "status"),
+    [("tok_visa", True, 201), ("tok_visa", False, 201), ("tok_chargeDeclined", True, 402), ("tok_error", True, 201)],
+)
+async def test_the_answer_rendered_before_the_write_is_what_was_stored(
+    client: httpx.AsyncClient, merchant: MerchantFixture, token: str, capture: bool, status: int
+) -> None:
+    """The final reply is rendered from the charge as it will be, then written with it in one
+    statement: reading the charge back gives the same object, field for field."""
+    created = await post_charge(client, merchant, charge_body(token, capture=capture), key=f"same-{token}-{capture}")
+    assert created.status_code == status
+    charge = created.json() if status != 402 else created.json()["error"]
+    charge_id = charge["id"] if status != 402 else charge["charge"]
+    read = await client.get(f"/v1/charges/{charge_id}", headers=merchant.headers)
+    assert read.status_code == 200
+    if status != 402:
+        assert read.json() == created.json()
+    else:
+        assert read.json()["status"] == "failed"
+        assert read.json()["decline_code"] == charge["decline_code"]
+    replay = await post_charge(client, merchant, charge_body(token, capture=capture), key=f"same-{token}-{capture}")
+    assert (replay.status_code, replay.content) == (created.status_code, created.content)

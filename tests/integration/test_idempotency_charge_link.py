@@ -6,13 +6,14 @@ import httpx
 from sqlalchemy import text
 from tests.factories import charge_body, create_merchant, post_charge
 
+from payorch.audit.events import Actor, AuditEvent, Resource, outbox_columns
 from payorch.ids import new_id
 from payorch.payments.idempotency import fingerprint
 from payorch.runtime import Runtime
 from payorch.storage import charges as charges_repo
 from payorch.storage import idempotency as idem_repo
-from payorch.storage.charges import NewCharge
-from payorch.storage.engine import unit_of_work
+from payorch.storage.charges import Charge, NewCharge
+from payorch.storage.engine import driver_connection, unit_of_work
 
 
 async def test_a_taken_key_names_its_charge(runtime: Runtime, client: httpx.AsyncClient) -> None:
@@ -63,21 +64,45 @@ async def test_an_existing_key_makes_the_one_statement_insert_write_nothing(runt
     def new_charge() -> NewCharge:
         return NewCharge(new_id("ch"), merchant.id, False, 900, "usd", True, None, None, idempotency_key="once")
 
+    def created(charge: NewCharge) -> AuditEvent:
+        resource = Resource(type="charge", id=charge.id)
+        return AuditEvent(actor=Actor(merchant_id=merchant.id), action="charge.created", resource=resource)
+
+    async def open_(charge: NewCharge) -> Charge | idem_repo.IdempotencyRecord | None:
+        async with driver_connection(runtime.sessions) as connection:
+            return await charges_repo.open_charge(
+                connection, charge, attempt_id=new_id("att"), gateway="sandbox", token="tok_visa",
+                fingerprint=b"f" * 32, method="POST", path="/v1/charges", audit=outbox_columns([created(charge)]),
+            )  # fmt: skip
+
     first, second = new_charge(), new_charge()
-    async with unit_of_work(runtime.sessions) as session:
-        taken = await charges_repo.take_key_and_insert_charge(
-            session, first, attempt_id=new_id("att"), gateway="sandbox", token="tok_visa",
-            fingerprint=b"f" * 32, method="POST", path="/v1/charges",
-        )  # fmt: skip
+    taken = await open_(first)
     assert taken is not None
-    assert (taken[0].id, taken[0].status, taken[1].seq) == (first.id, "pending", 1)
+    assert (taken.id, taken.status, taken.amount) == (first.id, "pending", 900)
+    existing = await open_(second)  # the key's record comes back instead, for a replay
+    assert isinstance(existing, idem_repo.IdempotencyRecord)
+    assert (existing.key, existing.status, existing.charge_id, existing.fingerprint) == (
+        "once",
+        "in_progress",
+        first.id,
+        b"f" * 32,
+    )
     async with unit_of_work(runtime.sessions) as session:
-        again = await charges_repo.take_key_and_insert_charge(
-            session, second, attempt_id=new_id("att"), gateway="sandbox", token="tok_visa",
-            fingerprint=b"f" * 32, method="POST", path="/v1/charges",
-        )  # fmt: skip
-        assert again is None
         assert await charges_repo.get_charge(session, merchant.id, second.id) is None
+        (attempt,) = await charges_repo.list_attempts(session, merchant.id, first.id)
         record = await idem_repo.get(session, merchant.id, "once")
+        audited = (
+            (
+                await session.execute(
+                    text("SELECT payload->'resource'->>'id' FROM audit_outbox WHERE merchant_id = :m ORDER BY seq"),
+                    {"m": merchant.id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert (attempt.seq, attempt.status) == (1, "pending")
     assert record is not None
     assert record.charge_id == first.id
+    # The second statement wrote neither its charge nor its audit event.
+    assert audited == [first.id]

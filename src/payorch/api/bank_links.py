@@ -34,7 +34,7 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {status: COMMON_ERRORS[status] fo
 _CALLBACK_HEADERS = {"Referrer-Policy": "no-referrer"}
 
 
-def get_bank_links(runtime: RuntimeDep) -> BankLinkService:
+async def get_bank_links(runtime: RuntimeDep) -> BankLinkService:
     if runtime.bank_links is None:
         raise BankLinkingNotConfigured("Bank linking is not configured on this payorch (settings.banking.provider).")
     return runtime.bank_links

@@ -17,7 +17,8 @@ from payorch.security.api_keys import Caller
 bearer = HTTPBearer(auto_error=False, description="A secret API key: `sk_test_...` or `sk_live_...`.")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off per request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

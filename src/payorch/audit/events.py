@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -151,4 +152,15 @@ async def record_many(session: AsyncSession, events: Sequence[AuditEvent]) -> No
             }
             for event in events
         ],
+    )
+
+
+def outbox_columns(events: Sequence[AuditEvent]) -> audit_store.OutboxColumns:
+    """``events`` redacted, as the four column arrays a one-statement writer hands to
+    ``storage.audit.outbox_insert_sql`` (ids, times, merchants, payloads as JSON text), in order."""
+    return (
+        [event.id for event in events],
+        [event.occurred_at for event in events],
+        [event.actor.merchant_id for event in events],
+        [json.dumps(event.redacted_payload(), separators=(",", ":")) for event in events],
     )

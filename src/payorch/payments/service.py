@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.audit import trail
-from payorch.audit.events import AuditEvent, record_many
+from payorch.audit.events import AuditEvent, outbox_columns, record_many
 from payorch.errors import ApiError, CardDeclined, InvalidRequest, NoGatewayAvailable, NotFound
 from payorch.gateways.base import Outcome
 from payorch.ids import new_id
@@ -32,8 +32,9 @@ from payorch.settings import IdempotencyConfig, ReconcilerConfig
 from payorch.storage import charges as repo
 from payorch.storage import idempotency as idem_repo
 from payorch.storage import payment_methods as payment_methods_repo
-from payorch.storage.charges import Charge, NewCharge
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.charges import AttemptResult, Charge, NewCharge
+from payorch.storage.engine import SessionFactory, driver_connection, unit_of_work
+from payorch.storage.idempotency import IdempotencyRecord
 
 log = logging.getLogger("payorch.charges")
 
@@ -76,17 +77,21 @@ def reply_for(charge: Charge, request_id: str) -> Reply:
     return Reply(error.status, _dumps(error.body(request_id)))
 
 
-def _attempt_fields(outcome: AttemptOutcome, next_check_at: datetime | None) -> dict[str, Any]:
+def _attempt_result(outcome: AttemptOutcome, next_check_at: datetime | None) -> AttemptResult:
     result = outcome.result
-    return {
-        "status": ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
-        "gateway_reference": result.reference,
-        "raw_code": result.code,
-        "decline_code": result.decline_code,
-        "message": result.message,
-        "latency_ms": outcome.latency_ms,
-        "next_check_at": next_check_at if result.outcome is Outcome.UNKNOWN else None,
-    }
+    return AttemptResult(
+        status=ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
+        gateway_reference=result.reference,
+        raw_code=result.code,
+        decline_code=result.decline_code,
+        message=result.message,
+        latency_ms=outcome.latency_ms,
+        next_check_at=next_check_at if result.outcome is Outcome.UNKNOWN else None,
+    )
+
+
+def _attempt_fields(outcome: AttemptOutcome, next_check_at: datetime | None) -> dict[str, Any]:
+    return asdict(_attempt_result(outcome, next_check_at))
 
 
 def charge_fields_for(outcome: AttemptOutcome, capture: bool, amount: int) -> tuple[ChargeStatus, dict[str, Any]]:
@@ -208,26 +213,32 @@ class ChargeService:
         )
         print_ = idempotency.fingerprint("POST", path, raw_body, caller.livemode)
         first = candidates[0]
-        async with unit_of_work(self._sessions) as session:
-            inserted = None
-            if idempotency_key is not None:
-                # The common case, a fresh key: key, charge and attempt in one statement.
-                inserted = await repo.take_key_and_insert_charge(
-                    session, new, attempt_id=attempt_id, gateway=first.name, token=first.token,
-                    fingerprint=print_, method="POST", path=path,
-                )  # fmt: skip
-                if inserted is None:  # the key exists: replay, refuse, or take over an abandoned one
-                    earlier = await self._take_key(
-                        session, caller, idempotency_key, print_, path, request_id, charge_id
-                    )
-                    if earlier is not None:
-                        return earlier
-            if inserted is None:
-                inserted = await repo.insert_charge_with_attempt(
+        created_events = _created_events(caller, new, candidates, attempt_id, idempotency_key)
+        # The common case, a fresh key or none: key, charge, attempt and audit events in one statement.
+        async with driver_connection(self._sessions) as connection:
+            opened = await repo.open_charge(
+                connection, new, attempt_id=attempt_id, gateway=first.name, token=first.token,
+                fingerprint=print_ if idempotency_key is not None else None, method="POST", path=path,
+                audit=outbox_columns(created_events),
+            )  # fmt: skip
+        if isinstance(opened, IdempotencyRecord):  # the key exists: a replay, or refused (400, 409)
+            verdict = idempotency.judge(opened, print_, stale_after_seconds=self._idem.stale_after_seconds)
+            if isinstance(verdict, idempotency.StoredReply):
+                return Reply(verdict.status, verdict.body, replayed=True)
+            opened = None  # abandoned by a request that died: taken over below, under a lock
+        if opened is None:  # the key exists: replay, refuse, or take over an abandoned one
+            if idempotency_key is None:
+                raise RuntimeError("open_charge wrote nothing for a charge without an idempotency key")
+            async with unit_of_work(self._sessions) as session:
+                earlier = await self._take_key(session, caller, idempotency_key, print_, path, request_id, charge_id)
+                if earlier is not None:
+                    return earlier
+                charge, _ = await repo.insert_charge_with_attempt(
                     session, new, attempt_id=attempt_id, gateway=first.name, token=first.token
                 )
-            charge, _ = inserted
-            await record_many(session, _created_events(caller, charge, candidates, attempt_id, idempotency_key))
+                await record_many(session, created_events)
+        else:
+            charge = opened
         job = ChargeJob(
             caller.merchant_id, charge_id, params.amount, params.currency, params.capture, params.description
         )
@@ -310,26 +321,43 @@ class ChargeService:
             # An earlier attempt may still have charged (failover_on_unknown): the outcome is not known yet.
             target, fields = ChargeStatus.PROCESSING, {}
         transition_attempt(AttemptStatus.PENDING, ATTEMPT_STATUS_BY_OUTCOME[final.result.outcome])
-        async with unit_of_work(self._sessions) as session:
-            # The last attempt's outcome and the charge's new state: one statement, one round trip.
-            updated = await repo.finish_attempt_and_charge(
-                session,
-                charge.merchant_id,
+        status = transition(ChargeStatus.PENDING, target)
+        # The charge as it will be, rendered before it is written: its reply goes in the same
+        # statement as the charge, the attempt and the audit events (one round trip, one transaction).
+        # (Never before created_at, which the database's clock set: app and database clocks may differ.)
+        updated = replace(charge, status=status.value, updated_at=max(datetime.now(UTC), charge.created_at), **fields)
+        reply = reply_for(updated, request_id)
+        final_state = status not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
+        outcome_event = attempt_outcome_event(caller, charge.id, final)
+        status_events = _status_events(caller, updated)
+        async with driver_connection(self._sessions) as connection:
+            moved = await repo.close_charge(
+                connection,
                 attempt_id=final.attempt_id,
-                attempt_expected=AttemptStatus.PENDING,
-                attempt_values=_attempt_fields(final, self.next_check_at()),
-                charge_id=charge.id,
-                charge_expected=ChargeStatus.PENDING,
-                charge_values={"status": transition(ChargeStatus.PENDING, target).value, **fields},
+                attempt=_attempt_result(final, self.next_check_at()),
+                charge=updated,
+                idempotency_key=idempotency_key if final_state else None,
+                reply_status=reply.status,
+                reply_body=reply.body,
+                audit=outbox_columns([outcome_event, *status_events]),
+                audit_needs_charge=[False] + [True] * len(status_events),
             )
-            events = [attempt_outcome_event(caller, charge.id, final)]
-            if updated is None:  # the reconciler got there first (the request outlived its stale window)
-                updated = await repo.get_charge(session, charge.merchant_id, charge.id) or charge
-            else:
-                events += _status_events(caller, updated)
-            await record_many(session, events)
-            reply = reply_for(updated, request_id)
-            final_state = ChargeStatus(updated.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
+        if not moved:  # the reconciler got there first (the request outlived its stale window)
+            updated, reply = await self._answer_as_it_stands(charge, request_id, idempotency_key)
+        log.info("charge %s %s via %s", charge.id, updated.status, final.gateway)
+        if self._metrics is not None:
+            self._metrics.charge_finished(final.gateway, updated.status)
+        return reply
+
+    async def _answer_as_it_stands(
+        self, charge: Charge, request_id: str, idempotency_key: str | None
+    ) -> tuple[Charge, Reply]:
+        """The reply for a charge someone else moved while its request ran; a final one is stored for
+        the request's idempotency key."""
+        async with unit_of_work(self._sessions) as session:
+            current = await repo.get_charge(session, charge.merchant_id, charge.id) or charge
+            reply = reply_for(current, request_id)
+            final_state = ChargeStatus(current.status) not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
             if idempotency_key is not None and final_state:
                 await idem_repo.complete(
                     session,
@@ -339,10 +367,7 @@ class ChargeService:
                     body=reply.body,
                     charge_id=charge.id,
                 )
-        log.info("charge %s %s via %s", charge.id, updated.status, final.gateway)
-        if self._metrics is not None:
-            self._metrics.charge_finished(final.gateway, updated.status)
-        return reply
+        return current, reply
 
     async def get(self, caller: Caller, charge_id: str) -> Charge:
         async with unit_of_work(self._sessions) as session:
@@ -382,7 +407,7 @@ def attempt_outcome_event(caller: Caller, charge_id: str, outcome: AttemptOutcom
 
 
 def _created_events(
-    caller: Caller, charge: Charge, candidates: list[Candidate], attempt_id: str, idempotency_key: str | None
+    caller: Caller, charge: NewCharge, candidates: list[Candidate], attempt_id: str, idempotency_key: str | None
 ) -> list[AuditEvent]:
     actor, origin = caller.actor(), caller.origin()
     created = trail.charge_created(

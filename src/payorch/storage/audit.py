@@ -113,6 +113,28 @@ async def insert_outbox_many(session: AsyncSession, rows: Sequence[Mapping[str, 
         await session.execute(insert(audit_outbox), [dict(row) for row in rows])
 
 
+OutboxColumns = tuple[list[str], list[dt.datetime], list[str | None], list[str]]
+"""Redacted audit events as column arrays: ids, times, merchants, payloads as JSON text."""
+
+
+def outbox_insert_sql(first: int, condition: str = "true") -> str:
+    """A data-modifying CTE body that adds audit events to the outbox inside a larger statement, in
+    that statement's transaction. Its parameters, from ``$first`` on: event ids (text[]), times
+    (timestamptz[]), merchants (text[]), redacted payloads as JSON text (text[]), and whether each
+    event is written only when ``condition`` holds (boolean[]; the others are written regardless).
+    Their order is kept: outbox ``seq`` and so chain order follow the arrays."""
+    ids, times, merchants, payloads, conditional = (f"${first + n}" for n in range(5))
+    return f"""
+        INSERT INTO audit_outbox (event_id, occurred_at, merchant_id, payload)
+        SELECT e.event_id, e.occurred_at, e.merchant_id, CAST(e.payload AS jsonb)
+          FROM unnest({ids}::text[], {times}::timestamptz[], {merchants}::text[], {payloads}::text[],
+                      {conditional}::boolean[])
+               WITH ORDINALITY AS e(event_id, occurred_at, merchant_id, payload, conditional, ord)
+         WHERE NOT e.conditional OR ({condition})
+         ORDER BY e.ord
+        """  # noqa: S608 - placeholders only; every value is bound
+
+
 async def count_outbox(session: AsyncSession, *, event_id: str | None = None) -> int:
     stmt = select(func.count()).select_from(audit_outbox)
     if event_id is not None:

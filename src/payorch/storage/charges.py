@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, TextualSelect, func, insert, select, text, update
+import asyncpg
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch.storage.audit import OutboxColumns, outbox_insert_sql
+from payorch.storage.idempotency import IdempotencyRecord
 from payorch.storage.tables import charge_attempts, charges
 
 
@@ -79,12 +82,13 @@ _CHARGE_FIELDS = Charge.__slots__
 _ATTEMPT_FIELDS = Attempt.__slots__
 
 
-def _charge(row: Row[Any]) -> Charge:
-    mapping = row._mapping
+def _charge(row: Any) -> Charge:
+    """From a SQLAlchemy row or an asyncpg record."""
+    mapping = getattr(row, "_mapping", row)
     return Charge(**{name: mapping[name] for name in _CHARGE_FIELDS})
 
 
-def _attempt(row: Row[Any]) -> Attempt:
+def _attempt(row: Any) -> Attempt:
     mapping = row._mapping
     return Attempt(**{name: mapping[name] for name in _ATTEMPT_FIELDS})
 
@@ -131,73 +135,181 @@ async def insert_charge_with_attempt(
     return _charge_from_json(row.charge), _attempt_from_json(row.attempt)
 
 
-_TAKE_KEY_AND_INSERT = text(
-    """
+_OPEN_CHARGE = f"""
     WITH k AS (
         INSERT INTO idempotency_keys (merchant_id, key, fingerprint, request_method, request_path, status, charge_id)
-        VALUES (:merchant_id, :idempotency_key, :fingerprint, :method, :path, 'in_progress', :id)
+        SELECT $2::text, $11::text, $15::bytea, $16::text, $17::text, 'in_progress', $1::text
+         WHERE $11::text IS NOT NULL
         ON CONFLICT (merchant_id, key) DO NOTHING
         RETURNING key
+    ), ok AS (
+        SELECT 1 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k)
     ), c AS (
         INSERT INTO charges (id, merchant_id, livemode, amount, currency, status, capture,
                              payment_method, description, metadata, idempotency_key, api_key_id)
-        SELECT CAST(:id AS text), CAST(:merchant_id AS text), CAST(:livemode AS boolean), CAST(:amount AS bigint),
-               CAST(:currency AS text), 'pending', CAST(:capture AS boolean), CAST(:payment_method AS text),
-               CAST(:description AS text), CAST(:metadata AS jsonb), CAST(:idempotency_key AS text),
-               CAST(:api_key_id AS text)
-        WHERE EXISTS (SELECT 1 FROM k)
+        SELECT $1::text, $2::text, $3::boolean, $4::bigint, $5::text, 'pending', $6::boolean, $7::text,
+               $8::text, CAST($9::text AS jsonb), $11::text, $10::text
+         WHERE EXISTS (SELECT 1 FROM ok)
         RETURNING *
     ), a AS (
         INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status)
-        SELECT CAST(:attempt_id AS text), CAST(:merchant_id AS text), CAST(:id AS text), 1, CAST(:gateway AS text),
-               CAST(:token AS text), 'pending'
-        WHERE EXISTS (SELECT 1 FROM k)
-        RETURNING *
-    )
-    SELECT to_jsonb(c.*) AS charge, to_jsonb(a.*) AS attempt FROM c, a
-    """
-)
+        SELECT $12::text, $2::text, $1::text, 1, $13::text, $14::text, 'pending'
+         WHERE EXISTS (SELECT 1 FROM ok)
+        RETURNING id
+    ), o AS ({outbox_insert_sql(18, "EXISTS (SELECT 1 FROM ok)")})
+    SELECT c.*, e.fingerprint AS key_fingerprint, e.status AS key_status, e.charge_id AS key_charge_id,
+           e.response_status AS key_response_status, e.response_body AS key_response_body,
+           e.locked_at AS key_locked_at
+      FROM (SELECT 1) AS one
+      LEFT JOIN c ON true
+      LEFT JOIN idempotency_keys AS e
+             ON e.merchant_id = $2::text AND e.key = $11::text AND NOT EXISTS (SELECT 1 FROM ok)
+    """  # noqa: S608 - the outbox fragment holds placeholders only; every value is bound
 
 
-async def take_key_and_insert_charge(
-    session: AsyncSession,
+async def open_charge(
+    connection: asyncpg.Connection,
     charge: NewCharge,
     *,
     attempt_id: str,
     gateway: str,
     token: str,
-    fingerprint: bytes,
+    fingerprint: bytes | None,
     method: str,
     path: str,
-) -> tuple[Charge, Attempt] | None:
-    """Take ``charge.idempotency_key`` for this charge and write the pending charge and its first
-    attempt, all in one round trip; None (nothing written) when the key already exists."""
-    if charge.idempotency_key is None:
-        raise ValueError("take_key_and_insert_charge needs the charge's idempotency key")
-    result = await session.execute(
-        _TAKE_KEY_AND_INSERT,
-        {
-            "id": charge.id,
-            "merchant_id": charge.merchant_id,
-            "livemode": charge.livemode,
-            "amount": charge.amount,
-            "currency": charge.currency,
-            "capture": charge.capture,
-            "payment_method": charge.payment_method,
-            "description": charge.description,
-            "metadata": _json(charge.metadata),
-            "idempotency_key": charge.idempotency_key,
-            "api_key_id": charge.api_key_id,
-            "attempt_id": attempt_id,
-            "gateway": gateway,
-            "token": token,
-            "fingerprint": fingerprint,
-            "method": method,
-            "path": path,
-        },
+    audit: OutboxColumns,
+) -> Charge | IdempotencyRecord | None:
+    """One statement, so one round trip and its own transaction: take ``charge.idempotency_key`` (when
+    there is one), write the pending charge, its first pending attempt and the ``audit`` events (all
+    of which depend on the charge being written). When the key already exists nothing is written and
+    the key's record comes back instead, so a replay needs no second round trip; None when it exists
+    but this statement's snapshot cannot see it yet (its first request is committing right now)."""
+    row = await connection.fetchrow(
+        _OPEN_CHARGE,
+        charge.id,
+        charge.merchant_id,
+        charge.livemode,
+        charge.amount,
+        charge.currency,
+        charge.capture,
+        charge.payment_method,
+        charge.description,
+        _json(charge.metadata),
+        charge.api_key_id,
+        charge.idempotency_key,
+        attempt_id,
+        gateway,
+        token,
+        fingerprint,
+        method,
+        path,
+        *audit,
+        [True] * len(audit[0]),
     )
-    row = result.one_or_none()
-    return None if row is None else (_charge_from_json(row.charge), _attempt_from_json(row.attempt))
+    if row["id"] is not None:
+        return _charge(row)
+    if row["key_status"] is None or charge.idempotency_key is None:
+        return None
+    return IdempotencyRecord(
+        merchant_id=charge.merchant_id,
+        key=charge.idempotency_key,
+        fingerprint=row["key_fingerprint"],
+        status=row["key_status"],
+        charge_id=row["key_charge_id"],
+        response_status=row["key_response_status"],
+        response_body=row["key_response_body"],
+        locked_at=row["key_locked_at"],
+    )
+
+
+_CLOSE_CHARGE = f"""
+    WITH a AS (
+        UPDATE charge_attempts
+           SET status = $3::text, gateway_reference = $4::text, raw_code = $5::text, decline_code = $6::text,
+               message = $7::text, latency_ms = $8::integer, next_check_at = $9::timestamptz, updated_at = now()
+         WHERE merchant_id = $1::text AND id = $2::text AND status = 'pending'
+        RETURNING id
+    ), c AS (
+        UPDATE charges
+           SET status = $11::text, amount_captured = $12::bigint, card_brand = $13::text, card_last4 = $14::text,
+               card_exp_month = $15::integer, card_exp_year = $16::integer, gateway = $17::text,
+               gateway_reference = $18::text, failure_code = $19::text, failure_message = $20::text,
+               decline_code = $21::text, updated_at = $22::timestamptz
+         WHERE merchant_id = $1::text AND id = $10::text AND status = 'pending'
+        RETURNING id
+    ), k AS (
+        UPDATE idempotency_keys
+           SET status = 'completed', response_status = $24::integer, response_body = $25::bytea,
+               completed_at = now(), charge_id = $10::text
+         WHERE merchant_id = $1::text AND key = $23::text AND EXISTS (SELECT 1 FROM c)
+        RETURNING key
+    ), o AS ({outbox_insert_sql(26, "EXISTS (SELECT 1 FROM c)")})
+    SELECT EXISTS (SELECT 1 FROM c) AS charge_moved
+    """  # noqa: S608 - the outbox fragment holds placeholders only; every value is bound
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What a finished attempt's row records."""
+
+    status: str
+    gateway_reference: str | None
+    raw_code: str | None
+    decline_code: str | None
+    message: str | None
+    latency_ms: int | None
+    next_check_at: datetime | None
+
+
+async def close_charge(
+    connection: asyncpg.Connection,
+    *,
+    attempt_id: str,
+    attempt: AttemptResult,
+    charge: Charge,
+    idempotency_key: str | None,
+    reply_status: int,
+    reply_body: bytes,
+    audit: OutboxColumns,
+    audit_needs_charge: list[bool],
+) -> bool:
+    """One statement, so one round trip and its own transaction, from a pending charge to ``charge``
+    (its new state, ``updated_at`` included, as the caller rendered it): the last attempt's result
+    (if the attempt is still pending), the charge (if it is still pending), the idempotent reply
+    (when ``idempotency_key`` is given, and only if the charge moved) and the ``audit`` events (those
+    flagged in ``audit_needs_charge`` only if the charge moved). False: someone else (the reconciler)
+    moved the charge first, and only the attempt and the unflagged events were written."""
+    moved = await connection.fetchval(
+        _CLOSE_CHARGE,
+        charge.merchant_id,
+        attempt_id,
+        attempt.status,
+        attempt.gateway_reference,
+        attempt.raw_code,
+        attempt.decline_code,
+        attempt.message,
+        attempt.latency_ms,
+        attempt.next_check_at,
+        charge.id,
+        charge.status,
+        charge.amount_captured,
+        charge.card_brand,
+        charge.card_last4,
+        charge.card_exp_month,
+        charge.card_exp_year,
+        charge.gateway,
+        charge.gateway_reference,
+        charge.failure_code,
+        charge.failure_message,
+        charge.decline_code,
+        charge.updated_at,
+        idempotency_key,
+        reply_status,
+        reply_body,
+        *audit,
+        audit_needs_charge,
+    )
+    return bool(moved)
 
 
 def _json(value: Any) -> str:
@@ -313,62 +425,6 @@ async def update_attempt(
         )
     ).one_or_none()
     return None if row is None else _attempt(row)
-
-
-_FINISH_STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...]], TextualSelect] = {}
-
-
-def _finish_statement(attempt_columns: tuple[str, ...], charge_columns: tuple[str, ...]) -> TextualSelect:
-    """One prepared text per set of columns (a handful in all), so nothing is built or compiled per call."""
-    key = (attempt_columns, charge_columns)
-    statement = _FINISH_STATEMENTS.get(key)
-    if statement is None:
-        known = set(charge_attempts.c.keys()) | set(charges.c.keys())
-        if not set(attempt_columns) | set(charge_columns) <= known:
-            raise ValueError(f"unknown columns: {sorted(set(attempt_columns) | set(charge_columns) - known)}")
-        attempt_set = ", ".join(f"{name} = :a_{name}" for name in attempt_columns)
-        charge_set = ", ".join(f"{name} = :c_{name}" for name in charge_columns)
-        sql = f"""
-            WITH attempt AS (
-                UPDATE charge_attempts SET {attempt_set}, updated_at = now()
-                 WHERE merchant_id = :merchant_id AND id = :attempt_id AND status = :attempt_expected
-                RETURNING id
-            )
-            UPDATE charges SET {charge_set}, updated_at = now()
-             WHERE merchant_id = :merchant_id AND id = :charge_id AND status = :charge_expected
-            RETURNING *
-            """  # noqa: S608 - column names checked against the tables above, values bound
-        statement = text(sql).columns(*charges.c)
-        _FINISH_STATEMENTS[key] = statement
-    return statement
-
-
-async def finish_attempt_and_charge(
-    session: AsyncSession,
-    merchant_id: str,
-    *,
-    attempt_id: str,
-    attempt_expected: str,
-    attempt_values: dict[str, Any],
-    charge_id: str,
-    charge_expected: str,
-    charge_values: dict[str, Any],
-) -> Charge | None:
-    """``update_attempt`` and ``update_charge`` in one round trip: the attempt moves if it is still in
-    ``attempt_expected``, the charge if it is still in ``charge_expected`` (None: someone else moved
-    the charge; the attempt is updated either way, as the two statements did)."""
-    statement = _finish_statement(tuple(attempt_values), tuple(charge_values))
-    params = {
-        "merchant_id": merchant_id,
-        "attempt_id": attempt_id,
-        "attempt_expected": attempt_expected,
-        "charge_id": charge_id,
-        "charge_expected": charge_expected,
-        **{f"a_{name}": value for name, value in attempt_values.items()},
-        **{f"c_{name}": value for name, value in charge_values.items()},
-    }
-    row = (await session.execute(statement, params)).one_or_none()
-    return None if row is None else _charge(row)
 
 
 async def list_attempts(session: AsyncSession, merchant_id: str, charge_id: str) -> list[Attempt]:

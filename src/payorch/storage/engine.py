@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, event
@@ -74,6 +75,27 @@ async def unit_of_work(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One transaction: commit on success, roll back on error. Services and repositories only flush."""
     async with factory() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def driver_connection(factory: SessionFactory) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's own asyncpg connection, for the charge path's one-statement writes.
+
+    Same pool, same idle ping as the sessions; what it saves is SQLAlchemy's per-statement work and
+    the BEGIN/COMMIT round trips: a single statement is its own transaction, asyncpg prepares it
+    once per connection (its statement cache), and every argument is bound, never spliced. Use it
+    only for statements that are complete on their own; jsonb goes in as JSON text and comes back
+    decoded (the dialect's codecs)."""
+    engine: AsyncEngine = factory.kw["bind"]
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        driver: asyncpg.Connection = pooled.driver_connection
+        try:
+            yield driver
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            # The connection broke under us: the pool must not hand it out again.
+            await connection.invalidate()
+            raise
 
 
 def start_embedded(data_dir: Path) -> str:

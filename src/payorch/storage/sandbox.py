@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.engine import SessionFactory, driver_connection, unit_of_work
 from payorch.storage.tables import sandbox_operations, sandbox_payments
 
 
@@ -40,8 +40,27 @@ class SandboxOperation:
 
 
 def _payment(row: Any) -> SandboxPayment:
-    mapping = row._mapping
+    """From a SQLAlchemy row or an asyncpg record."""
+    mapping = getattr(row, "_mapping", row)
     return SandboxPayment(**{name: mapping[name] for name in SandboxPayment.__slots__})
+
+
+_PAYMENT_COLUMNS = ", ".join(SandboxPayment.__slots__)
+# A new payment, or the one already recorded under (gateway, reference): one statement, one round
+# trip, its own transaction. The SELECT sees the statement's snapshot, so a twin committed by a
+# concurrent request after it began is not seen: then nothing comes back and ``record`` looks again.
+_RECORD = f"""
+    WITH fresh AS (
+        INSERT INTO sandbox_payments ({_PAYMENT_COLUMNS})
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (gateway, reference) DO NOTHING
+        RETURNING {_PAYMENT_COLUMNS}
+    )
+    SELECT {_PAYMENT_COLUMNS}, true AS fresh FROM fresh
+    UNION ALL
+    SELECT {_PAYMENT_COLUMNS}, false AS fresh FROM sandbox_payments
+     WHERE gateway = $1 AND reference = $2 AND NOT EXISTS (SELECT 1 FROM fresh)
+    """  # noqa: S608 - column names from the dataclass above; every value is bound
 
 
 class SandboxLedger:
@@ -52,6 +71,10 @@ class SandboxLedger:
 
     async def record(self, payment: SandboxPayment) -> tuple[SandboxPayment, bool]:
         """Insert a payment keyed by (gateway, reference); a repeat returns the first one and False."""
+        async with driver_connection(self._sessions) as connection:
+            row = await connection.fetchrow(_RECORD, *(getattr(payment, name) for name in SandboxPayment.__slots__))
+        if row is not None:
+            return _payment(row), bool(row["fresh"])
         async with unit_of_work(self._sessions) as session:
             values = {name: getattr(payment, name) for name in SandboxPayment.__slots__}
             inserted = (
