@@ -5,6 +5,7 @@ client side) on a freshly migrated database, one request at a time, so the figur
 own work and hold up far better on a busy machine than throughput does:
 
 - CPU ms per request (user + system of this process, the client's small share included alike),
+- Postgres CPU ms per request (every ``postgres`` process on the machine: run it on a quiet one),
 - wall ms per request (one client in sequence: the sum of the round trips and the CPU),
 - SQL statements, transactions and pool pings per payorch charge (SQLAlchemy events).
 
@@ -39,6 +40,23 @@ def cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by every process named ``postgres`` on this machine (the server's
+    backends do the database's share of the work; a backend that exits meanwhile is not counted)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].partition(") ")
+        if name == "postgres":
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 async def measure(
     client: Any, headers: dict[str, str], requests: int, *, replay: bool, counts: dict[str, int] | None = None
 ) -> dict[str, float]:
@@ -53,11 +71,12 @@ async def measure(
     for index in range(10):
         await one(index)
     before = dict(counts or {})
-    started, cpu = time.perf_counter(), cpu_now()
+    started, cpu, db_cpu = time.perf_counter(), cpu_now(), postgres_cpu()
     for index in range(requests):
         await one(index)
     result = {
         "cpu_ms": round(1000 * (cpu_now() - cpu) / requests, 2),
+        "postgres_cpu_ms": round(1000 * (postgres_cpu() - db_cpu) / requests, 2),
         "wall_ms": round(1000 * (time.perf_counter() - started) / requests, 2),
     }
     for name, value in (counts or {}).items():
@@ -164,6 +183,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": rounds,
         "payorch_cpu_ms": median("payorch", "cpu_ms"),
         "baseline_cpu_ms": median("baseline", "cpu_ms"),
+        "payorch_postgres_cpu_ms": median("payorch", "postgres_cpu_ms"),
+        "baseline_postgres_cpu_ms": median("baseline", "postgres_cpu_ms"),
         "replay_cpu_ms": median("replay", "cpu_ms"),
         "get_cpu_ms": median("get", "cpu_ms"),
         "list_cpu_ms": median("list", "cpu_ms"),
