@@ -83,12 +83,13 @@ class ChargeIn(BaseModel):
 def create_app() -> FastAPI:
     database_url = os.environ["BASELINE_DATABASE_URL"]
     redis_url = os.environ.get("BASELINE_REDIS_URL", "redis://127.0.0.1:6379/0")
-    pool_size = int(os.environ.get("BASELINE_POOL_SIZE", "10"))
+    pool_size = int(os.environ.get("BASELINE_POOL_SIZE", "20"))
+    max_overflow = int(os.environ.get("BASELINE_MAX_OVERFLOW", "0"))
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        engine: AsyncEngine = create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size)
+        engine: AsyncEngine = create_async_engine(database_url, pool_size=pool_size, max_overflow=max_overflow)
         redis = Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         state["engine"], state["limiter"] = engine, RedisLimiter(redis, prefix="rl_baseline")
         try:

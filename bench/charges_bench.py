@@ -70,6 +70,7 @@ def payorch_env(args: argparse.Namespace, url: str, port: int, **extra: str) -> 
         PAYORCH_REDIS_URL=args.redis_url,
         PAYORCH_PORT=str(port),
         PAYORCH_DB_POOL_SIZE=str(args.pool_size),
+        PAYORCH_DB_MAX_OVERFLOW=str(args.max_overflow),
         # The limiter makes its Redis round trip on every request, but never refuses the benchmark.
         PAYORCH_RATELIMIT__KEY_LIMIT=GENEROUS,
         PAYORCH_RATELIMIT__IP_LIMIT=GENEROUS,
@@ -90,7 +91,12 @@ def payorch_server(args: argparse.Namespace, env: dict[str, str], port: int, log
 
 def baseline_server(args: argparse.Namespace, url: str, port: int, logs: Path) -> lib.Server:
     env = dict(os.environ)
-    env.update(BASELINE_DATABASE_URL=url, BASELINE_REDIS_URL=args.redis_url, BASELINE_POOL_SIZE=str(args.pool_size))
+    env.update(
+        BASELINE_DATABASE_URL=url,
+        BASELINE_REDIS_URL=args.redis_url,
+        BASELINE_POOL_SIZE=str(args.pool_size),
+        BASELINE_MAX_OVERFLOW=str(args.max_overflow),
+    )
     argv = [
         str(lib.VENV_BIN / "uvicorn"), "baseline_app:create_app", "--factory", "--app-dir", str(lib.BENCH),
         "--host", lib.HOST, "--port", str(port), "--workers", str(args.workers), "--no-access-log",
@@ -323,7 +329,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "10")))
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument("--pool-size", type=int, default=20, help="database connections per process, both apps")
+    parser.add_argument("--max-overflow", type=int, default=0, help="extra connections under bursts, both apps")
     parser.add_argument("--charges", type=int, default=1_000_000)
     parser.add_argument("--merchants", type=int, default=10_000)
     parser.add_argument("--reader-charges", type=int, default=100)

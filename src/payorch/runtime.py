@@ -66,7 +66,7 @@ class Runtime:
 
     @classmethod
     async def build(cls, settings: Settings, database_url: str) -> Runtime:
-        engine = create_engine(database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         sessions = session_factory(engine)
         metrics = Metrics()
         redis = connect_redis(settings)

@@ -118,7 +118,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     partitions: int = Field(default=16, ge=1, le=1024)
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    """Database connections each process keeps (opened as they are first needed)."""
+    db_max_overflow: int = Field(default=0, ge=0, le=500)
+    """Extra connections opened when all of ``db_pool_size`` are busy and closed again on return.
+    0: a request waits (up to 10 s) for a pooled connection instead. Under sustained load overflow
+    connections churn: each is a new Postgres backend, a TLS attempt and every statement prepared
+    again (docs/benchmarks.md)."""
     log_json: bool | None = None
     gateways: list[GatewayConfig] = Field(default_factory=_embedded_gateways)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

@@ -29,11 +29,14 @@ SessionFactory = async_sessionmaker[AsyncSession]
 PING_AFTER_IDLE_SECONDS = 5.0
 
 
-def create_engine(url: str, *, pool_size: int = 10, ping_after_idle: float = PING_AFTER_IDLE_SECONDS) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int | None = None, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+) -> AsyncEngine:
+    """``max_overflow`` None: as many again as ``pool_size`` (the short-lived CLI and tool engines)."""
     engine = create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=10,
         connect_args={"timeout": 10, "command_timeout": 30, "server_settings": {"application_name": "payorch"}},
     )
