@@ -73,6 +73,10 @@ class _Breaker:
     slow_after: float
     state: BreakerState = BreakerState.CLOSED
     calls: deque[_Call] = field(default_factory=deque)
+    failures: int = 0
+    """How many of ``calls`` failed, and how many were slow: kept as calls come and go, so a
+    decision costs the same with 10 calls in the window as with 10,000."""
+    slow_calls: int = 0
     opened_at: float = 0.0
     probes_granted: int = 0
     probes_passed: int = 0
@@ -133,6 +137,8 @@ class CircuitBreakers:
                 self._record_probe(breaker, now, failed or slow)
             elif breaker.state is BreakerState.CLOSED:
                 breaker.calls.append(_Call(now, failed, slow))
+                breaker.failures += failed
+                breaker.slow_calls += slow
                 self._evaluate(breaker, now)
             # OPEN: a call that started before the breaker opened finished late; it changes nothing.
 
@@ -165,13 +171,16 @@ class CircuitBreakers:
     def _evaluate(self, breaker: _Breaker, now: float) -> None:
         horizon = now - self._config.window_seconds
         while breaker.calls and breaker.calls[0].at < horizon:
-            breaker.calls.popleft()
+            gone = breaker.calls.popleft()
+            breaker.failures -= gone.failed
+            breaker.slow_calls -= gone.slow
         total = len(breaker.calls)
         if total < self._config.minimum_calls:
             return
-        failures = sum(1 for call in breaker.calls if call.failed)
-        slow = sum(1 for call in breaker.calls if call.slow)
-        if failures / total >= self._config.failure_rate or slow / total >= self._config.slow_call_rate:
+        if (
+            breaker.failures / total >= self._config.failure_rate
+            or breaker.slow_calls / total >= self._config.slow_call_rate
+        ):
             self._open(breaker, now)
 
     def _record_probe(self, breaker: _Breaker, now: float, bad: bool) -> None:
@@ -181,16 +190,21 @@ class CircuitBreakers:
         breaker.probes_passed += 1
         if breaker.probes_passed >= self._config.half_open_probes:
             breaker.state = BreakerState.CLOSED
-            breaker.calls.clear()
+            _forget_calls(breaker)
 
     @staticmethod
     def _open(breaker: _Breaker, now: float) -> None:
         breaker.state = BreakerState.OPEN
         breaker.opened_at = now
-        breaker.calls.clear()
+        _forget_calls(breaker)
 
     @staticmethod
     def _half_open(breaker: _Breaker) -> None:
         breaker.state = BreakerState.HALF_OPEN
         breaker.probes_granted = 0
         breaker.probes_passed = 0
+
+
+def _forget_calls(breaker: _Breaker) -> None:
+    breaker.calls.clear()
+    breaker.failures = breaker.slow_calls = 0
