@@ -19,7 +19,7 @@ from structlog.types import EventDict, Processor
 
 from payorch.audit.redaction import redact_log_event
 
-__all__ = ["bind_merchant", "bind_request", "clear_request", "configure_logging", "get_logger"]
+__all__ = ["bind_charge", "bind_merchant", "bind_request", "clear_request", "configure_logging", "get_logger"]
 
 
 def _context_processors() -> list[Processor]:
@@ -87,6 +87,11 @@ def bind_request(request_id: str) -> None:
 def bind_merchant(merchant_id: str) -> None:
     """Called once the caller is authenticated: later lines carry ``merchant_id``."""
     bind_contextvars(merchant_id=merchant_id)
+
+
+def bind_charge(charge_id: str, status: str, gateway: str) -> None:
+    """A charge's outcome, carried by its request's own line (one line per request, not two)."""
+    bind_contextvars(charge_id=charge_id, charge_status=status, gateway=gateway)
 
 
 def clear_request() -> None:

@@ -10,7 +10,6 @@ A crash anywhere leaves a pending attempt that the reconciler resolves against t
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from payorch.audit.events import AuditEvent, outbox_columns, record_many
 from payorch.errors import ApiError, CardDeclined, InvalidRequest, NoGatewayAvailable, NotFound
 from payorch.gateways.base import Outcome
 from payorch.ids import new_id
+from payorch.observability.logging import bind_charge
 from payorch.orchestration.executor import AttemptOutcome, ChargeJob, Execution, Executor
 from payorch.orchestration.routing import Candidate, Router
 from payorch.payments import idempotency
@@ -35,8 +35,6 @@ from payorch.storage import payment_methods as payment_methods_repo
 from payorch.storage.charges import AttemptResult, Charge, NewCharge
 from payorch.storage.engine import SessionFactory, driver_connection, unit_of_work
 from payorch.storage.idempotency import IdempotencyRecord
-
-log = logging.getLogger("payorch.charges")
 
 ATTEMPT_STATUS_BY_OUTCOME = {
     Outcome.APPROVED: AttemptStatus.APPROVED,
@@ -344,7 +342,7 @@ class ChargeService:
             )
         if not moved:  # the reconciler got there first (the request outlived its stale window)
             updated, reply = await self._answer_as_it_stands(charge, request_id, idempotency_key)
-        log.info("charge %s %s via %s", charge.id, updated.status, final.gateway)
+        bind_charge(charge.id, updated.status, final.gateway)  # the request's log line names the outcome
         if self._metrics is not None:
             self._metrics.charge_finished(final.gateway, updated.status)
         return reply
