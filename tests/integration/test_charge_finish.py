@@ -32,7 +32,7 @@ async def _pending_charge(runtime: Runtime, merchant_id: str, key: str) -> tuple
     async with driver_connection(runtime.sessions) as connection:
         charge = await repo.open_charge(
             connection, new, attempt_id=attempt_id, gateway="sandbox", token="tok_visa", fingerprint=b"f" * 32,
-            method="POST", path="/v1/charges", audit=outbox_columns([]),
+            method="POST", path="/v1/charges", audit=outbox_columns([]), created_at=datetime.now(UTC),
         )  # fmt: skip
     assert isinstance(charge, Charge)
     return charge, attempt_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 from sqlalchemy import text
 from tests.factories import charge_body, create_merchant, post_charge
@@ -73,6 +75,7 @@ async def test_an_existing_key_makes_the_one_statement_insert_write_nothing(runt
             return await charges_repo.open_charge(
                 connection, charge, attempt_id=new_id("att"), gateway="sandbox", token="tok_visa",
                 fingerprint=b"f" * 32, method="POST", path="/v1/charges", audit=outbox_columns([created(charge)]),
+                created_at=datetime.now(UTC),
             )  # fmt: skip
 
     first, second = new_charge(), new_charge()

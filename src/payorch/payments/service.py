@@ -217,7 +217,7 @@ class ChargeService:
             opened = await repo.open_charge(
                 connection, new, attempt_id=attempt_id, gateway=first.name, token=first.token,
                 fingerprint=print_ if idempotency_key is not None else None, method="POST", path=path,
-                audit=outbox_columns(created_events),
+                audit=outbox_columns(created_events), created_at=datetime.now(UTC),
             )  # fmt: skip
         if isinstance(opened, IdempotencyRecord):  # the key exists: a replay, or refused (400, 409)
             verdict = idempotency.judge(opened, print_, stale_after_seconds=self._idem.stale_after_seconds)
@@ -322,7 +322,7 @@ class ChargeService:
         status = transition(ChargeStatus.PENDING, target)
         # The charge as it will be, rendered before it is written: its reply goes in the same
         # statement as the charge, the attempt and the audit events (one round trip, one transaction).
-        # (Never before created_at, which the database's clock set: app and database clocks may differ.)
+        # (Never before created_at, which another replica's clock may have set.)
         updated = replace(charge, status=status.value, updated_at=max(datetime.now(UTC), charge.created_at), **fields)
         reply = reply_for(updated, request_id)
         final_state = status not in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)

@@ -146,19 +146,20 @@ _OPEN_CHARGE = f"""
         SELECT 1 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k)
     ), c AS (
         INSERT INTO charges (id, merchant_id, livemode, amount, currency, status, capture,
-                             payment_method, description, metadata, idempotency_key, api_key_id)
+                             payment_method, description, metadata, idempotency_key, api_key_id,
+                             created_at, updated_at)
         SELECT $1::text, $2::text, $3::boolean, $4::bigint, $5::text, 'pending', $6::boolean, $7::text,
-               $8::text, CAST($9::text AS jsonb), $11::text, $10::text
+               $8::text, CAST($9::text AS jsonb), $11::text, $10::text, $23::timestamptz, $23::timestamptz
          WHERE EXISTS (SELECT 1 FROM ok)
-        RETURNING *
+        RETURNING id
     ), a AS (
         INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status)
         SELECT $12::text, $2::text, $1::text, 1, $13::text, $14::text, 'pending'
          WHERE EXISTS (SELECT 1 FROM ok)
         RETURNING id
     ), o AS ({outbox_insert_sql(18, "EXISTS (SELECT 1 FROM ok)")})
-    SELECT c.*, e.fingerprint AS key_fingerprint, e.status AS key_status, e.charge_id AS key_charge_id,
-           e.response_status AS key_response_status, e.response_body AS key_response_body,
+    SELECT EXISTS (SELECT 1 FROM c) AS opened, e.fingerprint AS key_fingerprint, e.status AS key_status,
+           e.charge_id AS key_charge_id, e.response_status AS key_response_status, e.response_body AS key_response_body,
            e.locked_at AS key_locked_at
       FROM (SELECT 1) AS one
       LEFT JOIN c ON true
@@ -178,6 +179,7 @@ async def open_charge(
     method: str,
     path: str,
     audit: OutboxColumns,
+    created_at: datetime,
 ) -> Charge | IdempotencyRecord | None:
     """One statement, so one round trip and its own transaction: take ``charge.idempotency_key`` (when
     there is one), write the pending charge, its first pending attempt and the ``audit`` events (all
@@ -205,9 +207,35 @@ async def open_charge(
         path,
         *audit,
         [True] * len(audit[0]),
+        created_at,
     )
-    if row["id"] is not None:
-        return _charge(row)
+    if row["opened"]:
+        # What the statement wrote, built here rather than sent back and decoded.
+        return Charge(
+            id=charge.id,
+            merchant_id=charge.merchant_id,
+            livemode=charge.livemode,
+            amount=charge.amount,
+            currency=charge.currency,
+            status="pending",
+            capture=charge.capture,
+            amount_captured=0,
+            amount_refunded=0,
+            payment_method=charge.payment_method,
+            card_brand=None,
+            card_last4=None,
+            card_exp_month=None,
+            card_exp_year=None,
+            gateway=None,
+            gateway_reference=None,
+            failure_code=None,
+            failure_message=None,
+            decline_code=None,
+            description=charge.description,
+            metadata=dict(charge.metadata),
+            created_at=created_at,
+            updated_at=created_at,
+        )
     if row["key_status"] is None or charge.idempotency_key is None:
         return None
     return IdempotencyRecord(
