@@ -6,6 +6,7 @@ constant time. A key is shown once, when it is created.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -95,6 +96,9 @@ class KeyAuthenticator:
         self._sessions = sessions
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, repo.ApiKeyRecord | None]] = {}
+        # Lookups in flight: when a key's entry expires under load, the requests that find it missing
+        # share one database read instead of each making its own.
+        self._inflight: dict[str, asyncio.Task[repo.ApiKeyRecord | None]] = {}
 
     async def authenticate(self, presented: str) -> Caller | None:
         parsed = parse(presented)
@@ -113,6 +117,21 @@ class KeyAuthenticator:
         cached = self._cache.get(lookup)
         if cached is not None and cached[0] > now:
             return cached[1]
+        lookup_task = self._inflight.get(lookup)
+        if lookup_task is None:
+            lookup_task = asyncio.create_task(self._load(lookup), name="api-key-lookup")
+            self._inflight[lookup] = lookup_task
+            lookup_task.add_done_callback(self._landed)
+        # Shielded: a request that goes away does not cancel the read the others are waiting for.
+        return await asyncio.shield(lookup_task)
+
+    def _landed(self, task: asyncio.Task[repo.ApiKeyRecord | None]) -> None:
+        self._inflight = {k: t for k, t in self._inflight.items() if t is not task}
+        if not task.cancelled():
+            task.exception()  # retrieved: every request waiting on it may have gone away
+
+    async def _load(self, lookup: str) -> repo.ApiKeyRecord | None:
+        now = time.monotonic()
         async with unit_of_work(self._sessions) as session:
             record = await repo.find_api_key(session, lookup)
         if self._cache_seconds > 0:
