@@ -240,3 +240,22 @@ async def test_two_server_processes_share_one_budget(backend: Backend, prefix: s
     assert len(statuses) == 300
     allowed = statuses.count(200)
     assert limit <= allowed <= limit * 1.05, f"{allowed} allowed against a limit of {limit}"
+
+
+async def test_one_round_trip_decides_each_key_on_its_own(backend: Backend, prefix: str) -> None:
+    """``hit_many`` (the middleware's IP and key decisions in one EVALSHA on a standalone Redis, one
+    call each on a cluster) spends and refuses each key independently, on the same counters as ``hit``."""
+    limiter = RedisLimiter(backend.client, prefix=prefix)
+    rounds = [await limiter.hit_many([("ip", 5, 60, 1), ("key", 3, 60, 1)]) for _ in range(4)]
+    assert [[d.allowed for d in decisions] for decisions in rounds] == [
+        [True, True],
+        [True, True],
+        [True, True],
+        [True, False],  # the key's budget is spent; the IP's hit still counts
+    ]
+    assert [decisions[0].remaining for decisions in rounds] == [4, 3, 2, 1]
+    assert rounds[3][1].retry_after > 0
+    assert rounds[3][1].limit == 3
+    # The same counters as single decisions: one unit of the IP's budget is left.
+    assert (await limiter.hit("ip", 5, 60)).remaining == 0
+    assert not (await limiter.hit("ip", 5, 60)).allowed

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +42,20 @@ class Limiter(Protocol):
     async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Decision:
         """Spend ``cost`` units of ``key``'s budget of ``limit`` per ``window_s`` if they fit."""
         ...
+
+
+Hit = tuple[str, int, int, int]
+"""One decision to make: key, limit, window in seconds, cost."""
+
+
+async def hit_all(limiter: Limiter, hits: Sequence[Hit]) -> list[Decision]:
+    """Every decision of one request, each made on its own (one refusal spends nothing elsewhere
+    and takes nothing back): in one round trip where the limiter can (``hit_many``)."""
+    many = getattr(limiter, "hit_many", None)
+    if many is not None:
+        decisions: list[Decision] = await many(hits)
+        return decisions
+    return list(await asyncio.gather(*(limiter.hit(*one) for one in hits)))
 
 
 def _decide(
@@ -120,6 +134,25 @@ return {allowed, remaining, reset, retry}
 """
 _SCRIPT_SHA = hashlib.sha1(_SLIDING_WINDOW_LUA.encode(), usedforsecurity=False).hexdigest()
 
+# The same script for several keys at once (standalone Redis only: a cluster needs one slot per
+# script), each decided independently, as a function over the single-key body word for word.
+_HEADER = "local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+if not _SLIDING_WINDOW_LUA.startswith("\n" + _HEADER):
+    raise RuntimeError("the sliding-window script changed shape: update _MANY_LUA")
+_MANY_LUA = (
+    "local function decide(key, limit, window, cost)\n"
+    + _SLIDING_WINDOW_LUA[len(_HEADER) + 1 :].replace("KEYS[1]", "key")
+    + """end
+local out = {}
+for i = 1, #KEYS do
+  local r = decide(KEYS[i], tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]))
+  for j = 1, 4 do out[#out + 1] = r[j] end
+end
+return out
+"""
+)
+_MANY_SHA = hashlib.sha1(_MANY_LUA.encode(), usedforsecurity=False).hexdigest()
+
 
 def _storage_key(prefix: str, key: str, window_s: int) -> str:
     # Everything of one decision sits under one hash tag, hence in one Redis Cluster slot.
@@ -144,6 +177,24 @@ class RedisLimiter:
             reply = await self._redis.eval(_SLIDING_WINDOW_LUA, 1, storage_key, *args)
         allowed, remaining, reset_ms, retry_ms = (int(value) for value in reply)
         return Decision(bool(allowed), limit, remaining, reset_ms / 1000, retry_ms / 1000)
+
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        """Several decisions in one EVALSHA on a standalone Redis; one call each on a cluster."""
+        if isinstance(self._redis, RedisCluster) or len(hits) < 2:
+            return list(await asyncio.gather(*(self.hit(*one) for one in hits)))
+        keys = [_storage_key(self._prefix, key, window_s) for key, _, window_s, _ in hits]
+        args = [value for _, limit, window_s, cost in hits for value in (limit, window_s * 1000, cost)]
+        try:
+            reply = await self._redis.evalsha(_MANY_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            reply = await self._redis.eval(_MANY_LUA, len(keys), *keys, *args)
+        values = [int(value) for value in reply]
+        return [
+            Decision(
+                bool(values[4 * i]), hits[i][1], values[4 * i + 1], values[4 * i + 2] / 1000, values[4 * i + 3] / 1000
+            )
+            for i in range(len(hits))
+        ]
 
 
 class MemoryLimiter:
@@ -241,6 +292,25 @@ class FallbackLimiter:
             finally:
                 self._probing = False
         return await self._answer_locally(key, limit, window_s, cost)
+
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        """``hit`` for several keys: one round trip to the primary when it has ``hit_many``."""
+        now = self._clock()
+        probe = self._degraded and not self._probing and now >= self._next_probe
+        if not self._degraded or probe:
+            self._probing = probe
+            try:
+                async with asyncio.timeout(self._timeout):
+                    decisions = await hit_all(self._primary, hits)
+            except Exception as exc:
+                self._primary_failed(exc, now)
+            else:
+                if self._degraded:
+                    self._primary_back()
+                return decisions
+            finally:
+                self._probing = False
+        return [await self._answer_locally(*one) for one in hits]
 
     async def _answer_locally(self, key: str, limit: int, window_s: int, cost: int) -> Decision:
         self._local_decisions += 1

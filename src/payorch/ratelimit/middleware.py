@@ -8,7 +8,6 @@ field lists); a refusal is a 429 with ``Retry-After`` and the API's error envelo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -22,7 +21,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payorch.ratelimit.config import ROUTE_KEY, Limit, RateLimitConfig, RoutePolicy
-from payorch.ratelimit.limiter import Decision, Limiter
+from payorch.ratelimit.limiter import Decision, Limiter, hit_all
 
 logger = logging.getLogger("payorch.ratelimit")
 
@@ -156,11 +155,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         checks = await self._checks(scope)
-        decisions = await asyncio.gather(
-            *(
-                self._limiter.hit(check.key, check.limit.requests, check.limit.window_seconds, check.cost)
-                for check in checks
-            )
+        decisions = await hit_all(
+            self._limiter,
+            [(check.key, check.limit.requests, check.limit.window_seconds, check.cost) for check in checks],
         )
         headers = _ratelimit_headers(checks, decisions)
         refused = [decision for decision in decisions if not decision.allowed]
