@@ -10,7 +10,7 @@ A crash anywhere leaves a pending attempt that the reconciler resolves against t
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -86,10 +86,6 @@ def _attempt_result(outcome: AttemptOutcome, next_check_at: datetime | None) -> 
         latency_ms=outcome.latency_ms,
         next_check_at=next_check_at if result.outcome is Outcome.UNKNOWN else None,
     )
-
-
-def _attempt_fields(outcome: AttemptOutcome, next_check_at: datetime | None) -> dict[str, Any]:
-    return asdict(_attempt_result(outcome, next_check_at))
 
 
 def charge_fields_for(outcome: AttemptOutcome, capture: bool, amount: int) -> tuple[ChargeStatus, dict[str, Any]]:
@@ -299,17 +295,6 @@ class ChargeService:
     def next_check_at(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self._recon.first_check_seconds)
 
-    async def record_attempt(self, session: AsyncSession, merchant_id: str, outcome: AttemptOutcome) -> None:
-        target = ATTEMPT_STATUS_BY_OUTCOME[outcome.result.outcome]
-        transition_attempt(AttemptStatus.PENDING, target)
-        await repo.update_attempt(
-            session,
-            merchant_id,
-            outcome.attempt_id,
-            expected_status=AttemptStatus.PENDING,
-            **_attempt_fields(outcome, self.next_check_at()),
-        )
-
     async def _finish(
         self, caller: Caller, charge: Charge, execution: Execution, request_id: str, idempotency_key: str | None
     ) -> Reply:
@@ -452,22 +437,26 @@ class _Journal:
 
     async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
         attempt_id = new_id("att")
-        async with unit_of_work(self.service.sessions) as session:
-            await self.service.record_attempt(session, self.merchant_id, previous)
-            await repo.insert_attempt(
-                session,
-                attempt_id=attempt_id,
-                merchant_id=self.merchant_id,
+        transition_attempt(AttemptStatus.PENDING, ATTEMPT_STATUS_BY_OUTCOME[previous.result.outcome])
+        actor, origin = self.caller.actor(), self.caller.origin()
+        sent = trail.attempt_sent(
+            actor, origin, charge_id=self.charge_id, attempt_id=attempt_id, gateway=candidate.name, seq=seq
+        )
+        events = [attempt_outcome_event(self.caller, self.charge_id, previous), sent]
+        # One statement: the failed attempt's result, the next pending attempt and both audit events.
+        async with driver_connection(self.service.sessions) as connection:
+            await repo.advance_attempt(
+                connection,
+                self.merchant_id,
+                attempt_id=previous.attempt_id,
+                attempt=_attempt_result(previous, self.service.next_check_at()),
                 charge_id=self.charge_id,
+                next_attempt_id=attempt_id,
                 seq=seq,
                 gateway=candidate.name,
                 token=candidate.token,
+                audit=outbox_columns(events),
             )
-            actor, origin = self.caller.actor(), self.caller.origin()
-            sent = trail.attempt_sent(
-                actor, origin, charge_id=self.charge_id, attempt_id=attempt_id, gateway=candidate.name, seq=seq
-            )
-            await record_many(session, [attempt_outcome_event(self.caller, self.charge_id, previous), sent])
         return attempt_id
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.storage.audit import OutboxColumns, outbox_insert_sql
@@ -276,6 +276,60 @@ _CLOSE_CHARGE = f"""
     """  # noqa: S608 - the outbox fragment holds placeholders only; every value is bound
 
 
+_ADVANCE_ATTEMPT = f"""
+    WITH prev AS (
+        UPDATE charge_attempts
+           SET status = $3::text, gateway_reference = $4::text, raw_code = $5::text, decline_code = $6::text,
+               message = $7::text, latency_ms = $8::integer, next_check_at = $9::timestamptz, updated_at = now()
+         WHERE merchant_id = $1::text AND id = $2::text AND status = 'pending'
+        RETURNING id
+    ), nxt AS (
+        INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status)
+        VALUES ($10::text, $1::text, $11::text, $12::integer, $13::text, $14::text, 'pending')
+        RETURNING id
+    ), o AS ({outbox_insert_sql(15)})
+    SELECT EXISTS (SELECT 1 FROM prev) AS recorded
+    """  # noqa: S608 - the outbox fragment holds placeholders only; every value is bound
+
+
+async def advance_attempt(
+    connection: asyncpg.Connection,
+    merchant_id: str,
+    *,
+    attempt_id: str,
+    attempt: AttemptResult,
+    charge_id: str,
+    next_attempt_id: str,
+    seq: int,
+    gateway: str,
+    token: str,
+    audit: OutboxColumns,
+) -> bool:
+    """Failover in one statement, so one round trip and its own transaction: the finished attempt's
+    result (if it is still pending; False otherwise), the charge's next pending attempt and the
+    ``audit`` events."""
+    recorded = await connection.fetchval(
+        _ADVANCE_ATTEMPT,
+        merchant_id,
+        attempt_id,
+        attempt.status,
+        attempt.gateway_reference,
+        attempt.raw_code,
+        attempt.decline_code,
+        attempt.message,
+        attempt.latency_ms,
+        attempt.next_check_at,
+        next_attempt_id,
+        charge_id,
+        seq,
+        gateway,
+        token,
+        *audit,
+        [False] * len(audit[0]),
+    )
+    return bool(recorded)
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What a finished attempt's row records."""
@@ -360,27 +414,6 @@ def _attempt_from_json(data: dict[str, Any]) -> Attempt:
     values["created_at"] = _ts(data["created_at"])
     values["next_check_at"] = _ts(data["next_check_at"])
     return Attempt(**values)
-
-
-async def insert_attempt(
-    session: AsyncSession, *, attempt_id: str, merchant_id: str, charge_id: str, seq: int, gateway: str, token: str
-) -> Attempt:
-    row = (
-        await session.execute(
-            insert(charge_attempts)
-            .values(
-                id=attempt_id,
-                merchant_id=merchant_id,
-                charge_id=charge_id,
-                seq=seq,
-                gateway=gateway,
-                token=token,
-                status="pending",
-            )
-            .returning(charge_attempts)
-        )
-    ).one()
-    return _attempt(row)
 
 
 async def get_charge(
