@@ -1,6 +1,8 @@
 """The charge lifecycle: create (route, execute, record), read and list.
 
-Writes happen in three short transactions around the gateway calls, never across them:
+Writes happen in three short transactions around the gateway calls, never across them, each a single
+statement with its audit events (``storage.charges``: ``open_charge``, ``advance_attempt``,
+``close_charge``):
 1. take the idempotency key, insert the pending charge and its first pending attempt;
 2. (between gateways) record an attempt's outcome and insert the next pending attempt;
 3. record the last outcome, move the charge through the state machine, store the idempotent reply.
