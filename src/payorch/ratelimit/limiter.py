@@ -276,22 +276,8 @@ class FallbackLimiter:
         return self._degraded
 
     async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Decision:
-        now = self._clock()
-        probe = self._degraded and not self._probing and now >= self._next_probe
-        if not self._degraded or probe:
-            self._probing = probe
-            try:
-                async with asyncio.timeout(self._timeout):
-                    decision = await self._primary.hit(key, limit, window_s, cost)
-            except Exception as exc:  # any Redis trouble, timeouts included, means "answer locally"
-                self._primary_failed(exc, now)
-            else:
-                if self._degraded:
-                    self._primary_back()
-                return decision
-            finally:
-                self._probing = False
-        return await self._answer_locally(key, limit, window_s, cost)
+        (decision,) = await self.hit_many([(key, limit, window_s, cost)])
+        return decision
 
     async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
         """``hit`` for several keys: one round trip to the primary when it has ``hit_many``."""
@@ -302,7 +288,7 @@ class FallbackLimiter:
             try:
                 async with asyncio.timeout(self._timeout):
                     decisions = await hit_all(self._primary, hits)
-            except Exception as exc:
+            except Exception as exc:  # any Redis trouble, timeouts included, means "answer locally"
                 self._primary_failed(exc, now)
             else:
                 if self._degraded:

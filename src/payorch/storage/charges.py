@@ -250,14 +250,33 @@ async def open_charge(
     )
 
 
-_CLOSE_CHARGE = f"""
-    WITH a AS (
+# A pending attempt's result ($1 merchant, $2 attempt, $3-$9 the AttemptResult's fields, in order).
+_RECORD_ATTEMPT = """
         UPDATE charge_attempts
            SET status = $3::text, gateway_reference = $4::text, raw_code = $5::text, decline_code = $6::text,
                message = $7::text, latency_ms = $8::integer, next_check_at = $9::timestamptz, updated_at = now()
          WHERE merchant_id = $1::text AND id = $2::text AND status = 'pending'
         RETURNING id
-    ), c AS (
+"""
+
+
+def _record_attempt_args(merchant_id: str, attempt_id: str, attempt: AttemptResult) -> tuple[Any, ...]:
+    """``_RECORD_ATTEMPT``'s $1-$9."""
+    return (
+        merchant_id,
+        attempt_id,
+        attempt.status,
+        attempt.gateway_reference,
+        attempt.raw_code,
+        attempt.decline_code,
+        attempt.message,
+        attempt.latency_ms,
+        attempt.next_check_at,
+    )
+
+
+_CLOSE_CHARGE = f"""
+    WITH a AS ({_RECORD_ATTEMPT}), c AS (
         UPDATE charges
            SET status = $11::text, amount_captured = $12::bigint, card_brand = $13::text, card_last4 = $14::text,
                card_exp_month = $15::integer, card_exp_year = $16::integer, gateway = $17::text,
@@ -277,13 +296,7 @@ _CLOSE_CHARGE = f"""
 
 
 _ADVANCE_ATTEMPT = f"""
-    WITH prev AS (
-        UPDATE charge_attempts
-           SET status = $3::text, gateway_reference = $4::text, raw_code = $5::text, decline_code = $6::text,
-               message = $7::text, latency_ms = $8::integer, next_check_at = $9::timestamptz, updated_at = now()
-         WHERE merchant_id = $1::text AND id = $2::text AND status = 'pending'
-        RETURNING id
-    ), nxt AS (
+    WITH prev AS ({_RECORD_ATTEMPT}), nxt AS (
         INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status)
         VALUES ($10::text, $1::text, $11::text, $12::integer, $13::text, $14::text, 'pending')
         RETURNING id
@@ -310,15 +323,7 @@ async def advance_attempt(
     ``audit`` events."""
     recorded = await connection.fetchval(
         _ADVANCE_ATTEMPT,
-        merchant_id,
-        attempt_id,
-        attempt.status,
-        attempt.gateway_reference,
-        attempt.raw_code,
-        attempt.decline_code,
-        attempt.message,
-        attempt.latency_ms,
-        attempt.next_check_at,
+        *_record_attempt_args(merchant_id, attempt_id, attempt),
         next_attempt_id,
         charge_id,
         seq,
@@ -363,15 +368,7 @@ async def close_charge(
     moved the charge first, and only the attempt and the unflagged events were written."""
     moved = await connection.fetchval(
         _CLOSE_CHARGE,
-        charge.merchant_id,
-        attempt_id,
-        attempt.status,
-        attempt.gateway_reference,
-        attempt.raw_code,
-        attempt.decline_code,
-        attempt.message,
-        attempt.latency_ms,
-        attempt.next_check_at,
+        *_record_attempt_args(charge.merchant_id, attempt_id, attempt),
         charge.id,
         charge.status,
         charge.amount_captured,
