@@ -61,6 +61,18 @@ def test_it_opens_on_the_failure_rate_only_past_the_minimum_volume() -> None:
     assert subject.states() == {"stripe": "open", "adyen": "closed"}
 
 
+def test_requests_the_gateway_refused_as_invalid_are_not_failures() -> None:
+    """A merchant sending bad tokens must not open the breaker for everyone's charges."""
+    clock = Clock()
+    subject = breakers(clock)
+    for _ in range(20):
+        subject.record("stripe", Outcome.NOT_SENT, 0.1, refused=True)
+    assert subject.state("stripe") is BreakerState.CLOSED
+    for _ in range(20):
+        subject.record("stripe", Outcome.NOT_SENT, 0.1)  # not sent for the gateway's own reasons
+    assert subject.state("stripe") is BreakerState.OPEN
+
+
 def test_old_calls_leave_the_window() -> None:
     clock = Clock()
     subject = breakers(clock)

@@ -194,3 +194,10 @@ def test_batches_are_refused() -> None:
 
     with pytest.raises(ValueError, match="exactly one"):
         mapping.single_notification_item({"notificationItems": [wrapper, wrapper]})
+
+
+def test_validation_refusals_spare_the_breaker_but_a_refused_api_key_does_not() -> None:
+    invalid = mapping.result_from_error(422, {"errorCode": "174", "message": "Unable to decrypt data"})
+    unauthorized = mapping.result_from_error(401, {"errorCode": "000"})
+    assert (invalid.outcome, invalid.request_refused) == (Outcome.NOT_SENT, True)
+    assert (unauthorized.outcome, unauthorized.request_refused) == (Outcome.NOT_SENT, False)

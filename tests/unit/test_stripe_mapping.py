@@ -252,3 +252,20 @@ def test_unknown_event_type_is_kept_but_marked_unhandled() -> None:
 def test_malformed_event_is_refused() -> None:
     with pytest.raises(ValueError, match="not a Stripe event"):
         mapping.notification_from_event({"id": "evt_4"})
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "refused"),
+    [
+        (400, {"type": "invalid_request_error", "code": "resource_missing"}, True),  # a bad token
+        (404, {"type": "invalid_request_error", "code": "resource_missing"}, True),
+        (401, {"type": "invalid_request_error"}, False),  # our key: every request fails, the breaker counts it
+        (429, {"type": "rate_limit_error", "code": "rate_limit"}, False),
+    ],
+)
+def test_only_this_requests_own_refusals_spare_the_breaker(
+    status: int, error: dict[str, object], refused: bool
+) -> None:
+    result = mapping.result_from_error(_error(status, error))
+    assert result.outcome is Outcome.NOT_SENT
+    assert result.request_refused is refused

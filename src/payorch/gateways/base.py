@@ -68,6 +68,10 @@ class GatewayResult:
     card: CardSummary | None = None
     captured: bool = False
     """True when the payment was captured (sale) rather than only authorized."""
+    request_refused: bool = False
+    """NOT_SENT because the gateway refused this request as invalid (a bad or unknown token, bad
+    parameters): it says nothing about the gateway's health, so circuit breakers do not count it as a
+    failure. A refused API key (401/403) is not this: it fails every request, and does count."""
 
     @property
     def charged(self) -> bool:

@@ -10,7 +10,9 @@ opens it again, that many successes close it.
 What counts:
 
 - failure: ``NOT_SENT`` (the gateway refused or could not be reached) and ``UNKNOWN`` (it did not
-  answer clearly). A decline is the card's answer, not the gateway's health: never a failure.
+  answer clearly). A decline is the card's answer, not the gateway's health: never a failure; nor is
+  a request the gateway refused as invalid (a bad token: ``GatewayResult.request_refused``), or one
+  merchant's bad tokens would turn the gateway away for every merchant.
 - slow: any answered call that took at least ``slow_call_fraction`` of the gateway's timeout.
 
 Each process keeps its own breakers: an API replica decides from the calls it made itself. That is
@@ -122,8 +124,9 @@ class CircuitBreakers:
                 return True
             return False
 
-    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None:
-        """Count one finished call to ``gateway`` that took ``seconds``."""
+    def record(self, gateway: str, outcome: Outcome, seconds: float, *, refused: bool = False) -> None:
+        """Count one finished call to ``gateway`` that took ``seconds``. ``refused``: the gateway
+        answered, refusing this request as invalid (``GatewayResult.request_refused``): not a failure."""
         if not self._config.enabled:
             return
         with self._lock:
@@ -131,7 +134,7 @@ class CircuitBreakers:
             if breaker is None:
                 return
             now = self._clock()
-            failed = outcome in FAILURES
+            failed = outcome in FAILURES and not refused
             slow = seconds >= breaker.slow_after
             if breaker.state is BreakerState.HALF_OPEN:
                 self._record_probe(breaker, now, failed or slow)

@@ -67,7 +67,7 @@ class Journal(Protocol):
 class Breakers(Protocol):
     def allows(self, gateway: str) -> bool: ...
 
-    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None: ...
+    def record(self, gateway: str, outcome: Outcome, seconds: float, *, refused: bool = False) -> None: ...
 
 
 class NoBreakers:
@@ -76,7 +76,8 @@ class NoBreakers:
     def allows(self, gateway: str) -> bool:  # noqa: ARG002 - every gateway is allowed
         return True
 
-    def record(self, gateway: str, outcome: Outcome, seconds: float) -> None:  # noqa: ARG002 - nothing to keep
+    def record(self, *_: object, **__: object) -> None:
+        """Nothing to keep."""
         return None
 
 
@@ -157,7 +158,8 @@ class Executor:
             result = GatewayResult(Outcome.NOT_SENT, code="breaker_open", message="Circuit breaker open.")
             return AttemptOutcome(attempt_id, candidate.name, result, 0)
         result = await _race(gateway.authorize(request), candidate.configured.race_timeout, deadline)
-        self._breakers.record(candidate.name, result.outcome, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self._breakers.record(candidate.name, result.outcome, elapsed, refused=result.request_refused)
         if result.outcome is Outcome.UNKNOWN:
             result = await self._resolve(candidate, request, deadline, result)
         elapsed = time.monotonic() - started

@@ -214,7 +214,8 @@ def result_from_error(status: int, body: object) -> GatewayResult:
     if status in (401, 403, 429):
         return GatewayResult(Outcome.NOT_SENT, code=code, message=message)
     if status in (400, 404, 422) and code != IN_PROGRESS_ERROR_CODE and fields:
-        return GatewayResult(Outcome.NOT_SENT, code=code, message=message)
+        # Validation refused this request (its fault, not the gateway's): the breaker does not count it.
+        return GatewayResult(Outcome.NOT_SENT, code=code, message=message, request_refused=True)
     return GatewayResult(Outcome.UNKNOWN, code=code, message=message)
 
 

@@ -217,7 +217,8 @@ def result_from_error_response(status: int | None, headers: Mapping[str, str], b
     if status == 409 and code == "lock_timeout":
         return GatewayResult(Outcome.NOT_SENT, code=code, message=message)
     if status in (400, 401, 403, 404) and error_type != "idempotency_error":
-        return GatewayResult(Outcome.NOT_SENT, code=code or str(error_type), message=message)
+        refused = status in (400, 404)  # this request's fault (a bad token), not the gateway's
+        return GatewayResult(Outcome.NOT_SENT, code=code or str(error_type), message=message, request_refused=refused)
     return GatewayResult(Outcome.UNKNOWN, code=code or str(error_type or f"http_{status}"), message=message)
 
 
