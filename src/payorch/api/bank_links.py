@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from payorch.api.deps import CurrentCaller, RuntimeDep
-from payorch.api.errors import request_id_of
+from payorch.api.errors import API_ERRORS, request_id_of
 from payorch.audit.events import Origin
 from payorch.banking.schemas import BankLinkCreate, BankLinkCreated, BankLinkOut, render_bank_link
 from payorch.banking.service import BankLinkingNotConfigured, BankLinkService, CallbackRefused
@@ -19,12 +19,7 @@ from payorch.payments.schemas import ErrorEnvelope
 router = APIRouter(prefix="/v1/bank_links", tags=["bank links"])
 
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorEnvelope, "description": "Invalid request (invalid_request_error)"},
-    401: {"model": ErrorEnvelope, "description": "Missing, malformed, revoked or unknown API key"},
-    413: {"model": ErrorEnvelope, "description": "Request body too large"},
-    415: {"model": ErrorEnvelope, "description": "Request body is not JSON"},
-    429: {"model": ErrorEnvelope, "description": "Rate limited (rate_limit_error)"},
-    500: {"model": ErrorEnvelope, "description": "Internal error (api_error)"},
+    **API_ERRORS,
     503: {"model": ErrorEnvelope, "description": "Bank linking is not configured (bank_linking_not_configured)"},
 }
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_response
-from payorch.api.errors import request_id_of
+from payorch.api.errors import API_ERRORS, request_id_of
 from payorch.errors import InvalidRequest
 from payorch.payments.capture import CaptureParams
 from payorch.payments.schemas import ChargeCreate, ChargeList, ChargeOut, ErrorEnvelope, render_charge
@@ -16,12 +16,8 @@ from payorch.payments.schemas import ChargeCreate, ChargeList, ChargeOut, ErrorE
 router = APIRouter(prefix="/v1/charges", tags=["charges"])
 
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    **API_ERRORS,
     400: {"model": ErrorEnvelope, "description": "Invalid request (invalid_request_error, idempotency_error)"},
-    401: {"model": ErrorEnvelope, "description": "Missing, malformed, revoked or unknown API key"},
-    413: {"model": ErrorEnvelope, "description": "Request body too large"},
-    415: {"model": ErrorEnvelope, "description": "Request body is not JSON"},
-    429: {"model": ErrorEnvelope, "description": "Rate limited (rate_limit_error)"},
-    500: {"model": ErrorEnvelope, "description": "Internal error (api_error)"},
 }
 
 

@@ -11,8 +11,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from payorch.errors import ApiError, AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
+from payorch.payments.schemas import ErrorEnvelope
 
 log = logging.getLogger("payorch.api")
+
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "Invalid request (invalid_request_error)"},
+    401: {"model": ErrorEnvelope, "description": "Missing, malformed, revoked or unknown API key"},
+    413: {"model": ErrorEnvelope, "description": "Request body too large"},
+    415: {"model": ErrorEnvelope, "description": "Request body is not JSON"},
+    429: {"model": ErrorEnvelope, "description": "Rate limited (rate_limit_error)"},
+    500: {"model": ErrorEnvelope, "description": "Internal error (api_error)"},
+}
+"""The answers every authenticated JSON route can give, for the OpenAPI document."""
 
 
 def request_id_of(request: Request) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from payorch.api.deps import CurrentCaller, RuntimeDep
+from payorch.api.errors import API_ERRORS
 from payorch.payments.schemas import ErrorEnvelope
 from payorch.webhooks.schemas import (
     RotateSecret,
@@ -22,14 +23,6 @@ from payorch.webhooks.schemas import (
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhook endpoints"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorEnvelope, "description": "Invalid request (invalid_request_error)"},
-    401: {"model": ErrorEnvelope, "description": "Missing, malformed, revoked or unknown API key"},
-    413: {"model": ErrorEnvelope, "description": "Request body too large"},
-    415: {"model": ErrorEnvelope, "description": "Request body is not JSON"},
-    429: {"model": ErrorEnvelope, "description": "Rate limited (rate_limit_error)"},
-    500: {"model": ErrorEnvelope, "description": "Internal error (api_error)"},
-}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorEnvelope, "description": "No such webhook endpoint (or delivery) for this key's mode"}
 }
@@ -42,14 +35,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     summary="Create a webhook endpoint",
     description="The signing secret (`whsec_...`) is in this response only. Live mode: https and a "
     "public address only.",
-    responses=ERRORS,
+    responses=API_ERRORS,
 )
 async def create_endpoint(params: WebhookEndpointCreate, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
     endpoint, secret = await runtime.webhooks.endpoints.create(caller, params)
     return render_endpoint(endpoint, secret=secret)
 
 
-@router.get("", response_model=WebhookEndpointList, summary="List webhook endpoints, newest first", responses=ERRORS)
+@router.get(
+    "", response_model=WebhookEndpointList, summary="List webhook endpoints, newest first", responses=API_ERRORS
+)
 async def list_endpoints(request: Request, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
     endpoints = await runtime.webhooks.endpoints.list_endpoints(caller)
     now = datetime.now(UTC)
@@ -65,7 +60,7 @@ async def list_endpoints(request: Request, caller: CurrentCaller, runtime: Runti
     "/{endpoint_id}",
     response_model=WebhookEndpointOut,
     summary="Retrieve a webhook endpoint",
-    responses={**ERRORS, **NOT_FOUND},
+    responses={**API_ERRORS, **NOT_FOUND},
 )
 async def get_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
     endpoint = await runtime.webhooks.endpoints.get(caller, endpoint_id)
@@ -76,7 +71,7 @@ async def get_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: Runtime
     "/{endpoint_id}",
     response_model=WebhookEndpointOut,
     summary="Delete a webhook endpoint (its queued deliveries are canceled)",
-    responses={**ERRORS, **NOT_FOUND},
+    responses={**API_ERRORS, **NOT_FOUND},
 )
 async def delete_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
     endpoint = await runtime.webhooks.endpoints.delete(caller, endpoint_id)
@@ -89,7 +84,7 @@ async def delete_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: Runt
     summary="Rotate the signing secret",
     description="Returns the new secret once. Until `previous_secret_expires`, deliveries carry a "
     "signature with each secret.",
-    responses={**ERRORS, **NOT_FOUND},
+    responses={**API_ERRORS, **NOT_FOUND},
 )
 async def rotate_secret(
     endpoint_id: str,
@@ -105,7 +100,7 @@ async def rotate_secret(
     "/{endpoint_id}/deliveries",
     response_model=WebhookDeliveryList,
     summary="List an endpoint's deliveries, newest first",
-    responses={**ERRORS, **NOT_FOUND},
+    responses={**API_ERRORS, **NOT_FOUND},
 )
 async def list_deliveries(
     request: Request,
@@ -127,7 +122,7 @@ async def list_deliveries(
     "/{endpoint_id}/deliveries/{delivery_id}/redeliver",
     response_model=WebhookDeliveryOut,
     summary="Redeliver now (same webhook-id), e.g. after it was dead-lettered",
-    responses={**ERRORS, **NOT_FOUND},
+    responses={**API_ERRORS, **NOT_FOUND},
 )
 async def redeliver(endpoint_id: str, delivery_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
     delivery = await runtime.webhooks.endpoints.redeliver(caller, endpoint_id, delivery_id)
