@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.storage.audit import OutboxColumns, outbox_insert_sql
@@ -82,13 +82,12 @@ _CHARGE_FIELDS = Charge.__slots__
 _ATTEMPT_FIELDS = Attempt.__slots__
 
 
-def _charge(row: Any) -> Charge:
-    """From a SQLAlchemy row or an asyncpg record."""
-    mapping = getattr(row, "_mapping", row)
+def _charge(row: Row[Any]) -> Charge:
+    mapping = row._mapping
     return Charge(**{name: mapping[name] for name in _CHARGE_FIELDS})
 
 
-def _attempt(row: Any) -> Attempt:
+def _attempt(row: Row[Any]) -> Attempt:
     mapping = row._mapping
     return Attempt(**{name: mapping[name] for name in _ATTEMPT_FIELDS})
 
