@@ -212,6 +212,23 @@ def http_status(port: int, path: str) -> int:
 # --- load generators ----------------------------------------------------------------------------
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by every process named ``postgres`` on this machine (the server's
+    backends do the database's share of the work; a backend that exits meanwhile is not counted)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].partition(") ")
+        if name == "postgres":
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def wrk(wrk_bin: str, url: str, script: str, args: list[str], *, duration: float, connections: int) -> dict[str, Any]:
     """One closed-loop wrk run (1 thread, pinned to the load CPU). Returns rps and latency in ms."""
     argv = [
@@ -326,6 +343,6 @@ def start_profile(server: Server, directory: Path, duration: float) -> subproces
     pid = server.pids()[-1]
     argv = [
         str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--duration", f"{duration:.0f}", "--rate", "200",
-        "--format", "raw", "--output", str(directory / f"{server.name}.folded"), "--nonblocking",
+        "--format", "raw", "--output", str(directory / f"{server.name}.folded"),
     ]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import postgres_cpu  # this script's directory is first on sys.path
+
 BENCH = Path(__file__).resolve().parent
 CHARGE = {"amount": 1050, "currency": "usd", "payment_method": {"tokens": {"sandbox": "tok_visa"}}}
 GENEROUS = '{"requests": 1000000, "window_seconds": 60}'
@@ -38,23 +40,6 @@ GENEROUS = '{"requests": 1000000, "window_seconds": 60}'
 def cpu_now() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def postgres_cpu() -> float:
-    """CPU seconds used so far by every process named ``postgres`` on this machine (the server's
-    backends do the database's share of the work; a backend that exits meanwhile is not counted)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name, _, rest = text.partition(" (")[2].partition(") ")
-        if name == "postgres":
-            fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
 
 
 async def measure(

@@ -106,9 +106,9 @@ def baseline_server(args: argparse.Namespace, url: str, port: int, logs: Path) -
 
 
 def post_wrk(args: argparse.Namespace, wrk_bin: str, server: lib.Server, key: str, keymode: str) -> dict[str, Any]:
-    """One wrk run, with the server's own CPU time per request: a figure the neighbours' load
-    disturbs far less than throughput."""
-    cpu = server.cpu_seconds()
+    """One wrk run, with the server's own CPU time per request (a figure the neighbours' load
+    disturbs far less than throughput) and the database's (every ``postgres`` process)."""
+    cpu, db_cpu = server.cpu_seconds(), lib.postgres_cpu()
     result = lib.wrk(
         wrk_bin,
         f"{server.base}/v1/charges",
@@ -117,7 +117,9 @@ def post_wrk(args: argparse.Namespace, wrk_bin: str, server: lib.Server, key: st
         duration=args.duration,
         connections=args.connections,
     )
-    result["server_cpu_ms_per_request"] = round(1000 * (server.cpu_seconds() - cpu) / max(1, result["requests"]), 2)
+    requests = max(1, result["requests"])
+    result["server_cpu_ms_per_request"] = round(1000 * (server.cpu_seconds() - cpu) / requests, 2)
+    result["postgres_cpu_ms_per_request"] = round(1000 * (lib.postgres_cpu() - db_cpu) / requests, 2)
     return result
 
 

@@ -36,11 +36,16 @@ def _charges(result: dict[str, Any]) -> list[str]:
         name: statistics.median(r[name].get("server_cpu_ms_per_request", 0) for r in charges["rounds"])
         for name in ("payorch", "baseline", "replay")
     }
+    db = {
+        name: statistics.median(r[name].get("postgres_cpu_ms_per_request", 0) for r in charges["rounds"])
+        for name in ("payorch", "baseline", "replay")
+    }
     errors = sum(r["payorch"]["errors"] for r in charges["rounds"])  # non-2xx, socket errors, timeouts
     lines.append(
         f"Server CPU per request (median): payorch {cpu['payorch']:.1f} ms, baseline {cpu['baseline']:.1f} ms "
-        f"({cpu['payorch'] / max(cpu['baseline'], 0.01):.1f}x), replay {cpu['replay']:.1f} ms. Non-2xx or failed "
-        f"payorch answers under full load: {errors}."
+        f"({cpu['payorch'] / max(cpu['baseline'], 0.01):.1f}x), replay {cpu['replay']:.1f} ms; Postgres CPU per "
+        f"request: payorch {db['payorch']:.1f} ms, baseline {db['baseline']:.1f} ms, replay {db['replay']:.1f} ms. "
+        f"Non-2xx or failed payorch answers under full load: {errors}."
     )
     return lines
 
