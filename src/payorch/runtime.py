@@ -66,7 +66,12 @@ class Runtime:
 
     @classmethod
     async def build(cls, settings: Settings, database_url: str) -> Runtime:
-        engine = create_engine(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        engine = create_engine(
+            database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            write_pool_size=settings.db_write_pool_size,
+        )
         sessions = session_factory(engine)
         metrics = Metrics()
         redis = connect_redis(settings)

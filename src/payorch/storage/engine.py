@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util.concurrency import await_
 
 log = logging.getLogger("payorch.storage")
 
@@ -30,17 +33,29 @@ PING_AFTER_IDLE_SECONDS = 5.0
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int | None = None, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    write_pool_size: int = 5,
+    ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
 ) -> AsyncEngine:
-    """``max_overflow`` None: as many again as ``pool_size`` (the short-lived CLI and tool engines)."""
+    """``max_overflow`` None: as many again as ``pool_size`` (the short-lived CLI and tool engines).
+    ``write_pool_size``: the connections of the engine's write pool (``driver_connection``)."""
+    connect_args: dict[str, Any] = {
+        "timeout": 10,
+        "command_timeout": 30,
+        "server_settings": {"application_name": "payorch"},
+    }
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=10,
-        connect_args={"timeout": 10, "command_timeout": 30, "server_settings": {"application_name": "payorch"}},
+        connect_args=connect_args,
     )
     _ping_when_idle(engine.sync_engine, ping_after_idle)
+    _WRITE_POOLS[engine.sync_engine] = WritePool(engine, connect_args, write_pool_size, ping_after_idle)
     return engine
 
 
@@ -80,25 +95,125 @@ async def unit_of_work(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+class WritePool:
+    """asyncpg's own pool beside the engine's, for the charge path's one-statement writes.
+
+    Checking a connection out of SQLAlchemy's async pool and back in costs greenlet switches, a
+    ``Connection`` object and a shielded close task: about a tenth of a served charge's CPU for its
+    three statements (docs/benchmarks.md). Here a checkout is asyncpg's own queue. The connections
+    are the engine's in every other way: the same URL and connect settings, the same JSON codecs,
+    opened only when needed (up to ``size``), closed with the engine, and one that sat idle for
+    ``ping_after_idle`` seconds is checked before use and replaced if it died."""
+
+    def __init__(self, engine: AsyncEngine, connect_args: dict[str, Any], size: int, ping_after_idle: float) -> None:
+        _, params = engine.dialect.create_connect_args(engine.url)
+        for option in ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn"):
+            params.pop(option, None)  # SQLAlchemy's own, not asyncpg's
+        self._connect = {**params, **connect_args}
+        self._size = size
+        self._ping_after_idle = ping_after_idle
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._idle_since: dict[int, float] = {}  # server pid of an idle connection -> since when
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    min_size=0,
+                    max_size=self._size,
+                    max_inactive_connection_lifetime=0,  # kept, as the engine's pool keeps its own
+                    init=_json_codecs,
+                    reset=_reset,
+                    **self._connect,
+                )
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool or await self._open()
+        connection = await self._checked_out(pool)
+        try:
+            yield connection
+        finally:
+            self._idle_since[connection.get_server_pid()] = time.monotonic()
+            await pool.release(connection)
+
+    async def _checked_out(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        while True:
+            connection = await pool.acquire()
+            idle_since = self._idle_since.pop(connection.get_server_pid(), None)
+            if idle_since is None or time.monotonic() - idle_since < self._ping_after_idle:
+                return connection
+            try:
+                await connection.execute("SELECT 1")
+                return connection
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                # Cut while idle (a database restart, a failover, a firewall): drop it, take another.
+                connection.terminate()
+                await pool.release(connection)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def terminate(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+
+
+_WRITE_POOLS: weakref.WeakKeyDictionary[Engine, WritePool] = weakref.WeakKeyDictionary()
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    """json and jsonb as SQLAlchemy's asyncpg dialect has them: JSON text in, decoded values out."""
+    await connection.set_type_codec(
+        "json", encoder=str.encode, decoder=lambda data: json.loads(data.decode()), schema="pg_catalog", format="binary"
+    )
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),  # jsonb's binary format: a version byte, then the text
+        decoder=lambda data: json.loads(data[1:].decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def _reset(connection: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool. The writes are single statements, so
+    there is no transaction, cursor or session setting to undo, and asyncpg's default reset (one
+    more round trip per checkout) has nothing to do; a transaction left open is rolled back."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
+@event.listens_for(Engine, "engine_disposed")
+def _close_write_pool(engine: Engine) -> None:
+    pool = _WRITE_POOLS.get(engine)
+    if pool is None:
+        return
+    try:
+        await_(pool.close())  # AsyncEngine.dispose runs this inside its greenlet
+    except Exception:
+        pool.terminate()
+
+
 @asynccontextmanager
 async def driver_connection(factory: SessionFactory) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's own asyncpg connection, for the charge path's one-statement writes.
+    """An asyncpg connection of the engine's write pool, for the charge path's one-statement writes.
 
-    Same pool, same idle ping as the sessions; what it saves is SQLAlchemy's per-statement work and
-    the BEGIN/COMMIT round trips: a single statement is its own transaction, asyncpg prepares it
-    once per connection (its statement cache), and every argument is bound, never spliced. Use it
-    only for statements that are complete on their own; jsonb goes in as JSON text and comes back
-    decoded (the dialect's codecs)."""
+    What it saves over a session is SQLAlchemy's per-statement work and the BEGIN/COMMIT round
+    trips: a single statement is its own transaction, asyncpg prepares it once per connection (its
+    statement cache), and every argument is bound, never spliced. Use it only for statements that
+    are complete on their own; jsonb goes in as JSON text and comes back decoded."""
     engine: AsyncEngine = factory.kw["bind"]
-    async with engine.connect() as connection:
-        pooled = await connection.get_raw_connection()
-        driver: asyncpg.Connection = pooled.driver_connection
-        try:
-            yield driver
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-            # The connection broke under us: the pool must not hand it out again.
-            await connection.invalidate()
-            raise
+    pool = _WRITE_POOLS.get(engine.sync_engine)
+    if pool is None:
+        raise RuntimeError("driver_connection needs an engine made by payorch.storage.engine.create_engine")
+    async with pool.connection() as connection:
+        yield connection
 
 
 def start_embedded(data_dir: Path) -> str:
