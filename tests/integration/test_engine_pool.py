@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from payorch.storage.engine import create_engine, driver_connection, session_factory
+from payorch.storage.engine import SessionFactory, create_engine, driver_connection, session_factory
 
 
 async def _backend_pid(engine: AsyncEngine) -> int:
@@ -96,14 +97,41 @@ async def test_the_write_pool_closes_with_its_engine(database_url: str) -> None:
         await killer.dispose()
 
 
-async def test_the_write_pool_rolls_back_a_transaction_left_open(database_url: str) -> None:
+async def _refused_statement(sessions: SessionFactory) -> None:
+    async with driver_connection(sessions) as connection:
+        await connection.execute("CREATE TEMP TABLE IF NOT EXISTS t (x int PRIMARY KEY)")
+        await connection.execute("INSERT INTO t VALUES (1), (1)")  # the error leaves the block
+
+
+async def test_the_write_pool_does_not_reuse_a_connection_left_in_doubt(database_url: str) -> None:
     engine = create_engine(database_url, pool_size=1, write_pool_size=1)
     try:
+        first = await _write_pool_pid(engine)
+        assert await _write_pool_pid(engine) == first  # reused after a clean statement
         sessions = session_factory(engine)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await _refused_statement(sessions)
+        assert await _write_pool_pid(engine) == first  # the server refused a statement: still good
         async with driver_connection(sessions) as connection:
-            await connection.execute("BEGIN")
-            assert connection.is_in_transaction()
-        async with driver_connection(sessions) as connection:
-            assert not connection.is_in_transaction()  # the same connection, back in autocommit
+            await connection.execute("BEGIN")  # a transaction left open
+        second = await _write_pool_pid(engine)
+        assert second != first  # closed, not handed out again
+        with pytest.raises(TimeoutError):
+            async with driver_connection(sessions) as connection:
+                await connection.execute("SELECT pg_sleep(5)", timeout=0.2)  # cancelled mid-statement
+        assert await _write_pool_pid(engine) != second
+    finally:
+        await engine.dispose()
+
+
+async def test_the_write_pool_plans_once_per_connection(database_url: str) -> None:
+    """Its statements are point writes by partition key: a generic plan, pruned at run time."""
+    engine = create_engine(database_url, pool_size=1, write_pool_size=1)
+    try:
+        async with driver_connection(session_factory(engine)) as connection:
+            assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            assert await connection.fetchval("SHOW application_name") == "payorch"
+        async with engine.connect() as connection:  # the engine's own sessions keep the default
+            assert (await connection.execute(text("SHOW plan_cache_mode"))).scalar_one() == "auto"
     finally:
         await engine.dispose()

@@ -30,6 +30,7 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 
 PING_AFTER_IDLE_SECONDS = 5.0
+POOL_TIMEOUT_SECONDS = 10.0
 
 
 def create_engine(
@@ -51,7 +52,7 @@ def create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
-        pool_timeout=10,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
     _ping_when_idle(engine.sync_engine, ping_after_idle)
@@ -96,72 +97,104 @@ async def unit_of_work(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
 
 
 class WritePool:
-    """asyncpg's own pool beside the engine's, for the charge path's one-statement writes.
+    """A small pool of asyncpg connections beside the engine's, for the charge path's one-statement
+    writes.
 
     Checking a connection out of SQLAlchemy's async pool and back in costs greenlet switches, a
-    ``Connection`` object and a shielded close task: about a tenth of a served charge's CPU for its
-    three statements (docs/benchmarks.md). Here a checkout is asyncpg's own queue. The connections
-    are the engine's in every other way: the same URL and connect settings, the same JSON codecs,
-    opened only when needed (up to ``size``), closed with the engine, and one that sat idle for
-    ``ping_after_idle`` seconds is checked before use and replaced if it died."""
+    ``Connection`` object and a shielded close task; asyncpg's own pool costs a proxy object, a
+    timeout and a shielded task per release: each about a tenth of a served charge's CPU for its
+    three statements (docs/benchmarks.md). What single statements need is less: a stack of idle
+    connections (the most recently used first) and a semaphore of ``size``. The connections are the
+    engine's in every other way: the same URL and connect settings, the same JSON codecs, opened
+    only when needed, closed with the engine; one that sat idle for ``ping_after_idle`` seconds is
+    checked before use and replaced if it died, and one that a statement left in doubt (cancelled,
+    timed out, cut) is closed rather than reused. Its sessions use generic plans (see below)."""
 
     def __init__(self, engine: AsyncEngine, connect_args: dict[str, Any], size: int, ping_after_idle: float) -> None:
         _, params = engine.dialect.create_connect_args(engine.url)
         for option in ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn"):
             params.pop(option, None)  # SQLAlchemy's own, not asyncpg's
-        self._connect = {**params, **connect_args}
-        self._size = size
+        # Every statement here is a point write or read keyed by merchant_id (the partition key):
+        # plan it once per connection and prune partitions at run time. By default Postgres plans
+        # such a statement again on every execution (over 16 partitions a custom plan always
+        # looks cheaper than the generic one): about a quarter of its CPU per charge.
+        settings = {**connect_args.get("server_settings", {}), "plan_cache_mode": "force_generic_plan"}
+        self._connect = {**params, **connect_args, "server_settings": settings}
         self._ping_after_idle = ping_after_idle
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-        self._idle_since: dict[int, float] = {}  # server pid of an idle connection -> since when
-
-    async def _open(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    min_size=0,
-                    max_size=self._size,
-                    max_inactive_connection_lifetime=0,  # kept, as the engine's pool keeps its own
-                    init=_json_codecs,
-                    reset=_reset,
-                    **self._connect,
-                )
-        return self._pool
+        self._slots = asyncio.Semaphore(size)  # connections checked out, or being opened
+        self._idle: list[tuple[asyncpg.Connection, float]] = []  # with the time each came back
+        self._closed = False
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        pool = self._pool or await self._open()
-        connection = await self._checked_out(pool)
+        connection = await self._checkout()
+        reusable = False
         try:
             yield connection
+            reusable = True
+        except asyncpg.PostgresError as error:
+            # The server refused the statement and said so: the connection is as good as before.
+            reusable = not isinstance(error, asyncpg.PostgresConnectionError)
+            raise
         finally:
-            self._idle_since[connection.get_server_pid()] = time.monotonic()
-            await pool.release(connection)
+            self._checkin(connection, reusable)
 
-    async def _checked_out(self, pool: asyncpg.Pool) -> asyncpg.Connection:
-        while True:
-            connection = await pool.acquire()
-            idle_since = self._idle_since.pop(connection.get_server_pid(), None)
-            if idle_since is None or time.monotonic() - idle_since < self._ping_after_idle:
-                return connection
+    async def _checkout(self) -> asyncpg.Connection:
+        if self._closed:
+            raise RuntimeError("the write pool is closed")
+        if self._slots.locked():
             try:
-                await connection.execute("SELECT 1")
-                return connection
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-                # Cut while idle (a database restart, a failover, a firewall): drop it, take another.
+                await asyncio.wait_for(self._slots.acquire(), POOL_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise TimeoutError(f"no database connection free within {POOL_TIMEOUT_SECONDS:g} s") from None
+        else:
+            await self._slots.acquire()
+        try:
+            while self._idle:
+                connection, since = self._idle.pop()
+                if time.monotonic() - since < self._ping_after_idle:
+                    return connection
+                try:
+                    await connection.execute("SELECT 1")
+                    return connection
+                except Exception:  # OSError, asyncpg's InterfaceError or InternalClientError...
+                    # Cut while idle (a database restart, a failover, a firewall): drop it.
+                    connection.terminate()
+            connection = await asyncpg.connect(**self._connect)
+            try:
+                await _json_codecs(connection)
+            except BaseException:
                 connection.terminate()
-                await pool.release(connection)
+                raise
+            return connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _checkin(self, connection: asyncpg.Connection, reusable: bool) -> None:
+        try:
+            if reusable and not self._closed and not connection.is_closed() and not connection.is_in_transaction():
+                self._idle.append((connection, time.monotonic()))
+            else:
+                connection.terminate()
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        """Close the idle connections; one still checked out is closed when it comes back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            try:
+                await connection.close(timeout=5)
+            except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError):
+                connection.terminate()
 
     def terminate(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.terminate()
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            connection.terminate()
 
 
 _WRITE_POOLS: weakref.WeakKeyDictionary[Engine, WritePool] = weakref.WeakKeyDictionary()
@@ -179,14 +212,6 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
         schema="pg_catalog",
         format="binary",
     )
-
-
-async def _reset(connection: asyncpg.Connection) -> None:
-    """What a connection needs on its way back to the pool. The writes are single statements, so
-    there is no transaction, cursor or session setting to undo, and asyncpg's default reset (one
-    more round trip per checkout) has nothing to do; a transaction left open is rolled back."""
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
 
 
 @event.listens_for(Engine, "engine_disposed")
