@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     0: a request waits (up to 10 s) for a pooled connection instead. Under sustained load overflow
     connections churn: each is a new Postgres backend, a TLS attempt and every statement prepared
     again (docs/benchmarks.md)."""
-    db_write_pool_size: int = Field(default=10, ge=1, le=500)
+    db_write_pool_size: int = Field(default=20, ge=1, le=500)
     """Connections of the second pool, asyncpg's own, that the charge path's one-statement writes
     use (opened as they are first needed). A process holds up to ``db_pool_size`` +
     ``db_max_overflow`` + this many database connections."""

@@ -144,7 +144,8 @@ class WritePool:
             raise RuntimeError("the write pool is closed")
         if self._slots.locked():
             try:
-                await asyncio.wait_for(self._slots.acquire(), POOL_TIMEOUT_SECONDS)
+                async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
+                    await self._slots.acquire()
             except TimeoutError:
                 raise TimeoutError(f"no database connection free within {POOL_TIMEOUT_SECONDS:g} s") from None
         else:
