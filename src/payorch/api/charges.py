@@ -12,6 +12,7 @@ from payorch.api.errors import API_ERRORS, request_id_of
 from payorch.errors import InvalidRequest
 from payorch.payments.capture import CaptureParams
 from payorch.payments.schemas import ChargeCreate, ChargeList, ChargeOut, ErrorEnvelope, render_charge
+from payorch.runtime import Runtime
 
 router = APIRouter(prefix="/v1/charges", tags=["charges"])
 
@@ -36,12 +37,9 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     },
 )
 async def create_charge(
-    request: Request,
-    params: ChargeCreate,
-    caller: CurrentCaller,
-    runtime: RuntimeDep,
-    idempotency_key: IdempotencyKey = None,
+    request: Request, params: ChargeCreate, caller: CurrentCaller, idempotency_key: IdempotencyKey = None
 ) -> Response:
+    runtime: Runtime = request.app.state.runtime  # the hot path: one dependency fewer to solve
     reply = await runtime.charges.create(
         caller,
         params,

@@ -27,15 +27,16 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def authenticate(
-    request: Request,
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
     if credentials is None:
         raise AuthenticationFailed(
             "You did not provide an API key: use 'Authorization: Bearer <your sk_test_ or sk_live_ key>'.",
             code="missing_api_key",
         )
+    # The runtime straight from the app, not as a sub-dependency: each dependency FastAPI solves
+    # per request costs more than reading the attribute (docs/benchmarks.md).
+    runtime: Runtime = request.app.state.runtime
     caller = await runtime.authenticator.authenticate(credentials.credentials)
     if caller is None:
         raise AuthenticationFailed("Invalid API key provided.")
