@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch import jsontext
 from payorch.audit.redaction import redact
 from payorch.storage import audit as audit_store
 
@@ -162,5 +162,5 @@ def outbox_columns(events: Sequence[AuditEvent]) -> audit_store.OutboxColumns:
         [event.id for event in events],
         [event.occurred_at for event in events],
         [event.actor.merchant_id for event in events],
-        [json.dumps(event.redacted_payload(), separators=(",", ":")) for event in events],
+        [jsontext.dumps_text(event.redacted_payload()) for event in events],
     )

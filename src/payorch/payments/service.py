@@ -11,13 +11,13 @@ A crash anywhere leaves a pending attempt that the reconciler resolves against t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch import jsontext
 from payorch.audit import trail
 from payorch.audit.events import AuditEvent, outbox_columns, record_many
 from payorch.errors import ApiError, CardDeclined, InvalidRequest, NoGatewayAvailable, NotFound
@@ -56,17 +56,13 @@ class Reply:
     replayed: bool = False
 
 
-def _dumps(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def reply_for(charge: Charge, request_id: str) -> Reply:
     """The answer a charge in its current state gets (DESIGN.md section 4)."""
     status = ChargeStatus(charge.status)
     if status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED, ChargeStatus.CANCELED):
-        return Reply(201, _dumps(render_charge(charge)))
+        return Reply(201, jsontext.dumps(render_charge(charge)))
     if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
-        return Reply(202, _dumps(render_charge(charge)))
+        return Reply(202, jsontext.dumps(render_charge(charge)))
     error: ApiError
     if charge.failure_code == "gateway_unavailable":
         error = NoGatewayAvailable(charge.failure_message or "No gateway could take the charge.", charge=charge.id)
@@ -74,7 +70,7 @@ def reply_for(charge: Charge, request_id: str) -> Reply:
         error = CardDeclined(
             charge.failure_message or "The card was declined.", decline_code=charge.decline_code, charge=charge.id
         )
-    return Reply(error.status, _dumps(error.body(request_id)))
+    return Reply(error.status, jsontext.dumps(error.body(request_id)))
 
 
 def _attempt_result(outcome: AttemptOutcome, next_check_at: datetime | None) -> AttemptResult:

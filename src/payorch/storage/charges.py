@@ -3,7 +3,6 @@ planner prunes to one hash partition."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ import asyncpg
 from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payorch import jsontext
 from payorch.storage.audit import OutboxColumns, outbox_insert_sql
 from payorch.storage.idempotency import IdempotencyRecord
 from payorch.storage.tables import charge_attempts, charges
@@ -391,7 +391,7 @@ async def close_charge(
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return jsontext.dumps_text(value)
 
 
 def _ts(value: str | None) -> datetime | None:
