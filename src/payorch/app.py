@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,9 +44,14 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
         if settings.background_in_api:
             built.start_background()
         app.state.runtime = built
+        # Everything alive now (modules, the SDKs, the app, the runtime: ~150,000 objects) lives as
+        # long as the process: keep it out of the cyclic collector, whose full passes over it took
+        # ~80 ms each, a pause for every request in flight (docs/benchmarks.md).
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # a process that serves again (tests, the embedded mode) starts afresh
             await built.aclose()
 
     app = FastAPI(
