@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -18,20 +19,11 @@ async def _backend_pid(engine: AsyncEngine) -> int:
         return int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
-async def test_a_connection_cut_while_idle_is_replaced_before_use(database_url: str) -> None:
-    engine = create_engine(database_url, pool_size=1, ping_after_idle=0.0)
-    killer = create_engine(database_url, pool_size=1)
-    try:
-        first = await _backend_pid(engine)
-        async with killer.connect() as connection:
-            terminated = await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-            assert terminated.scalar_one() is True
-        # The pooled connection is dead: the idle check finds it and the query runs on a new one.
-        second = await _backend_pid(engine)
-        assert second != first
-    finally:
-        await engine.dispose()
-        await killer.dispose()
+async def _terminate(killer: AsyncEngine, pid: int) -> None:
+    """Cut a pooled connection from the server's side, as a database restart would."""
+    async with killer.connect() as connection:
+        terminated = await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        assert terminated.scalar_one() is True
 
 
 async def test_a_connection_reused_at_once_is_not_pinged(database_url: str) -> None:
@@ -40,8 +32,7 @@ async def test_a_connection_reused_at_once_is_not_pinged(database_url: str) -> N
     try:
         first = await _backend_pid(engine)
         assert await _backend_pid(engine) == first  # the same pooled connection, reused
-        async with killer.connect() as connection:
-            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        await _terminate(killer, first)
         # Not idle long enough to be checked: the dead connection fails its statement, and
         # SQLAlchemy invalidates the pool, so the next checkout opens a new connection.
         with pytest.raises(DBAPIError):
@@ -63,16 +54,18 @@ async def _alive(killer: AsyncEngine, pid: int) -> bool:
         return bool(found.scalar_one())
 
 
-async def test_the_write_pool_replaces_a_connection_cut_while_idle(database_url: str) -> None:
+@pytest.mark.parametrize("pid_of", [_backend_pid, _write_pool_pid], ids=["sessions", "write_pool"])
+async def test_a_connection_cut_while_idle_is_replaced_before_use(
+    database_url: str, pid_of: Callable[[AsyncEngine], Awaitable[int]]
+) -> None:
     engine = create_engine(database_url, pool_size=1, write_pool_size=1, ping_after_idle=0.0)
     killer = create_engine(database_url, pool_size=1)
     try:
-        first = await _write_pool_pid(engine)
-        assert await _write_pool_pid(engine) == first  # one connection, reused
-        async with killer.connect() as connection:
-            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        first = await pid_of(engine)
+        assert await pid_of(engine) == first  # one connection, reused
+        await _terminate(killer, first)
         # Idle past ping_after_idle: checked, found dead, replaced before the statement runs.
-        second = await _write_pool_pid(engine)
+        second = await pid_of(engine)
         assert second != first
         assert await _alive(killer, second)
     finally:
