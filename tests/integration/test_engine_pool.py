@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payorch.storage import engine as engine_module
 from payorch.storage.engine import SessionFactory, create_engine, driver_connection, session_factory
 
 
@@ -126,5 +127,25 @@ async def test_the_write_pool_plans_once_per_connection(database_url: str) -> No
             assert await connection.fetchval("SHOW application_name") == "payorch"
         async with engine.connect() as connection:  # the engine's own sessions keep the default
             assert (await connection.execute(text("SHOW plan_cache_mode"))).scalar_one() == "auto"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_waits_for_a_free_connection_then_gives_up(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "POOL_TIMEOUT_SECONDS", 0.3)
+    engine = create_engine(database_url, pool_size=1, write_pool_size=1)
+    try:
+        sessions = session_factory(engine)
+        async with driver_connection(sessions) as held:
+            waiting = asyncio.create_task(_write_pool_pid(engine))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # queued behind the one connection
+        assert await waiting == held.get_server_pid()  # and served by it once it came back
+        async with driver_connection(sessions):
+            with pytest.raises(TimeoutError, match=r"no database connection free within 0\.3 s"):
+                await _write_pool_pid(engine)
+        assert await _write_pool_pid(engine) == held.get_server_pid()  # the pool is whole again
     finally:
         await engine.dispose()

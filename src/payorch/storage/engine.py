@@ -102,8 +102,8 @@ class WritePool:
 
     Checking a connection out of SQLAlchemy's async pool and back in costs greenlet switches, a
     ``Connection`` object and a shielded close task; asyncpg's own pool costs a proxy object, a
-    timeout and a shielded task per release: each about a tenth of a served charge's CPU for its
-    three statements (docs/benchmarks.md). What single statements need is less: a stack of idle
+    timeout and a shielded task per release: 7-9% of a served charge's CPU for its three
+    statements, either way (docs/benchmarks.md). What single statements need is less: a stack of idle
     connections (the most recently used first) and a semaphore of ``size``. The connections are the
     engine's in every other way: the same URL and connect settings, the same JSON codecs, opened
     only when needed, closed with the engine; one that sat idle for ``ping_after_idle`` seconds is
@@ -157,10 +157,14 @@ class WritePool:
                     return connection
                 try:
                     await connection.execute("SELECT 1")
-                    return connection
-                except Exception:  # OSError, asyncpg's InterfaceError or InternalClientError...
-                    # Cut while idle (a database restart, a failover, a firewall): drop it.
+                except BaseException as error:
+                    # Cut while idle (a database restart, a failover, a firewall: OSError, asyncpg's
+                    # InterfaceError or InternalClientError...), or cancelled mid-ping: drop it.
                     connection.terminate()
+                    if not isinstance(error, Exception):
+                        raise
+                    continue
+                return connection
             connection = await asyncpg.connect(**self._connect)
             try:
                 await _json_codecs(connection)
