@@ -126,11 +126,11 @@ class Settings(BaseSettings):
     connections churn: each is a new Postgres backend, a TLS attempt and every statement prepared
     again (docs/benchmarks.md)."""
     db_write_pool_size: int = Field(default=6, ge=1, le=500)
-    """Connections of the second pool, asyncpg's own, that the charge path's one-statement writes
-    use (opened as they are first needed). Each statement holds one for a round trip, so a few
-    carry hundreds of charges a second; more made the database slower under load, not faster
-    (docs/benchmarks.md). A process holds up to ``db_pool_size`` + ``db_max_overflow`` + this many
-    database connections."""
+    """Connections of the second pool (plain asyncpg connections) that the charge path's
+    one-statement writes use (opened as they are first needed). Each statement holds one for a
+    round trip, so a few carry hundreds of charges a second; more made the database slower under
+    load, not faster (docs/benchmarks.md). A process holds up to ``db_pool_size`` +
+    ``db_max_overflow`` + this many database connections."""
     log_json: bool | None = None
     gateways: list[GatewayConfig] = Field(default_factory=_embedded_gateways)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
