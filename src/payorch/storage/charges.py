@@ -122,7 +122,7 @@ async def insert_charge_with_attempt(
             "capture": charge.capture,
             "payment_method": charge.payment_method,
             "description": charge.description,
-            "metadata": _json(charge.metadata),
+            "metadata": jsontext.dumps_text(charge.metadata),
             "idempotency_key": charge.idempotency_key,
             "api_key_id": charge.api_key_id,
             "attempt_id": attempt_id,
@@ -195,7 +195,7 @@ async def open_charge(
         charge.capture,
         charge.payment_method,
         charge.description,
-        _json(charge.metadata),
+        jsontext.dumps_text(charge.metadata),
         charge.api_key_id,
         charge.idempotency_key,
         attempt_id,
@@ -388,10 +388,6 @@ async def close_charge(
         audit_needs_charge,
     )
     return bool(moved)
-
-
-def _json(value: Any) -> str:
-    return jsontext.dumps_text(value)
 
 
 def _ts(value: str | None) -> datetime | None:
