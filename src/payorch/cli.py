@@ -160,11 +160,12 @@ def worker() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(runtime.aclose()))
         runtime.start_background()
+        # Announced once SIGTERM is handled: a signal that came before would end the process at once.
+        typer.echo("payorch worker started")
         with contextlib.suppress(asyncio.CancelledError):
             await runtime.wait_background()
         await runtime.aclose()
 
-    typer.echo("payorch worker started")
     asyncio.run(main())
 
 
