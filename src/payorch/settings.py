@@ -179,6 +179,8 @@ class Settings(BaseSettings):
                 raise ValueError(problem)
             if self.webhooks.secret_key is None:
                 raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")
+            if self.webhooks.allow_loopback_endpoints:
+                raise ValueError("PAYORCH_WEBHOOKS__ALLOW_LOOPBACK_ENDPOINTS is for development; production refuses it")
         if self.idempotency.stale_after_seconds <= self.routing.deadline_ms / 1000 + 5:
             # A request still running past the stale window could be settled by the reconciler
             # underneath it, and its idempotency key taken over by a retry.

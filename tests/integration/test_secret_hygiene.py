@@ -112,6 +112,7 @@ def run(
         "PAYORCH_BANKING": json.dumps(banking),
         "PAYORCH_WEBHOOKS__POLL_INTERVAL_SECONDS": "0.2",
         "PAYORCH_WEBHOOKS__SECRET_KEY": webhook_key,
+        "PAYORCH_WEBHOOKS__ALLOW_LOOPBACK_ENDPOINTS": "true",  # the endpoint below is on loopback
         "PAYORCH_DATA_DIR": str(tmp_path / "data"),
     }
     with serve(database_url, tmp_path, env) as served:
@@ -268,6 +269,7 @@ async def inproc(
         data_dir=str(data_dir),
         gateways=[{"name": "sandbox", "kind": "sandbox"}, *gateway_configs(fakes, stripe_ms=3000, others_ms=5000)],
         banking=banking_settings(provider, secrets_config={"local_directory": str(data_dir / "secrets")}),
+        webhooks={"allow_loopback_endpoints": True},  # the endpoint it registers is on loopback
     )
     built = await Runtime.build(settings, database_url)
     app = create_app(settings, runtime=built)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import httpx
 import pytest
 from sqlalchemy import text
+from tests.conftest import make_settings
 from tests.factories import MerchantFixture, create_merchant
 
+from payorch.app import create_app
 from payorch.runtime import Runtime
 
 ENDPOINTS = "/v1/webhook_endpoints"
 
 
 async def _create(client: httpx.AsyncClient, merchant: MerchantFixture, **body: object) -> httpx.Response:
-    payload = {"url": "http://127.0.0.1:9/hooks", "enabled_events": ["charge.succeeded"], **body}
+    payload = {"url": "http://93.184.216.34:9/hooks", "enabled_events": ["charge.succeeded"], **body}
     return await client.post(ENDPOINTS, json=payload, headers=merchant.headers)
 
 
@@ -106,26 +108,36 @@ async def test_live_mode_refuses_internal_or_plain_http_urls(
     assert reason in response.json()["error"]["message"]
 
 
-async def test_live_mode_accepts_a_public_https_url_and_test_mode_loopback(
-    client: httpx.AsyncClient, runtime: Runtime
+async def test_live_mode_accepts_a_public_https_url_and_test_mode_loopback_only_by_setting(
+    client: httpx.AsyncClient, runtime: Runtime, database_url: str
 ) -> None:
+    """Test mode took loopback unconditionally until issue 18; now only the development setting
+    ``webhooks.allow_loopback_endpoints`` allows it (tests/integration/test_webhook_ssrf.py)."""
     merchant = await create_merchant(runtime)
     live = await client.post(
         ENDPOINTS, json={"url": "https://93.184.216.34/hooks", "enabled_events": ["*"]}, headers=merchant.live_headers
     )
     assert live.status_code == 201, live.text
     assert live.json()["livemode"] is True
-    assert (await _create(client, merchant, url="http://localhost:8080/hooks")).status_code == 201
+    assert (await _create(client, merchant, url="http://localhost:8080/hooks")).status_code == 400
+    settings = make_settings(database_url, webhooks={"allow_loopback_endpoints": True})
+    allowing = await Runtime.build(settings, database_url)
+    try:
+        transport = httpx.ASGITransport(app=create_app(settings, runtime=allowing))
+        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as local:
+            assert (await _create(local, merchant, url="http://localhost:8080/hooks")).status_code == 201
+    finally:
+        await allowing.aclose()
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"url": "http://127.0.0.1/h", "enabled_events": []},
-        {"url": "http://127.0.0.1/h", "enabled_events": ["charge.exploded"]},
-        {"url": "http://127.0.0.1/h", "enabled_events": ["*", "charge.succeeded"]},
+        {"url": "http://93.184.216.34/h", "enabled_events": []},
+        {"url": "http://93.184.216.34/h", "enabled_events": ["charge.exploded"]},
+        {"url": "http://93.184.216.34/h", "enabled_events": ["*", "charge.succeeded"]},
         {"url": "not a url", "enabled_events": ["*"]},
-        {"url": "http://127.0.0.1/h", "enabled_events": ["*"], "extra": 1},
+        {"url": "http://93.184.216.34/h", "enabled_events": ["*"], "extra": 1},
         {"enabled_events": ["*"]},
     ],
 )

@@ -30,4 +30,10 @@ class WebhooksConfig(BaseModel):
     secret_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 7)
     """After a rotation, the previous secret keeps signing alongside the new one for this long (default)."""
     max_endpoints_per_mode: int = Field(default=16, ge=1, le=1000)
+    allow_loopback_endpoints: bool = False
+    """Development only: endpoints on this machine (``127.0.0.1``, ``::1``, ``localhost``) may receive
+    webhooks, for local tools. Private, link-local and metadata addresses stay refused. Production
+    refuses to start with it on."""
+    resolve_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    """How long resolving an endpoint's host may take (at creation and at each connect)."""
     reconnect_max_seconds: float = Field(default=30.0, gt=0, le=600)

@@ -16,12 +16,14 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpcore
 import httpx
 from sqlalchemy.engine import make_url
 
@@ -32,6 +34,7 @@ from payorch.storage.webhooks import ClaimedDelivery
 from payorch.webhooks import signing, urls
 from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.signing import SecretBox
+from payorch.webhooks.transport import PinnedTransport
 
 log = logging.getLogger("payorch.webhooks.dispatcher")
 
@@ -39,6 +42,20 @@ OutcomeHook = Callable[[str], None]
 """Called once per attempt with its outcome: ``delivered``, ``retry`` or ``dead_lettered``."""
 
 PING_SECONDS = 30.0
+
+CONNECTION_FAILED = "connection_failed"
+"""What a delivery records for every failure that is not an HTTP answer: refused, reset, timed out,
+TLS, another protocol, an address we will not call. One word, so the deliveries listing cannot
+tell a caller whether a port is open, closed or filtered; the detail goes to the operator's log."""
+
+_TRANSPORT_ERRORS = (
+    httpx.HTTPError,
+    httpcore.NetworkError,
+    httpcore.TimeoutException,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    OSError,  # ssl.SSLError and TimeoutError among them
+)
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -68,12 +85,16 @@ class Dispatcher:
         database_url: str,
         *,
         on_outcome: OutcomeHook | None = None,
+        resolver: urls.Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._sessions = sessions
         self._config = config
         self._box = box
         self._dsn = asyncpg_dsn(database_url)
         self._on_outcome = on_outcome
+        self._guard = urls.UrlGuard.for_config(config, resolver)
+        self._ssl_context = ssl_context
         self.listening = asyncio.Event()
         """Set while the LISTEN connection is up (tests and health checks wait on it)."""
 
@@ -119,10 +140,14 @@ class Dispatcher:
         return len(claimed)
 
     def _client(self) -> httpx.AsyncClient:
+        transport = PinnedTransport(
+            self._guard, max_connections=self._config.concurrency, ssl_context=self._ssl_context
+        )
         return httpx.AsyncClient(
+            transport=transport,
             timeout=httpx.Timeout(self._config.delivery_timeout_seconds),
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=self._config.concurrency),
+            trust_env=False,
         )
 
     async def _idle(self, stop: asyncio.Event, wake: asyncio.Event, inflight: set[asyncio.Task[None]]) -> None:
@@ -193,31 +218,40 @@ class Dispatcher:
         return live
 
     async def _deliver(self, http: httpx.AsyncClient, claimed: ClaimedDelivery) -> None:
+        started = datetime.now(UTC)
+        status_code, detail = await self._send(http, claimed)
+        if status_code is not None and 200 <= status_code < 300:
+            await self._record_success(claimed, status_code)
+            return
+        if status_code is not None:
+            await self._record_failure(claimed, status_code, f"HTTP {status_code}", detail, not_before=started)
+            return
+        # However quickly or slowly it failed, the next attempt is scheduled as if it had taken the
+        # whole timeout: its time must not tell a closed port from a filtered one either.
+        not_before = started + timedelta(seconds=self._config.delivery_timeout_seconds)
+        await self._record_failure(claimed, None, CONNECTION_FAILED, detail, not_before=not_before)
+
+    async def _send(self, http: httpx.AsyncClient, claimed: ClaimedDelivery) -> tuple[int | None, str]:
+        """One signed POST: (the HTTP status, "") or (None, what went wrong, for the log)."""
         delivery = claimed.delivery
-        status_code: int | None = None
-        error = ""
         try:
             body = event_body(claimed)
             headers = signing.headers(self._secrets(claimed), delivery.event_id, int(time.time()), body)
-            async with asyncio.timeout(self._config.delivery_timeout_seconds):
-                if claimed.livemode:  # again at send time: DNS may have changed since the endpoint was made
-                    await urls.check(claimed.url, livemode=True)
-                async with http.stream("POST", claimed.url, content=body, headers=headers) as response:
-                    status_code = response.status_code  # the body is never read
-            if 200 <= status_code < 300:
-                await self._record_success(claimed, status_code)
-                return
-            error = f"HTTP {status_code}"
-        except TimeoutError:
-            error = "timeout"
+            urls.parse(claimed.url, livemode=claimed.livemode)  # the rules may be newer than the endpoint
+            async with (
+                asyncio.timeout(self._config.delivery_timeout_seconds),
+                http.stream("POST", claimed.url, content=body, headers=headers) as response,
+            ):
+                return response.status_code, ""  # the body is never read
         except urls.RefusedUrl as refused:
-            error = str(refused)
-        except httpx.HTTPError as failure:
-            error = type(failure).__name__
+            return None, f"refused: {refused.detail}"
+        except TimeoutError:
+            return None, f"no answer within {self._config.delivery_timeout_seconds:g} s"
+        except _TRANSPORT_ERRORS as failure:
+            return None, f"{type(failure).__name__}: {failure}"
         except Exception as failure:  # never let one delivery kill the loop
             log.exception("delivery %s failed unexpectedly", delivery.id)
-            error = type(failure).__name__
-        await self._record_failure(claimed, status_code, error)
+            return None, type(failure).__name__
 
     async def _record_success(self, claimed: ClaimedDelivery, status_code: int) -> None:
         delivery = claimed.delivery
@@ -226,9 +260,12 @@ class Dispatcher:
         log.info("delivered %s (%s) to endpoint %s", delivery.event_id, claimed.event_type, delivery.endpoint_id)
         self._observe("delivered")
 
-    async def _record_failure(self, claimed: ClaimedDelivery, status_code: int | None, error: str) -> None:
+    async def _record_failure(
+        self, claimed: ClaimedDelivery, status_code: int | None, error: str, detail: str, *, not_before: datetime
+    ) -> None:
         delivery = claimed.delivery
-        next_at = self.next_attempt_at(delivery.attempts, delivery.give_up_after, datetime.now(UTC))
+        now = max(datetime.now(UTC), not_before)
+        next_at = self.next_attempt_at(delivery.attempts, delivery.give_up_after, now)
         async with unit_of_work(self._sessions) as session:
             status = await repo.mark_failed_attempt(
                 session,
@@ -239,11 +276,18 @@ class Dispatcher:
                 error=error,
                 next_attempt_at=next_at,
             )
+        why = f"{error} ({detail})" if detail else error
         if status == "failed":
-            log.warning("delivery %s dead-lettered after %d attempts: %s", delivery.id, delivery.attempts, error)
+            log.warning(
+                "delivery %s to endpoint %s dead-lettered after %d attempts: %s",
+                delivery.id, delivery.endpoint_id, delivery.attempts, why,
+            )  # fmt: skip
             self._observe("dead_lettered")
         else:
-            log.info("delivery %s attempt %d failed (%s); retrying", delivery.id, delivery.attempts, error)
+            log.info(
+                "delivery %s to endpoint %s attempt %d failed: %s; retrying",
+                delivery.id, delivery.endpoint_id, delivery.attempts, why,
+            )  # fmt: skip
             self._observe("retry")
 
     def next_attempt_at(self, attempts: int, give_up_after: datetime, now: datetime) -> datetime | None:

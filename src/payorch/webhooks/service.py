@@ -28,10 +28,13 @@ class WebhookEndpointNotFound(NotFound):
 
 
 class WebhookService:
-    def __init__(self, sessions: SessionFactory, config: WebhooksConfig, box: SecretBox) -> None:
+    def __init__(
+        self, sessions: SessionFactory, config: WebhooksConfig, box: SecretBox, *, resolver: urls.Resolver | None = None
+    ) -> None:
         self._sessions = sessions
         self._config = config
         self._box = box
+        self._guard = urls.UrlGuard.for_config(config, resolver)
 
     @property
     def retry_window_seconds(self) -> float:
@@ -40,8 +43,9 @@ class WebhookService:
     async def create(self, caller: Caller, params: WebhookEndpointCreate) -> tuple[Endpoint, str]:
         """Register an endpoint; returns it with its signing secret (never shown again)."""
         try:
-            await urls.check(params.url, livemode=caller.livemode)
+            await self._guard.check(params.url, livemode=caller.livemode)
         except urls.RefusedUrl as refused:
+            log.info("webhook endpoint URL refused for merchant %s: %s", caller.merchant_id, refused.detail)
             raise InvalidRequest(str(refused), param="url", code="url_invalid") from refused
         events: list[str] = sorted(set(params.enabled_events))
         if "*" in events and len(events) > 1:
