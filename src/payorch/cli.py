@@ -134,6 +134,9 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=20,
         server_header=False,
+        # payorch's own ratelimit.trusted_proxies decides the client address (ratelimit/middleware.py);
+        # uvicorn's default would believe X-Forwarded-For from any loopback peer.
+        proxy_headers=False,
         access_log=False,  # the app logs each request itself, with its id, merchant and route template
         # Slow clients: idle keep-alive, request head (slowloris) and size limits; the body's own
         # deadline is in the app's middleware.
