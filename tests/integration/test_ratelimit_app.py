@@ -249,3 +249,32 @@ async def test_the_same_app_limits_on_a_redis_cluster(database_url: str, merchan
             statuses = [(await client.get("/v1/charges", headers=merchant.headers)).status_code for _ in range(6)]
             assert statuses == [200] * 5 + [429]
             assert _fallbacks(runtime) == 0
+
+
+@pytest.mark.parametrize("mode", ["test", "live"])
+async def test_default_limits_let_fifty_concurrent_retries_and_a_burst_of_other_calls_through(
+    database_url: str, redis_url: str, merchant: MerchantFixture, mode: str
+) -> None:
+    """Issue 18: 20 charges a minute per key used to refuse a merchant retrying one order."""
+    headers = merchant.headers if mode == "test" else merchant.live_headers
+    limits = {"enabled": True, "redis_timeout_ms": 2000}  # every number a default; Redis answers
+    async with served(database_url, redis_url=redis_url, ratelimit=limits) as (client, runtime):
+        order = {**headers, "Idempotency-Key": f"order-{uuid.uuid4()}"}
+        retries = [client.post("/v1/charges", json=charge_body(), headers=order) for _ in range(50)]
+        others: list[Awaitable[httpx.Response]] = []
+        for n in range(12):
+            others.append(client.get("/v1/charges?limit=3", headers=headers))
+            others.append(
+                client.post(
+                    "/v1/charges", json=charge_body(), headers={**headers, "Idempotency-Key": f"o-{n}-{uuid.uuid4()}"}
+                )
+            )
+            others.append(client.post("/v1/payment_methods", json={"tokens": {"sandbox": "tok_visa"}}, headers=headers))
+        answers = await asyncio.gather(*retries, *others)
+        assert _fallbacks(runtime) == 0, "decided in process, not by Redis"
+    statuses = [answer.status_code for answer in answers]
+    assert 429 not in statuses, statuses
+    assert set(statuses[:50]) <= {201, 409}  # created or replayed, or still in flight for a moment
+    created = {answer.json()["id"] for answer in answers[:50] if answer.status_code == 201}
+    assert len(created) == 1  # one order, one charge
+    assert _policies(answers[0])["default"] == ("q=250;w=10" if mode == "test" else "q=1000;w=10")

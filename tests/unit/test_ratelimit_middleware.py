@@ -218,13 +218,22 @@ def test_trusted_proxies_from_a_comma_separated_env_value() -> None:
     assert [str(net) for net in cfg.trusted_proxies] == ["10.0.0.0/8", "2001:db8::/32"]
 
 
-def test_default_config_trusts_nobody_and_limits_charge_creation_tighter() -> None:
+def test_default_config_trusts_nobody_and_has_stripe_like_budgets() -> None:
+    """Until issue 18 the defaults also gave charge creation its own, tighter budget (20 a minute),
+    which throttled real merchants; per-route budgets are now an option, not a default."""
     cfg = RateLimitConfig()
     assert cfg.trusted_proxies == []
-    create = RouteTable(cfg.routes).match("POST", "/v1/charges")
-    assert create is not None
-    assert create.limit is not None
-    assert create.limit.requests / create.limit.window_seconds < cfg.key_limit.requests / cfg.key_limit.window_seconds
+    assert RouteTable(cfg.routes).match("POST", "/v1/charges") is None
+    live, test = cfg.key_limit_for(livemode=True), cfg.key_limit_for(livemode=False)
+    assert live.requests / live.window_seconds == 100
+    assert test.requests / test.window_seconds == 25
+    assert cfg.ip_limit.requests / cfg.ip_limit.window_seconds > live.requests / live.window_seconds
+
+
+def test_a_test_key_never_gets_more_than_a_live_one() -> None:
+    tight = RateLimitConfig(key_limit={"requests": 5, "window_seconds": 60})
+    assert tight.key_limit_for(livemode=False) == tight.key_limit
+    assert RateLimitConfig(test_key_limit=None).key_limit_for(livemode=False) == RateLimitConfig().key_limit
 
 
 def test_route_table_prefers_literal_paths() -> None:
@@ -258,4 +267,6 @@ def test_bad_config_is_refused_at_start(bad: dict[str, object]) -> None:
 
 def test_merchant_override_model() -> None:
     override = MerchantOverride(routes={"charges_create": Limit(requests=50, window_seconds=60)})
-    assert RateLimitConfig(merchant_overrides={"mer_1": override}).merchant_overrides["mer_1"] == override
+    routes = {"POST /v1/charges": RoutePolicy(name="charges_create", limit=Limit(requests=20, window_seconds=60))}
+    limits = RateLimitConfig(routes=routes, merchant_overrides={"mer_1": override})
+    assert limits.merchant_overrides["mer_1"] == override

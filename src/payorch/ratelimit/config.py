@@ -4,6 +4,10 @@ Limits are "at most ``requests`` cost units in any ``window_seconds``" (sliding-
 docs/ratelimiting.md). A request is charged against two budgets: its client IP (an outer guard that
 also covers unauthenticated traffic) and its API key. A route may cost more than one unit and may
 have a budget of its own; a merchant may have its own numbers.
+
+The defaults follow Stripe's published limits: about 100 requests a second per live key and 25 in
+test mode, over a 10-second window so that a burst (a merchant retrying fifty requests at once) fits.
+No route has a budget of its own unless configured.
 """
 
 from __future__ import annotations
@@ -47,26 +51,21 @@ class MerchantOverride(BaseModel):
     routes: dict[str, Limit] = Field(default_factory=dict)
 
 
-def _default_routes() -> dict[str, RoutePolicy]:
-    # Creating a charge reaches a gateway and moves money: a far tighter budget than reads.
-    return {
-        "POST /v1/charges": RoutePolicy(name="charges_create", limit=Limit(requests=20, window_seconds=60)),
-        "POST /v1/refunds": RoutePolicy(name="refunds_create", limit=Limit(requests=20, window_seconds=60)),
-        "POST /v1/charges/{id}/capture": RoutePolicy(name="charges_capture", cost=2),
-        "POST /v1/payment_methods": RoutePolicy(name="payment_methods_create", cost=2),
-    }
-
-
 class RateLimitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    key_limit: Limit = Limit(requests=100, window_seconds=60)
-    """The default budget of one API key (policy ``default``)."""
-    ip_limit: Limit = Limit(requests=600, window_seconds=60)
-    """The outer guard per client IP (policy ``ip``), authenticated or not."""
-    routes: dict[str, RoutePolicy] = Field(default_factory=_default_routes)
-    """Keyed by ``"METHOD /path/template"`` (``{param}`` matches one segment; ``*`` any method)."""
+    key_limit: Limit = Limit(requests=1000, window_seconds=10)
+    """The budget of one live-mode API key (policy ``default``): 100 requests a second on average."""
+    test_key_limit: Limit | None = Limit(requests=250, window_seconds=10)
+    """The budget of one test-mode key (policy ``default``), or ``key_limit`` when that allows less
+    (a test key never gets more than a live one). None: ``key_limit``."""
+    ip_limit: Limit = Limit(requests=2000, window_seconds=10)
+    """The outer guard per client IP (policy ``ip``), authenticated or not: above a live key's budget,
+    so one merchant's backend behind one address is limited by its key, not by its address."""
+    routes: dict[str, RoutePolicy] = Field(default_factory=dict)
+    """Optional per-route costs and budgets, keyed by ``"METHOD /path/template"`` (``{param}`` matches
+    one segment; ``*`` any method). None by default (docs/ratelimiting.md has an example)."""
     merchant_overrides: dict[str, MerchantOverride] = Field(default_factory=dict)
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
     """CIDRs whose ``X-Forwarded-For`` is believed. Empty: the TCP peer is the client."""
@@ -76,6 +75,13 @@ class RateLimitConfig(BaseModel):
     fallback_probe_interval_seconds: float = Field(default=1.0, gt=0)
     """While Redis is failing, how often one request tries it again."""
     exempt_paths: list[str] = Field(default_factory=lambda: ["/healthz", "/readyz", "/metrics"])
+
+    def key_limit_for(self, *, livemode: bool) -> Limit:
+        """The default budget of a key of this mode."""
+        if livemode or self.test_key_limit is None:
+            return self.key_limit
+        test, live = self.test_key_limit, self.key_limit
+        return test if test.requests / test.window_seconds <= live.requests / live.window_seconds else live
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -101,7 +107,7 @@ class RateLimitConfig(BaseModel):
     @model_validator(mode="after")
     def _costs_fit_budgets(self) -> RateLimitConfig:
         for key, policy in self.routes.items():
-            budget = policy.limit or self.key_limit
+            budget = policy.limit or self.key_limit_for(livemode=False)
             if policy.cost > budget.requests:
                 raise ValueError(f"route {key!r} costs more than its whole budget")
         known = {policy.name for policy in self.routes.values()}

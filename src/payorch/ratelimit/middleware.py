@@ -43,6 +43,15 @@ def bearer_identity(scope: Scope) -> str | None:
     return None
 
 
+def bearer_is_live(scope: Scope) -> bool:
+    """Whether the bearer token is a live-mode key (``sk_live_...``); anything else gets test limits."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return bool(scheme.lower() == "bearer" and token.strip().startswith("sk_live_"))
+    return False
+
+
 def _parse_hop(raw: str) -> IPAddress | None:
     """One ``X-Forwarded-For`` hop: ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:80``."""
     raw = raw.strip()
@@ -193,7 +202,7 @@ class RateLimitMiddleware:
             limit = (override.routes.get(route.name) if override else None) or route.limit
             policy = route.name
         else:
-            limit = (override.key_limit if override else None) or config.key_limit
+            limit = (override.key_limit if override else None) or config.key_limit_for(livemode=bearer_is_live(scope))
             policy = "default"
         checks.append(_Check(policy, f"key:{identity}:{policy}", limit, min(cost, limit.requests)))
         return checks
