@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from payorch.errors import ApiError, AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
 from payorch.payments.schemas import ErrorEnvelope
@@ -62,6 +63,20 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return InvalidRequest(f"Invalid {param or 'request'}: {message}.", param=param)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers at this path (RFC 9110 15.5.6). Starlette's own ``Allow``
+    names only the methods of the first route whose path matched, not those of the others."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc)
@@ -78,8 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 401:
             error = AuthenticationFailed("Invalid API key provided.")
         elif exc.status_code == 405:
-            error = InvalidRequest("Method not allowed for this URL.", code="method_not_allowed")
-            return JSONResponse(error.body(request_id_of(request)), status_code=405)
+            allow = {"Allow": allowed_methods(request)}
+            error = InvalidRequest("Method not allowed for this URL.", code="method_not_allowed", headers=allow)
+            response = error_response(request, error)
+            response.status_code = 405
+            return response
         elif exc.status_code == 413:
             error = PayloadTooLarge("The request body is too large.")
         else:
