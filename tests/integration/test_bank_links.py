@@ -464,3 +464,37 @@ def test_production_refuses_unsafe_bank_link_settings(provider: FakeOAuthProvide
         Settings(environment="production", database_url="postgresql+asyncpg://u@db/p", banking={"provider": https})
     with pytest.raises(ValidationError, match="absolute http"):
         BankingConfig(provider={**https, "token_url": "/token"})
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        '<script>alert("x")</script><img src=x onerror=alert(1)>Denied &lt;b&gt;',
+        "Denied\x07\x1b[31m\u202e\u200b\r\nInjected-Header: 1",  # (a NUL is refused before: a 400)
+        "Denied " + "A" * 20_000,
+    ],
+)
+async def test_the_providers_error_description_is_stored_and_shown_without_markup_and_bounded(
+    bank_client: httpx.AsyncClient, bank_runtime: Runtime, description: str
+) -> None:
+    """The callback's ``error_description`` comes through the end user's browser: anyone can write it."""
+    merchant = await create_merchant(bank_runtime)
+    created = await start_link(bank_client, merchant)
+    state = httpx.URL(created["authorize_url"]).params["state"]
+    params = {"state": state, "error": "access_denied<b>", "error_description": description}
+    callback = await bank_client.get("/v1/bank_links/callback", params=params)
+    assert callback.status_code == 303, callback.text
+    link = (await bank_client.get(f"/v1/bank_links/{created['id']}", headers=merchant.headers)).json()
+    message = link["failure"]["message"]
+    assert link["failure"]["code"] == "provider_error"
+    assert message.startswith("The provider answered access_denied")
+    assert "Denied" in message
+    assert len(message) <= 450
+    assert not set(message) & set('<>"\\&\x00\x07\x1b\r\n\u202e\u200b')
+    async with bank_runtime.engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                text("SELECT failure_message FROM bank_links WHERE merchant_id = :m"), {"m": merchant.id}
+            )
+        ).scalar_one()
+    assert stored == message

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +29,10 @@ from payorch.banking.config import OAuthProviderConfig
 
 _SEAL_INFO = b"payorch pkce verifier"
 _MAX_PROVIDER_TEXT = 200
+_MAX_PROVIDER_INPUT = 4096
+_MARKUP = re.compile(r"<[^>]*>?|&#?[0-9a-zA-Z]{1,10};")
+# RFC 6749 allows only these in ``error`` and ``error_description``: printable ASCII but `"` and `\`.
+_NOT_RFC6749 = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
 
 
 def new_state() -> str:
@@ -86,11 +91,18 @@ def authorize_url(provider: OAuthProviderConfig, *, state: str, challenge: str) 
 
 
 def provider_text(value: str | None) -> str | None:
-    """A provider-supplied string made safe to store and show: redacted, printable, bounded."""
+    """A provider-supplied string made safe to store and show: markup (tags, entities) and control
+    characters dropped, only the characters RFC 6749 allows there kept, card numbers and
+    credentials redacted, at most 200 characters. It reaches us through a browser redirect, so
+    anyone can write it."""
     if value is None:
         return None
-    printable = "".join(c if c.isprintable() else " " for c in value)
-    return redact_text(printable)[:_MAX_PROVIDER_TEXT]
+    text = _MARKUP.sub(" ", value[:_MAX_PROVIDER_INPUT])
+    text = _NOT_RFC6749.sub(" ", text).replace("<", " ").replace(">", " ")
+    text = " ".join(redact_text(" ".join(text.split())).split())
+    if len(text) > _MAX_PROVIDER_TEXT:
+        text = text[: _MAX_PROVIDER_TEXT - 3].rstrip() + "..."
+    return text or None
 
 
 FailureKind = Literal["rejected", "unavailable", "invalid_response", "no_refresh_token"]
