@@ -55,7 +55,9 @@ COPY migrations ./migrations
 RUN install -d -o payorch -g payorch -m 0700 /app/.payorch
 
 USER 10001:10001
-EXPOSE 8000
+# 8000: the API. 9464: the operations listener (/metrics, /healthz, /readyz) of api and worker,
+# opened when PAYORCH_METRICS__PORT is set or in production; never published.
+EXPOSE 8000 9464
 
 # slim has no curl: probe liveness with the standard library.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

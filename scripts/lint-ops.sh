@@ -110,6 +110,34 @@ for key, value in re.findall(r"^([A-Z0-9_]*(?:PASSWORD|SECRET_KEY|API_KEY|TOKEN)
     if value.strip() != "CHANGE_ME":
         problems.append(f".env.example: {key} must be the placeholder CHANGE_ME")
 
+# The CI test job can pass as written: the programs the tests start are installed in its image
+# (services are other containers: a test cannot start or stop their redis-server).
+ci = YAML(typ="safe").load(pathlib.Path(".gitlab-ci.yml").read_text())
+
+
+def job(name: str) -> dict:
+    spec = dict(ci[name])
+    for parent in reversed([spec["extends"]] if isinstance(spec.get("extends"), str) else spec.get("extends", [])):
+        spec = {**job(parent), **spec}
+    return spec
+
+
+test_job = job("test")
+commands = " ".join(str(line) for key in ("before_script", "script") for line in test_job.get(key) or [])
+installed = set()
+for install in re.findall(r"apt-get install ([^;&|]+)", commands):
+    installed |= {word.split("=")[0] for word in install.split() if not word.startswith("-")}
+tests_text = "\n".join(p.read_text() for p in pathlib.Path("tests").rglob("*.py"))
+for program, packages in {"redis-server": {"redis-server"}, "redis-cli": {"redis-tools", "redis-server"},
+                          "psql": {"postgresql-client"}}.items():
+    if re.search(rf"[\"'\[ ]{re.escape(program)}[\"' ]", tests_text) and not installed & packages:
+        problems.append(f".gitlab-ci.yml: the test job runs tests that start {program}; install {sorted(packages)[0]}")
+variables = test_job.get("variables") or {}
+aliases = {service.get("alias") for service in test_job.get("services") or [] if isinstance(service, dict)}
+for variable, alias in (("PAYORCH_TEST_DATABASE_URL", "postgres"), ("PAYORCH_TEST_REDIS_URL", "redis")):
+    if alias not in aliases or f"@{alias}:" not in str(variables.get(variable, "")).replace("//", "@"):
+        problems.append(f".gitlab-ci.yml: the test job's {variable} must point at its {alias} service")
+
 # The Grafana dashboard parses, has unique panel ids, and uses only the provisioned datasource.
 datasources = YAML(typ="safe").load(
     pathlib.Path("deploy/grafana/provisioning/datasources/prometheus.yml").read_text()

@@ -13,6 +13,7 @@ from payorch import __version__
 from payorch.api import bank_links, charges, gateway_webhooks, health, payment_methods, refunds, webhook_endpoints
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
+from payorch.api.ops import OpsListener
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
 from payorch.observability.http import ObservedRequestMiddleware
@@ -44,6 +45,9 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
         if settings.background_in_api:
             built.start_background()
         app.state.runtime = built
+        listener = OpsListener.for_settings(settings, built)
+        if listener is not None:
+            await listener.start()
         # Everything alive now (modules, the SDKs, the app, the runtime: ~150,000 objects) lives as
         # long as the process: keep it out of the cyclic collector, whose full passes over it took
         # ~80 ms each, a pause for every request in flight (docs/benchmarks.md).
@@ -52,6 +56,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
             yield
         finally:
             gc.unfreeze()  # a process that serves again (tests, the embedded mode) starts afresh
+            if listener is not None:
+                await listener.stop()
             await built.aclose()
 
     app = FastAPI(
@@ -64,6 +70,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     if runtime is not None:
         app.state.runtime = runtime
     app.include_router(health.router)
+    if settings.metrics_on_api_port:
+        app.include_router(health.metrics_router)
     app.include_router(charges.router)
     app.include_router(refunds.router)
     app.include_router(payment_methods.router)

@@ -124,6 +124,8 @@ def serve(
     typer.echo(_banner(bind_host, bind_port, key))
     if workers > 1 and settings.embedded:
         raise typer.BadParameter("several workers need PAYORCH_DATABASE_URL", param_hint="--workers")
+    if workers > 1:  # each worker process opens the operations listener: they share its port
+        os.environ["PAYORCH_METRICS__REUSE_PORT"] = "true"
     uvicorn.run(
         # Each worker process builds its own app from the environment.
         "payorch.app:app_from_environment" if workers > 1 else create_app(settings, database_url=url),
@@ -150,6 +152,7 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run the background loops: the reconciler and the idempotency purge (any number of workers)."""
+    from payorch.api.ops import OpsListener
     from payorch.observability.logging import configure_logging
     from payorch.runtime import Runtime
 
@@ -163,11 +166,18 @@ def worker() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(runtime.aclose()))
         runtime.start_background()
-        # Announced once SIGTERM is handled: a signal that came before would end the process at once.
-        typer.echo("payorch worker started")
-        with contextlib.suppress(asyncio.CancelledError):
-            await runtime.wait_background()
-        await runtime.aclose()
+        listener = OpsListener.for_settings(settings, runtime, jobs=runtime.background_states)
+        try:
+            if listener is not None:
+                await listener.start()
+            # Announced once SIGTERM is handled: a signal that came before would end the process at once.
+            typer.echo("payorch worker started")
+            with contextlib.suppress(asyncio.CancelledError):
+                await runtime.wait_background()
+        finally:
+            if listener is not None:
+                await listener.stop()
+            await runtime.aclose()
 
     asyncio.run(main())
 

@@ -149,6 +149,17 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=config.purge_interval_seconds)
 
+    def background_states(self) -> dict[str, str]:
+        """Each background job: ``running``, ``stopped`` or ``failed`` (the worker's ``/healthz``)."""
+        states = {}
+        for task in self._tasks:
+            if not task.done():
+                states[task.get_name()] = "running"
+            else:
+                failed = not task.cancelled() and task.exception() is not None
+                states[task.get_name()] = "failed" if failed else "stopped"
+        return states
+
     async def wait_background(self) -> None:
         await asyncio.gather(*self._tasks)
 

@@ -81,6 +81,25 @@ class ApiConfig(BaseModel):
     """Browser origins allowed to call the API (``https://shop.example``). Empty: CORS stays closed."""
 
 
+DEFAULT_METRICS_PORT = 9464
+
+
+class MetricsConfig(BaseModel):
+    """The operations listener: ``/metrics``, ``/healthz`` and ``/readyz`` on a port of their own,
+    apart from the API's public port. ``payorch serve`` and ``payorch worker`` each open it."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the operations listener (``/metrics``, ``/healthz``, ``/readyz``, apart from the API's
+    public port; ``payorch worker`` opens it too). Unset: 9464 in production, none otherwise."""
+    host: str = "127.0.0.1"
+    """Interface of the operations listener (``0.0.0.0`` in a container, so Prometheus can reach it)."""
+    on_api_port: bool | None = None
+    """Serve ``/metrics`` on the API's public port too. Unset: only when there is no operations listener."""
+    reuse_port: bool = False
+    """Open the port with ``SO_REUSEPORT``, so that the processes of ``payorch serve --workers N`` share
+    it (the command sets this itself; each scrape then reads one of them)."""
+
+
 class IdempotencyConfig(BaseModel):
     ttl_hours: int = Field(default=24, ge=24)
     """Keys live at least 24 hours (DESIGN.md section 6)."""
@@ -142,6 +161,7 @@ class Settings(BaseSettings):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     banking: BankingConfig = Field(default_factory=BankingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     run_background_in_api: bool | None = None
     """Run reconciler and purges inside the API process; defaults to on when embedded."""
 
@@ -201,6 +221,19 @@ class Settings(BaseSettings):
         if self.run_background_in_api is not None:
             return self.run_background_in_api
         return self.embedded
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The operations listener's port, if there is one."""
+        if self.metrics.port is not None:
+            return self.metrics.port
+        return DEFAULT_METRICS_PORT if self.environment == "production" else None
+
+    @property
+    def metrics_on_api_port(self) -> bool:
+        if self.metrics.on_api_port is not None:
+            return self.metrics.on_api_port
+        return self.metrics_port is None
 
     @property
     def json_logs(self) -> bool:

@@ -2,11 +2,18 @@
 
 docker-compose.yml is read as written: the ``migrate``, ``api`` and ``worker`` services' commands and
 environment (anchors, merge keys and ``${VAR:-default}`` / ``${VAR:?error}`` interpolation from an
-.env-like mapping), with the service names swapped for the local stand-ins: Postgres on 127.0.0.1
+.env-like mapping), with the service names swapped for the local stand-ins: the test harness's Postgres
 (a fresh database), the ``redis`` service's own command on a free port with its password, and a
 moto S3 server with an Object Lock bucket where the stack has MinIO. The API listens on a free port
-instead of 8000. Then ``/readyz`` must answer 200, and each process must stop cleanly on SIGTERM,
-as ``docker compose stop`` would ask it to.
+instead of 8000, and each process's operations port (``PAYORCH_METRICS__PORT``) is a free one.
+Then ``/readyz`` must answer 200, and each process must stop cleanly on SIGTERM, as ``docker compose
+stop`` would ask it to.
+
+It runs once as the .env.example ships (development) and once as production. Each process gets a
+directory of its own as working directory and home, in which ``.payorch`` (the data directory) is a
+plain file: nothing can be written under it, even by root, as on the containers' read-only root
+filesystem. A secret production needs that the compose file does not pass (a webhook key that each
+process would otherwise mint into its data directory) fails the start.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import boto3
 import httpx
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 from tests.conftest import _admin, _server_url, run_in_thread
@@ -95,6 +103,7 @@ def dotenv() -> dict[str, str]:
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(24),
         "PAYORCH_AUDIT__S3__BUCKET": "payorch-audit",
         "AUDIT_RETENTION_DAYS": "1",
+        "PAYORCH_WEBHOOKS__SECRET_KEY": Fernet.generate_key().decode(),
     }
 
 
@@ -104,7 +113,7 @@ def postgres(dotenv: dict[str, str]) -> Iterator[str]:
     name = dotenv["POSTGRES_DB"]
     run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
     url = make_url(server)
-    yield f"127.0.0.1:{url.port or 5432}"
+    yield f"{url.host or '127.0.0.1'}:{url.port or 5432}"  # in GitLab CI: the postgres service
     run_in_thread(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
@@ -165,6 +174,23 @@ def s3(dotenv: dict[str, str]) -> Iterator[str]:
         server.stop()
 
 
+READ_ONLY = "a plain file: nothing can be created under it, as on a read-only root filesystem\n"
+
+
+def container_dir(tmp_path: Path, name: str) -> Path:
+    """A process's own working directory and home, whose ``.payorch`` (the data directory) is a file."""
+    directory = tmp_path / f"{name}-root"
+    directory.mkdir()
+    (directory / ".payorch").write_text(READ_ONLY)
+    return directory
+
+
+def assert_untouched(directory: Path) -> None:
+    """Nothing was written where the container's filesystem is read-only."""
+    assert sorted(p.name for p in directory.iterdir()) == [".payorch"], sorted(directory.iterdir())
+    assert (directory / ".payorch").read_text() == READ_ONLY
+
+
 class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -172,8 +198,13 @@ class Process:
         self._log = self.log_path.open("w")
         executable = Path(sys.executable).with_name(argv[0])
         assert executable.exists(), f"{argv[0]} is not installed next to {sys.executable}"
+        self.root = container_dir(log_dir, name)
         self.process = subprocess.Popen(
-            [str(executable), *argv[1:]], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [str(executable), *argv[1:]],
+            cwd=self.root,
+            env={**env, "HOME": str(self.root)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def log(self) -> str:
@@ -202,11 +233,23 @@ def _option(argv: list[str], name: str, value: str) -> list[str]:
     return [*argv[: index + 1], value, *argv[index + 2 :]]
 
 
+def healthcheck(service: str, env: dict[str, str]) -> int:
+    """The service's compose ``healthcheck`` command, run as written (``CMD python ...``)."""
+    test = COMPOSE["services"][service]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"], test
+    return subprocess.run([sys.executable, *test[2:]], env=env, timeout=30, check=False).returncode
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
 def test_migrate_api_and_worker_run_as_compose_runs_them(
-    dotenv: dict[str, str], postgres: str, redis: str, s3: str, tmp_path: Path
+    dotenv: dict[str, str], postgres: str, redis: str, s3: str, tmp_path: Path, environment: str
 ) -> None:
+    dotenv["PAYORCH_ENVIRONMENT"] = environment
     hosts = {"postgres": postgres, "redis": redis, "minio": s3}
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
+    }
 
     migrate_env = {**base, **localise(service_environment("migrate", dotenv), hosts)}
     assert migrate_env["PAYORCH_DATABASE_URL"].endswith(f"@{postgres}/{dotenv['POSTGRES_DB']}")
@@ -214,12 +257,17 @@ def test_migrate_api_and_worker_run_as_compose_runs_them(
     assert migrate.wait(timeout=120) == 0, migrate.log()
     assert "migrations applied" in migrate.log()
 
-    port = free_port()
+    port, api_ops, worker_ops = free_port(), free_port(), free_port()
     api_argv = _option(_option(service_command("api", dotenv), "--port", str(port)), "--host", "127.0.0.1")
     api_env = {**base, **localise(service_environment("api", dotenv), hosts)}
     assert api_env["PAYORCH_RUN_BACKGROUND_IN_API"] == "false"
+    assert api_env["PAYORCH_ENVIRONMENT"] == environment
+    api_env.update({"PAYORCH_METRICS__PORT": str(api_ops), "PAYORCH_METRICS__HOST": "127.0.0.1"})
     api = Process("api", api_argv, api_env, tmp_path)
     worker_env = {**base, **localise(service_environment("worker", dotenv), hosts)}
+    # One key for both: a webhook secret the api seals, the worker must open.
+    assert worker_env["PAYORCH_WEBHOOKS__SECRET_KEY"] == api_env["PAYORCH_WEBHOOKS__SECRET_KEY"]
+    worker_env.update({"PAYORCH_METRICS__PORT": str(worker_ops), "PAYORCH_METRICS__HOST": "127.0.0.1"})
     worker = Process("worker", service_command("worker", dotenv), worker_env, tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -234,9 +282,19 @@ def test_migrate_api_and_worker_run_as_compose_runs_them(
         wait_until(ready, "the api's /readyz", deadline_s=90)
         readiness = httpx.get(f"{url}/readyz", timeout=5).json()
         assert readiness == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
-        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+        # Issue 18: /metrics moved off the API's public port, to the operations port.
+        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{api_ops}/metrics", timeout=5).status_code == 200
 
-        wait_until(lambda: "payorch worker started" in worker.log(), "the worker to start", deadline_s=60)
+        def worker_started() -> bool:
+            assert worker.process.poll() is None, f"worker exited:\n{worker.log()}"
+            return "payorch worker started" in worker.log()
+
+        wait_until(worker_started, "the worker to start", deadline_s=60)
+        assert healthcheck("worker", worker_env) == 0, worker.log()
+        scraped = httpx.get(f"http://127.0.0.1:{worker_ops}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert "payorch_webhook_deliveries_total" in scraped.text
         assert worker.process.poll() is None, worker.log()
     finally:
         api_code = api.terminate(timeout=30)
@@ -248,5 +306,7 @@ def test_migrate_api_and_worker_run_as_compose_runs_them(
     # JSON lines (PAYORCH_LOG_JSON=true in the compose file), and no secret from the .env in them.
     for process in (api, worker):
         output = process.log()
-        for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AUDIT_S3_SECRET_KEY"):
+        for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AUDIT_S3_SECRET_KEY", "PAYORCH_WEBHOOKS__SECRET_KEY"):
             assert dotenv[secret] not in output, (process.name, secret)
+    for process in (migrate, api, worker):
+        assert_untouched(process.root)

@@ -56,7 +56,9 @@ async def test_every_405_carries_allow_with_every_method_of_the_url(
     assert checked > 40
 
 
-@pytest.mark.parametrize(("method", "path", "allow"), [("DELETE", "/v1/charges", "GET, POST"), ("HEAD", "/v1/charges", "GET, POST")])
+@pytest.mark.parametrize(
+    ("method", "path", "allow"), [("DELETE", "/v1/charges", "GET, POST"), ("HEAD", "/v1/charges", "GET, POST")]
+)
 async def test_a_405_names_methods_of_every_route_at_the_path(
     client: httpx.AsyncClient, method: str, path: str, allow: str
 ) -> None:

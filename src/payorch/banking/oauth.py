@@ -32,7 +32,7 @@ _MAX_PROVIDER_TEXT = 200
 _MAX_PROVIDER_INPUT = 4096
 _MARKUP = re.compile(r"<[^>]*>?|&#?[0-9a-zA-Z]{1,10};")
 # RFC 6749 allows only these in ``error`` and ``error_description``: printable ASCII but `"` and `\`.
-_NOT_RFC6749 = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+_NOT_RFC6749 = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 
 def new_state() -> str:
