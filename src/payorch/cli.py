@@ -38,9 +38,12 @@ def database_url(settings: Settings) -> str:
     """PAYORCH_DATABASE_URL, or the embedded server under the data directory (started if needed)."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
+    from payorch.embedded import stop_with_last_holder
     from payorch.storage.engine import start_embedded
 
-    return start_embedded(settings.data_dir)
+    url = start_embedded(settings.data_dir)
+    stop_with_last_holder(settings.data_dir)  # Ctrl-C on `make run` stops what it started
+    return url
 
 
 @app.command()
