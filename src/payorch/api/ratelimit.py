@@ -19,19 +19,10 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from payorch.ratelimit import RateLimitConfig, RateLimitMiddleware, bearer_identity, client_ip
+from payorch.ratelimit import RateLimitConfig, RateLimitMiddleware, bearer_identity, bearer_token, client_ip
 from payorch.runtime import Runtime
 
 _presented_key: ContextVar[str | None] = ContextVar("payorch_presented_key", default=None)
-
-
-def _bearer_token(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
-    return None
 
 
 class RuntimeRateLimitMiddleware:
@@ -52,7 +43,7 @@ class RuntimeRateLimitMiddleware:
         if not self._config.merchant_overrides:
             await limited(scope, receive, send)
             return
-        token = _presented_key.set(_bearer_token(scope))
+        token = _presented_key.set(bearer_token(scope))
         try:
             await limited(scope, receive, send)
         finally:

@@ -9,7 +9,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from payorch.ratelimit.config import Limit, MerchantOverride, RateLimitConfig, RoutePolicy
 from payorch.ratelimit.limiter import Decision, FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter
-from payorch.ratelimit.middleware import RateLimitMiddleware, bearer_identity, client_ip
+from payorch.ratelimit.middleware import RateLimitMiddleware, bearer_identity, bearer_token, client_ip
 
 __all__ = [
     "Decision",
@@ -23,6 +23,7 @@ __all__ = [
     "RedisLimiter",
     "RoutePolicy",
     "bearer_identity",
+    "bearer_token",
     "build_limiter",
     "client_ip",
 ]

@@ -31,25 +31,26 @@ IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
 
-def bearer_identity(scope: Scope) -> str | None:
-    """SHA-256 of the bearer token, so neither Redis nor logs ever hold a key."""
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the first ``Authorization: Bearer ...`` header, if any."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             token = token.strip()
-            if scheme.lower() == "bearer" and token:
-                return hashlib.sha256(token.encode()).hexdigest()
-            return None
+            return token if scheme.lower() == "bearer" and token else None
     return None
+
+
+def bearer_identity(scope: Scope) -> str | None:
+    """SHA-256 of the bearer token, so neither Redis nor logs ever hold a key."""
+    token = bearer_token(scope)
+    return hashlib.sha256(token.encode()).hexdigest() if token is not None else None
 
 
 def bearer_is_live(scope: Scope) -> bool:
     """Whether the bearer token is a live-mode key (``sk_live_...``); anything else gets test limits."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return bool(scheme.lower() == "bearer" and token.strip().startswith("sk_live_"))
-    return False
+    token = bearer_token(scope)
+    return token is not None and token.startswith("sk_live_")
 
 
 def _parse_hop(raw: str) -> IPAddress | None:
