@@ -13,6 +13,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,6 +107,20 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@asynccontextmanager
+async def own_app(
+    database_url: str, *, peer: tuple[str, int] | None = None, **overrides: Any
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """A Runtime and an app of a test's own (``make_settings(**overrides)``), called in process."""
+    built = await Runtime.build(make_settings(database_url, **overrides), database_url)
+    transport = httpx.ASGITransport(app=create_app(built.settings, runtime=built), client=peer or ("127.0.0.1", 123))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as client:
+            yield built, client
+    finally:
+        await built.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from payorch.ids import new_id
 from payorch.runtime import Runtime
@@ -55,3 +57,12 @@ async def post_charge(
     if key is not None:
         headers["Idempotency-Key"] = key
     return await client.post("/v1/charges", json=body, headers=headers)
+
+
+async def audit_payloads_naming(runtime: Runtime, needle: str) -> list[dict[str, Any]]:
+    """Every audit event still in the outbox whose payload mentions ``needle`` (an object's id)."""
+    async with runtime.engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT payload FROM audit_outbox WHERE payload::text LIKE :needle"), {"needle": f"%{needle}%"}
+        )
+        return [row.payload if isinstance(row.payload, dict) else json.loads(row.payload) for row in rows]

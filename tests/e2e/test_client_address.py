@@ -4,13 +4,11 @@ when no proxy is trusted, neither for the per-IP limit nor for the audit trail's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
-from tests.factories import charge_body, create_merchant
+from tests.factories import audit_payloads_naming, charge_body, create_merchant
 from tests.integration.served_payorch import serve
 
 from payorch.runtime import Runtime
@@ -39,11 +37,6 @@ async def test_forwarded_for_from_loopback_changes_neither_the_ip_limit_nor_the_
     # One client (the loopback peer): its 4 requests an hour are spent whatever each one claims.
     assert statuses == [200, 200, 200, 429]
 
-    async with runtime.engine.connect() as connection:
-        rows = await connection.execute(
-            text("SELECT payload FROM audit_outbox WHERE payload::text LIKE :charge"),
-            {"charge": f"%{created.json()['id']}%"},
-        )
-        payloads = [row.payload if isinstance(row.payload, dict) else json.loads(row.payload) for row in rows]
+    payloads = await audit_payloads_naming(runtime, created.json()["id"])
     assert payloads, "creating a charge writes an audit event"
     assert {payload["origin"]["ip"] for payload in payloads} == {"127.0.0.1"}

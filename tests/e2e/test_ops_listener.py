@@ -3,7 +3,6 @@ the API (where ``/metrics`` then leaves the public port) and for the worker (whi
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 from tests.integration.redis_cluster import wait_until
-from tests.integration.served_payorch import free_port, serve
+from tests.integration.served_payorch import environment, free_port, serve
 
 from payorch.settings import Settings
 
@@ -51,16 +50,15 @@ def test_the_api_serves_metrics_on_its_own_port_only(database_url: str, tmp_path
 
 def test_the_worker_serves_health_and_metrics_on_its_port(database_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
-        "PAYORCH_ENVIRONMENT": "development",
-        "PAYORCH_DATABASE_URL": database_url,
-        "PAYORCH_DATA_DIR": str(tmp_path),
-        "PAYORCH_WEBHOOKS__SECRET_KEY": Fernet.generate_key().decode(),
-        "PAYORCH_METRICS__PORT": str(port),
-    }
+    env = environment(
+        database_url,
+        tmp_path,
+        {
+            "PAYORCH_DATA_DIR": str(tmp_path),
+            "PAYORCH_WEBHOOKS__SECRET_KEY": Fernet.generate_key().decode(),
+            "PAYORCH_METRICS__PORT": str(port),
+        },
+    )
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen([PAYORCH, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)

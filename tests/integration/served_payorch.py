@@ -48,27 +48,31 @@ def _wait_ready(served: Served, timeout: float) -> None:
     raise AssertionError(f"payorch serve never answered:\n{served.log()}")
 
 
+def environment(database_url: str, home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """What a payorch subprocess on the test database gets: this checkout's sources, ``env`` on top."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
+        "PAYORCH_ENVIRONMENT": "development",
+        "PAYORCH_DATABASE_URL": database_url,
+        **(env or {}),
+    }
+
+
 @contextmanager
 def serve(database_url: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
     """Serve the app on ``database_url`` with extra ``PAYORCH_*`` variables; stop it on exit."""
     payorch = Path(sys.executable).with_name("payorch")
     port = free_port()
-    environment = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
-        "PAYORCH_ENVIRONMENT": "development",
-        "PAYORCH_DATABASE_URL": database_url,
-        "PAYORCH_RUN_BACKGROUND_IN_API": "false",
-        "PAYORCH_API__API_KEY_CACHE_SECONDS": "0",
-        **(env or {}),
-    }
+    defaults = {"PAYORCH_RUN_BACKGROUND_IN_API": "false", "PAYORCH_API__API_KEY_CACHE_SECONDS": "0"}
+    variables = environment(database_url, tmp_path, {**defaults, **(env or {})})
     log_path = tmp_path / f"serve-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(payorch), "serve", "--port", str(port)],
             cwd=tmp_path,
-            env=environment,
+            env=variables,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

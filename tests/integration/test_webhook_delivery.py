@@ -13,11 +13,10 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from tests.conftest import make_settings
+from tests.conftest import own_app
 from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
 from tests.fakes.merchant_endpoint import MerchantEndpoint, verify
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.webhooks.dispatcher import Dispatcher
 
@@ -35,14 +34,8 @@ FAST = {
 
 @contextlib.asynccontextmanager
 async def _webhook_runtime(database_url: str, **webhooks: Any) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    settings = make_settings(database_url, webhooks={**FAST, **webhooks})
-    runtime = await Runtime.build(settings, database_url)
-    transport = httpx.ASGITransport(app=create_app(settings, runtime=runtime))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as client:
-            yield runtime, client
-    finally:
-        await runtime.aclose()
+    async with own_app(database_url, webhooks={**FAST, **webhooks}) as (runtime, client):
+        yield runtime, client
 
 
 @contextlib.asynccontextmanager

@@ -5,10 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from sqlalchemy import text
-from tests.conftest import make_settings
+from tests.conftest import own_app
 from tests.factories import MerchantFixture, create_merchant
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 
 ENDPOINTS = "/v1/webhook_endpoints"
@@ -120,14 +119,8 @@ async def test_live_mode_accepts_a_public_https_url_and_test_mode_loopback_only_
     assert live.status_code == 201, live.text
     assert live.json()["livemode"] is True
     assert (await _create(client, merchant, url="http://localhost:8080/hooks")).status_code == 400
-    settings = make_settings(database_url, webhooks={"allow_loopback_endpoints": True})
-    allowing = await Runtime.build(settings, database_url)
-    try:
-        transport = httpx.ASGITransport(app=create_app(settings, runtime=allowing))
-        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as local:
-            assert (await _create(local, merchant, url="http://localhost:8080/hooks")).status_code == 201
-    finally:
-        await allowing.aclose()
+    async with own_app(database_url, webhooks={"allow_loopback_endpoints": True}) as (_, local):
+        assert (await _create(local, merchant, url="http://localhost:8080/hooks")).status_code == 201
 
 
 @pytest.mark.parametrize(

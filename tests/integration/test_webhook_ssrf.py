@@ -17,13 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from tests.conftest import make_settings
+from tests.conftest import own_app
 from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
 from tests.fakes.resolver import StaticResolver
 from tests.fakes.tls import CertificateAuthority
 from tests.integration.served_payorch import free_port
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.security.api_keys import Caller
 from payorch.webhooks.dispatcher import CONNECTION_FAILED, Dispatcher
@@ -231,16 +230,8 @@ def http_listener(status: int = 200, extra: str = "", ssl: Any = None) -> Listen
     return listener
 
 
-@contextlib.asynccontextmanager
-async def loopback_runtime(database_url: str, **webhooks: Any) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    settings = make_settings(database_url, webhooks={**WEBHOOKS, **webhooks})
-    runtime = await Runtime.build(settings, database_url)
-    transport = httpx.ASGITransport(app=create_app(settings, runtime=runtime))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as client:
-            yield runtime, client
-    finally:
-        await runtime.aclose()
+def loopback_runtime(database_url: str, **webhooks: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    return own_app(database_url, webhooks={**WEBHOOKS, **webhooks})
 
 
 async def deliver_one(
