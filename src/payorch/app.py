@@ -42,12 +42,16 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
         if url is None:
             raise RuntimeError("no database URL: `payorch serve` starts the embedded server and passes one")
         built = await Runtime.build(settings, url)
+        listener = OpsListener.for_settings(settings, built)
+        if listener is not None:
+            try:
+                await listener.start()  # before any background work: a port in use fails the start
+            except BaseException:
+                await built.aclose()
+                raise
         if settings.background_in_api:
             built.start_background()
         app.state.runtime = built
-        listener = OpsListener.for_settings(settings, built)
-        if listener is not None:
-            await listener.start()
         # Everything alive now (modules, the SDKs, the app, the runtime: ~150,000 objects) lives as
         # long as the process: keep it out of the cyclic collector, whose full passes over it took
         # ~80 ms each, a pause for every request in flight (docs/benchmarks.md).
