@@ -197,7 +197,7 @@ class Settings(BaseSettings):
                         raise ValueError(f"gateway {gateway.name}: placeholder secret refused in production")
             for problem in self.banking.production_problems():
                 raise ValueError(problem)
-            if self.webhooks.secret_key is None:
+            if self.webhooks.secret_key is None or _is_placeholder(self.webhooks.secret_key.get_secret_value()):
                 raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")
             if self.webhooks.allow_loopback_endpoints:
                 raise ValueError("PAYORCH_WEBHOOKS__ALLOW_LOOPBACK_ENDPOINTS is for development; production refuses it")
@@ -242,4 +242,5 @@ class Settings(BaseSettings):
 
 def _is_placeholder(value: str) -> bool:
     lowered = value.lower()
-    return not value or any(word in lowered for word in ("changeme", "placeholder", "example", "xxx"))
+    # .env.example's placeholder is CHANGE_ME.
+    return not value or any(word in lowered for word in ("changeme", "change_me", "placeholder", "example", "xxx"))

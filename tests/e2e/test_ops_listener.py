@@ -14,24 +14,9 @@ from cryptography.fernet import Fernet
 from tests.integration.redis_cluster import wait_until
 from tests.integration.served_payorch import environment, free_port, serve
 
-from payorch.settings import Settings
-
 pytestmark = pytest.mark.e2e
 
 PAYORCH = str(Path(sys.executable).with_name("payorch"))
-
-
-def test_metrics_leave_the_api_port_in_production_and_stay_on_it_when_embedded() -> None:
-    production = Settings(
-        environment="production",
-        database_url="postgresql+asyncpg://u@db/p",
-        webhooks={"secret_key": Fernet.generate_key().decode()},
-    )
-    assert (production.metrics_port, production.metrics_on_api_port) == (9464, False)
-    assert (Settings().metrics_port, Settings().metrics_on_api_port) == (None, True)
-    explicit = Settings(metrics={"port": 9100})
-    assert (explicit.metrics_port, explicit.metrics_on_api_port) == (9100, False)
-    assert Settings(metrics={"port": 9100, "on_api_port": True}).metrics_on_api_port
 
 
 def test_the_api_serves_metrics_on_its_own_port_only(database_url: str, tmp_path: Path) -> None:
