@@ -32,6 +32,7 @@ from payorch.ratelimit import Limiter, MemoryLimiter, build_limiter
 from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
+from payorch.storage.database import Database, DatabaseConfig
 from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
@@ -41,6 +42,8 @@ log = logging.getLogger("payorch.runtime")
 @dataclass
 class Runtime:
     settings: Settings
+    db: Database
+    """The one pool of database connections (storage/database.py)."""
     engine: AsyncEngine
     sessions: SessionFactory
     registry: GatewayRegistry
@@ -73,6 +76,7 @@ class Runtime:
             write_pool_size=settings.db_write_pool_size,
         )
         sessions = session_factory(engine)
+        db = Database(DatabaseConfig(database_url, pool_size=settings.db_write_pool_size))
         metrics = Metrics()
         redis = connect_redis(settings)
         if isinstance(redis, RedisCluster):
@@ -93,6 +97,7 @@ class Runtime:
         reconciler = Reconciler(sessions, registry, settings.reconciler, settings.idempotency)
         return cls(
             settings=settings,
+            db=db,
             engine=engine,
             sessions=sessions,
             registry=registry,
@@ -185,6 +190,7 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
         await self.engine.dispose()
+        await self.db.close()
 
 
 async def initialize_cluster(redis: RedisCluster) -> None:
