@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from payorch.audit.events import outbox_params
 from payorch.ids import new_id
 from payorch.runtime import Runtime
 from payorch.security.api_keys import create_key
+from payorch.storage import charge_writes
 from payorch.storage import merchants as repo
+from payorch.storage.charges import NewCharge
 from payorch.storage.engine import unit_of_work
 
 
@@ -55,3 +59,32 @@ async def post_charge(
     if key is not None:
         headers["Idempotency-Key"] = key
     return await client.post("/v1/charges", json=body, headers=headers)
+
+
+async def fetch(runtime: Runtime, sql: str, *args: Any) -> list[Any]:
+    """Rows of a query the test runs itself (asyncpg's ``$n`` parameters)."""
+    async with runtime.db.connection() as connection:
+        return list(await connection.fetch(sql, *args))
+
+
+async def fetchval(runtime: Runtime, sql: str, *args: Any) -> Any:
+    async with runtime.db.connection() as connection:
+        return await connection.fetchval(sql, *args)
+
+
+async def insert_pending_charge(
+    runtime: Runtime, charge: NewCharge, *, attempt_id: str, gateway: str = "sandbox", token: str = "tok_visa"  # noqa: S107
+) -> None:
+    """A pending charge and its first pending attempt, as a request leaves them just before it calls
+    the gateway (a crash there is what the reconciler finds)."""
+    async with runtime.db.connection() as connection:
+        await charge_writes.open_charge(
+            connection,
+            charge,
+            key=None,
+            attempt_id=attempt_id,
+            gateway=gateway,
+            token=token,
+            audit=outbox_params([]),
+            created_at=datetime.now(UTC),
+        )

@@ -184,7 +184,7 @@ def reconcile() -> None:
         finally:
             await runtime.aclose()
         for decision in decisions:
-            typer.echo(f"{decision.attempt_id} {decision.charge_id} {decision.action}")
+            typer.echo(f"{decision.object_id} {decision.charge_id} {decision.action}")
         typer.echo(f"{len(decisions)} attempts looked up")
 
     asyncio.run(main())

@@ -24,16 +24,20 @@ from payorch.orchestration.breaker import CircuitBreakers
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Router
-from payorch.payments.capture import CaptureService
+from payorch.payments.captures import CaptureService, FollowUpCharge
+from payorch.payments.charge_create import CreateCharge
+from payorch.payments.charge_recovery import ChargeRecovery
+from payorch.payments.charge_service import ChargeService
+from payorch.payments.operations import OperationRunner
 from payorch.payments.payment_methods import PaymentMethodService
-from payorch.payments.refunds import RefundService
-from payorch.payments.service import ChargeService
+from payorch.payments.refund_create import CreateRefund, RefundService
+from payorch.payments.refunds import RefundLifecycle
 from payorch.ratelimit import Limiter, MemoryLimiter, build_limiter
 from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
 from payorch.storage.database import Database, DatabaseConfig
-from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+from payorch.storage.engine import SessionFactory, create_engine, session_factory
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
 log = logging.getLogger("payorch.runtime")
@@ -48,6 +52,8 @@ class Runtime:
     sessions: SessionFactory
     registry: GatewayRegistry
     charges: ChargeService
+    charge_recovery: ChargeRecovery
+    """Lookups of charge attempts whose outcome is unknown (the reconciler runs it)."""
     reconciler: Reconciler
     authenticator: KeyAuthenticator
     captures: CaptureService
@@ -69,47 +75,50 @@ class Runtime:
 
     @classmethod
     async def build(cls, settings: Settings, database_url: str) -> Runtime:
-        engine = create_engine(
-            database_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            write_pool_size=settings.db_write_pool_size,
-        )
+        engine = create_engine(database_url, pool_size=4, max_overflow=0, write_pool_size=1)
         sessions = session_factory(engine)
-        db = Database(DatabaseConfig(database_url, pool_size=settings.db_write_pool_size))
+        db = Database(
+            DatabaseConfig(database_url, pool_size=settings.db_pool_size, generic_plans=settings.db_generic_plans)
+        )
         metrics = Metrics()
         redis = connect_redis(settings)
         if isinstance(redis, RedisCluster):
             await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
-        registry = build_registry(settings.gateways, sessions)
+        registry = build_registry(settings.gateways, db)
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
-        charges = ChargeService(
-            sessions,
-            Router(registry, settings.routing),
-            executor,
-            settings.idempotency,
-            settings.reconciler,
-            metrics=metrics,
+        runner = OperationRunner(db, settings.idempotency)
+        create_charge = CreateCharge(
+            db, Router(registry, settings.routing), executor, settings.reconciler, metrics=metrics
         )
         metrics.watch_breakers(breakers.states)
-        reconciler = Reconciler(sessions, registry, settings.reconciler, settings.idempotency)
+        charge_recovery = ChargeRecovery(db, registry, settings.reconciler, settings.idempotency)
+        refund_lifecycle = RefundLifecycle(db, registry, settings.idempotency, settings.reconciler)
+        reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
         return cls(
             settings=settings,
             db=db,
             engine=engine,
             sessions=sessions,
             registry=registry,
-            charges=charges,
+            charges=ChargeService(db, runner, create_charge),
+            charge_recovery=charge_recovery,
             reconciler=reconciler,
             authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
-            captures=CaptureService(sessions, registry),
-            refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
-            payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
+            captures=CaptureService(runner, FollowUpCharge(db, registry)),
+            refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
+            payment_methods=PaymentMethodService(db, runner, registry),
             breakers=breakers,
             webhooks=build_webhooks(
-                settings, sessions, registry, reconciler, database_url, on_outcome=metrics.webhook_delivery
+                settings,
+                sessions,
+                db,
+                registry,
+                charge_recovery,
+                refund_lifecycle,
+                database_url,
+                on_outcome=metrics.webhook_delivery,
             ),
             metrics=metrics,
             redis=redis,
@@ -133,7 +142,6 @@ class Runtime:
         without Object Lock) ends its task with ``SinkMisconfigured``, which ``wait_background`` raises."""
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
-        self._spawn("refund-resolver", self.refunds.run_forever)
         self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
         if self.audit_shipper is not None:
             self._spawn("audit-shipper", self.audit_shipper.run_forever)
@@ -145,8 +153,8 @@ class Runtime:
         config = self.settings.idempotency
         while not stop.is_set():
             try:
-                async with unit_of_work(self.sessions) as session:
-                    purged = await idem_repo.purge_older_than(session, config.ttl_hours)
+                async with self.db.connection() as connection:
+                    purged = await idem_repo.purge_older_than(connection, config.ttl_hours)
                 if purged:
                     log.info("purged %d idempotency keys older than %d hours", purged, config.ttl_hours)
             except Exception:
@@ -176,7 +184,7 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Read the gauges that describe shared state (reconciler backlog, audit lag) for a scrape."""
-        await refresh_database_gauges(self.metrics, self.sessions, self.settings.audit.sink_kinds())
+        await refresh_database_gauges(self.metrics, self.sessions, self.db, self.settings.audit.sink_kinds())
 
     async def aclose(self) -> None:
         self._stop.set()

@@ -20,6 +20,8 @@ from pydantic_settings import (
 from payorch.audit.config import AuditConfig
 from payorch.banking.config import BankingConfig
 from payorch.orchestration.breaker import BreakerConfig
+from payorch.orchestration.config import ReconcilerConfig, RoutingConfig
+from payorch.payments.config import IdempotencyConfig
 from payorch.ratelimit.config import RateLimitConfig
 from payorch.webhooks.config import WebhooksConfig
 
@@ -56,15 +58,6 @@ def _embedded_gateways() -> list[GatewayConfig]:
     return [GatewayConfig(name="sandbox", kind="sandbox"), GatewayConfig(name="sandbox_backup", kind="sandbox")]
 
 
-class RoutingConfig(BaseModel):
-    """Gateway order and failover policy (DESIGN.md section 5)."""
-
-    order_by_currency: dict[str, list[str]] = Field(default_factory=dict)
-    deadline_ms: int = Field(default=15_000, gt=0, le=120_000)
-    failover_on_unknown: bool = False
-    cascadable_soft_declines: list[str] = Field(default_factory=list)
-
-
 class ApiConfig(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_json_depth: int = Field(default=16, gt=1)
@@ -79,22 +72,6 @@ class ApiConfig(BaseModel):
     """Request line plus headers; more is refused with 431."""
     cors_allowed_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed to call the API (``https://shop.example``). Empty: CORS stays closed."""
-
-
-class IdempotencyConfig(BaseModel):
-    ttl_hours: int = Field(default=24, ge=24)
-    """Keys live at least 24 hours (DESIGN.md section 6)."""
-    purge_interval_seconds: float = Field(default=300.0, gt=0)
-    stale_after_seconds: float = Field(default=60.0, gt=0)
-    """A key still in progress after this long belongs to a request that died (crash, kill)."""
-
-
-class ReconcilerConfig(BaseModel):
-    interval_seconds: float = Field(default=5.0, gt=0)
-    first_check_seconds: float = Field(default=5.0, ge=0)
-    max_checks: int = Field(default=12, gt=0)
-    """After this many inconclusive lookups an attempt is flagged for review."""
-    batch_size: int = Field(default=100, gt=0)
 
 
 class Settings(BaseSettings):
@@ -118,19 +95,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     partitions: int = Field(default=16, ge=1, le=1024)
-    db_pool_size: int = Field(default=20, ge=1, le=500)
-    """Database connections each process keeps (opened as they are first needed)."""
-    db_max_overflow: int = Field(default=0, ge=0, le=500)
-    """Extra connections opened when all of ``db_pool_size`` are busy and closed again on return.
-    0: a request waits (up to 10 s) for a pooled connection instead. Under sustained load overflow
-    connections churn: each is a new Postgres backend, a TLS attempt and every statement prepared
-    again (docs/benchmarks.md)."""
-    db_write_pool_size: int = Field(default=6, ge=1, le=500)
-    """Connections of the second pool (plain asyncpg connections) that the charge path's
-    one-statement writes use (opened as they are first needed). Each statement holds one for a
-    round trip, so a few carry hundreds of charges a second; more made the database slower under
-    load, not faster (docs/benchmarks.md). A process holds up to ``db_pool_size`` +
-    ``db_max_overflow`` + this many database connections."""
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    """Database connections each process keeps in its one pool (opened as they are first needed).
+    A statement or a short transaction holds one for its round trips, never across a gateway call,
+    so a few carry hundreds of charges a second; more made the database slower under load, not
+    faster (docs/benchmarks.md). A process opens at most this many, plus one for the webhook
+    dispatcher's LISTEN and one for the audit shipper's lock when they run in it."""
+    db_generic_plans: bool = True
+    """Plan each statement once per connection (``plan_cache_mode=force_generic_plan``): every
+    statement on one merchant's rows filters on the partition key and is pruned at run time."""
     log_json: bool | None = None
     gateways: list[GatewayConfig] = Field(default_factory=_embedded_gateways)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

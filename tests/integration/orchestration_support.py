@@ -108,14 +108,14 @@ def charge_body(
 
 async def attempt_rows(runtime: Runtime, merchant_id: str, charge_id: str) -> list[tuple[str, str, str | None]]:
     """(gateway, status, raw code) of each attempt, in order."""
-    async with unit_of_work(runtime.sessions) as session:
-        found = await repo.list_attempts(session, merchant_id, charge_id)
+    async with runtime.db.connection() as connection:
+        found = await repo.list_attempts(connection, merchant_id, charge_id)
     return [(a.gateway, a.status, a.raw_code) for a in sorted(found, key=lambda a: a.seq)]
 
 
 async def attempt_ids(runtime: Runtime, merchant_id: str, charge_id: str) -> list[str]:
-    async with unit_of_work(runtime.sessions) as session:
-        found = await repo.list_attempts(session, merchant_id, charge_id)
+    async with runtime.db.connection() as connection:
+        found = await repo.list_attempts(connection, merchant_id, charge_id)
     return [a.id for a in sorted(found, key=lambda a: a.seq)]
 
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 from sqlalchemy import text
-from tests.factories import create_merchant, post_charge
+from tests.factories import create_merchant, insert_pending_charge, post_charge
 
 from payorch.gateways.base import PaymentRequest
 from payorch.ids import new_id
@@ -35,8 +35,8 @@ async def books(runtime: Runtime, charge_id: str) -> list[tuple[str, str]]:
 
 
 async def attempts(runtime: Runtime, merchant_id: str, charge_id: str) -> list[tuple[str, str]]:
-    async with unit_of_work(runtime.sessions) as session:
-        return [(a.gateway, a.status) for a in await repo.list_attempts(session, merchant_id, charge_id)]
+    async with runtime.db.connection() as connection:
+        return [(a.gateway, a.status) for a in await repo.list_attempts(connection, merchant_id, charge_id)]
 
 
 async def wait_for(condition, timeout: float = 10.0):  # type: ignore[no-untyped-def]
@@ -102,23 +102,22 @@ async def test_a_crash_between_gateway_and_database_is_resolved(runtime: Runtime
     is found by the reconciler once stale, and the charge takes the gateway's truth."""
     merchant = await create_merchant(runtime)
     charge_id, attempt_id = new_id("ch"), new_id("att")
-    async with unit_of_work(runtime.sessions) as session:
-        await repo.insert_charge_with_attempt(
-            session,
-            NewCharge(
-                id=charge_id,
-                merchant_id=merchant.id,
-                livemode=False,
-                amount=700,
-                currency="usd",
-                capture=True,
-                payment_method=None,
-                description=None,
-            ),
-            attempt_id=attempt_id,
-            gateway="sandbox",
-            token="tok_visa",
-        )
+    await insert_pending_charge(
+        runtime,
+        NewCharge(
+            id=charge_id,
+            merchant_id=merchant.id,
+            livemode=False,
+            amount=700,
+            currency="usd",
+            capture=True,
+            payment_method=None,
+            description=None,
+        ),
+        attempt_id=attempt_id,
+        gateway="sandbox",
+        token="tok_visa",
+    )
     sandbox = runtime.registry.get("sandbox")
     assert sandbox is not None
     charged = await sandbox.gateway.authorize(
@@ -126,7 +125,7 @@ async def test_a_crash_between_gateway_and_database_is_resolved(runtime: Runtime
     )
     assert charged.charged
     # Not yet stale: a live request may still be writing its result.
-    assert all(d.attempt_id != attempt_id for d in await runtime.reconciler.run_once())
+    assert all(d.object_id != attempt_id for d in await runtime.reconciler.run_once())
     async with unit_of_work(runtime.sessions) as session:
         await session.execute(
             text(
@@ -136,9 +135,9 @@ async def test_a_crash_between_gateway_and_database_is_resolved(runtime: Runtime
             {"m": merchant.id, "a": attempt_id},
         )
     decisions = await runtime.reconciler.run_once()
-    assert [d.action for d in decisions if d.attempt_id == attempt_id] == ["resolved"]
-    async with unit_of_work(runtime.sessions) as session:
-        charge = await repo.get_charge(session, merchant.id, charge_id)
+    assert [d.action for d in decisions if d.object_id == attempt_id] == ["resolved"]
+    async with runtime.db.connection() as connection:
+        charge = await repo.get_charge(connection, merchant.id, charge_id)
     assert charge is not None
     assert charge.status == "succeeded"
     assert charge.gateway_reference == charged.reference
@@ -147,23 +146,23 @@ async def test_a_crash_between_gateway_and_database_is_resolved(runtime: Runtime
 async def test_a_crash_before_the_gateway_call_fails_the_charge_safely(runtime: Runtime) -> None:
     merchant = await create_merchant(runtime)
     charge_id, attempt_id = new_id("ch"), new_id("att")
+    await insert_pending_charge(
+        runtime,
+        NewCharge(
+            id=charge_id,
+            merchant_id=merchant.id,
+            livemode=False,
+            amount=700,
+            currency="usd",
+            capture=True,
+            payment_method=None,
+            description=None,
+        ),
+        attempt_id=attempt_id,
+        gateway="sandbox",
+        token="tok_visa",
+    )
     async with unit_of_work(runtime.sessions) as session:
-        await repo.insert_charge_with_attempt(
-            session,
-            NewCharge(
-                id=charge_id,
-                merchant_id=merchant.id,
-                livemode=False,
-                amount=700,
-                currency="usd",
-                capture=True,
-                payment_method=None,
-                description=None,
-            ),
-            attempt_id=attempt_id,
-            gateway="sandbox",
-            token="tok_visa",
-        )
         await session.execute(
             text(
                 "UPDATE charge_attempts SET created_at = now() - interval '10 minutes' "
@@ -172,8 +171,8 @@ async def test_a_crash_before_the_gateway_call_fails_the_charge_safely(runtime: 
             {"m": merchant.id, "a": attempt_id},
         )
     await runtime.reconciler.run_once()
-    async with unit_of_work(runtime.sessions) as session:
-        charge = await repo.get_charge(session, merchant.id, charge_id)
+    async with runtime.db.connection() as connection:
+        charge = await repo.get_charge(connection, merchant.id, charge_id)
     assert charge is not None
     assert charge.status == "failed"
     assert charge.failure_code == "gateway_unavailable"

@@ -75,8 +75,8 @@ async def _processing_charge(
     fake.clear_faults()
     assert response.status_code == 202, response.text
     charge = response.json()
-    async with unit_of_work(runtime.sessions) as session:
-        (attempt,) = await charges_repo.list_attempts(session, merchant.id, charge["id"])
+    async with runtime.db.connection() as connection:
+        (attempt,) = await charges_repo.list_attempts(connection, merchant.id, charge["id"])
     assert attempt.status == "unknown"
     return merchant, charge, attempt.id
 
@@ -105,8 +105,9 @@ def _succeeded(attempt_id: str, event_id: str = "evt_stripe_1", intent: str = "p
 
 
 async def _state(runtime: Runtime, merchant: MerchantFixture, charge_id: str) -> tuple[str, list[str]]:
+    async with runtime.db.connection() as connection:
+        charge = await charges_repo.get_charge(connection, merchant.id, charge_id)
     async with unit_of_work(runtime.sessions) as session:
-        charge = await charges_repo.get_charge(session, merchant.id, charge_id)
         events = await events_repo.list_for_resource(session, merchant.id, charge_id)
     assert charge is not None
     return charge.status, [e.type for e in events]

@@ -117,9 +117,9 @@ async def test_keys_are_purged_after_their_ttl(runtime: Runtime, client: httpx.A
             ),
             {"m": merchant.id},
         )
-    async with unit_of_work(runtime.sessions) as session:
-        purged = await idem_repo.purge_older_than(session, 24)
+    async with runtime.db.connection() as connection:
+        purged = await idem_repo.purge_older_than(connection, 24)
     assert purged >= 1
-    async with unit_of_work(runtime.sessions) as session:
-        assert await idem_repo.get(session, merchant.id, "old") is None
-        assert await idem_repo.get(session, merchant.id, "young") is not None
+    async with runtime.db.connection() as connection:
+        assert await idem_repo.get(connection, merchant.id, "old") is None
+        assert await idem_repo.get(connection, merchant.id, "young") is not None

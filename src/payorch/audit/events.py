@@ -164,3 +164,17 @@ def outbox_columns(events: Sequence[AuditEvent]) -> audit_store.OutboxColumns:
         [event.actor.merchant_id for event in events],
         [jsontext.dumps_text(event.redacted_payload()) for event in events],
     )
+
+
+def outbox_params(events: Sequence[AuditEvent], conditional: bool | Sequence[bool] = False) -> dict[str, list[Any]]:
+    """``events`` redacted, as the named parameters of ``storage.audit.outbox_insert``: ids, times,
+    merchants, payloads as JSON text, and which are written only if the statement's condition holds
+    (all of them, none, or one flag each), in order."""
+    flags = [conditional] * len(events) if isinstance(conditional, bool) else list(conditional)
+    return {
+        "audit_ids": [event.id for event in events],
+        "audit_times": [event.occurred_at for event in events],
+        "audit_merchants": [event.actor.merchant_id for event in events],
+        "audit_payloads": [jsontext.dumps_text(event.redacted_payload()) for event in events],
+        "audit_conditional": flags,
+    }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from payorch.gateways.base import Gateway
 from payorch.settings import GatewayConfig
-from payorch.storage.engine import SessionFactory
+from payorch.storage.database import Database
 from payorch.storage.sandbox import SandboxLedger
 
 ADAPTER_MARGIN_SECONDS = 0.75
@@ -70,7 +70,7 @@ class GatewayRegistry:
             await configured.gateway.aclose()
 
 
-def build_gateway(config: GatewayConfig, sessions: SessionFactory) -> Gateway:
+def build_gateway(config: GatewayConfig, db: Database) -> Gateway:
     """The adapter for one configured gateway.
 
     Each adapter sets its own HTTP timeout to ``config.timeout``; the executor races the call a
@@ -84,7 +84,7 @@ def build_gateway(config: GatewayConfig, sessions: SessionFactory) -> Gateway:
 
             # The sandbox has no HTTP client of its own to time out: its simulated hang must outlast
             # the executor's race, so it is given the race's length as "the timeout" it hangs past.
-            return SandboxGateway(config.name, SandboxLedger(sessions), timeout=race_timeout(config.timeout))
+            return SandboxGateway(config.name, SandboxLedger(db), timeout=race_timeout(config.timeout))
         case "stripe":
             from payorch.gateways.stripe import StripeGateway
 
@@ -102,5 +102,5 @@ def build_gateway(config: GatewayConfig, sessions: SessionFactory) -> Gateway:
     raise ValueError(f"gateway kind {config.kind!r} is not available in this build")
 
 
-def build_registry(configs: list[GatewayConfig], sessions: SessionFactory) -> GatewayRegistry:
-    return GatewayRegistry([Configured(config, build_gateway(config, sessions)) for config in configs])
+def build_registry(configs: list[GatewayConfig], db: Database) -> GatewayRegistry:
+    return GatewayRegistry([Configured(config, build_gateway(config, db)) for config in configs])

@@ -191,7 +191,15 @@ class SandboxGateway:
 
     async def lookup(self, request: PaymentRequest) -> GatewayResult:
         """What the sandbox's books say of this attempt; absent means never processed."""
-        await self._ledger.settle_if_older(self.name, request.attempt_id, self._late_after)
+        # A late success whose answer was lost (its process stopped) is settled as what was asked:
+        # a capture or an authorization, as the request says.
+        await self._ledger.settle_if_older(
+            self.name,
+            request.attempt_id,
+            self._late_after,
+            status=self._approved_status(request),
+            amount_captured=request.amount if request.capture else 0,
+        )
         payment = await self._ledger.find(self.name, request.attempt_id)
         if payment is None:
             return GatewayResult(Outcome.NOT_SENT, message="No payment with this reference.")

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from payorch.storage import audit as audit_repo
 from payorch.storage import charges as charges_repo
+from payorch.storage.database import Database
 from payorch.storage.engine import SessionFactory, unit_of_work
 
 log = logging.getLogger("payorch.metrics")
@@ -175,12 +176,15 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-async def refresh_database_gauges(metrics: Metrics, sessions: SessionFactory, sinks: Sequence[str]) -> None:
+async def refresh_database_gauges(
+    metrics: Metrics, sessions: SessionFactory, db: Database, sinks: Sequence[str]
+) -> None:
     """Set the backlog and outbox-lag gauges from the database (one short read-only transaction).
     A failed read keeps the last values and counts a scrape error; the scrape itself still answers."""
     try:
+        async with asyncio.timeout(_SCRAPE_READ_TIMEOUT_S), db.connection() as connection:
+            metrics.set_backlog(await charges_repo.count_unresolved_attempts(connection))
         async with asyncio.timeout(_SCRAPE_READ_TIMEOUT_S), unit_of_work(sessions) as session:
-            metrics.set_backlog(await charges_repo.count_unresolved_attempts(session))
             cursors = await audit_repo.get_cursors(session)
             now = await audit_repo.database_now(session)
             lag: dict[str, float] = {}

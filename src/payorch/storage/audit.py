@@ -31,6 +31,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from payorch.storage.sql import Connection, Statement
+
 metadata = MetaData()
 
 audit_outbox = Table(
@@ -132,7 +134,7 @@ def outbox_insert_sql(first: int, condition: str = "true") -> str:
                WITH ORDINALITY AS e(event_id, occurred_at, merchant_id, payload, conditional, ord)
          WHERE NOT e.conditional OR ({condition})
          ORDER BY e.ord
-        """  # noqa: S608 - placeholders only; every value is bound
+        """
 
 
 async def count_outbox(session: AsyncSession, *, event_id: str | None = None) -> int:
@@ -255,3 +257,29 @@ async def advisory_unlock(connection: AsyncConnection, key: int) -> None:
 
 async def ping(connection: AsyncConnection) -> None:
     await connection.execute(text("SELECT 1"))
+
+
+def outbox_insert(condition: str = "true") -> str:
+    """A data-modifying CTE body that adds audit events to the outbox inside a larger statement, in
+    that statement's transaction. Its named parameters: ``audit_ids`` (text[]), ``audit_times``
+    (timestamptz[]), ``audit_merchants`` (text[]), ``audit_payloads`` (redacted JSON text, text[])
+    and ``audit_conditional`` (boolean[]: each event flagged there is written only when
+    ``condition`` holds; the others regardless). Their order is kept: outbox ``seq``, and so chain
+    order, follows the arrays (``audit.events.outbox_params`` builds them)."""
+    return f"""
+        INSERT INTO audit_outbox (event_id, occurred_at, merchant_id, payload)
+        SELECT e.event_id, e.occurred_at, e.merchant_id, CAST(e.payload AS jsonb)
+          FROM unnest(:audit_ids::text[], :audit_times::timestamptz[], :audit_merchants::text[],
+                      :audit_payloads::text[], :audit_conditional::boolean[])
+               WITH ORDINALITY AS e(event_id, occurred_at, merchant_id, payload, conditional, ord)
+         WHERE NOT e.conditional OR ({condition})
+         ORDER BY e.ord"""
+
+
+_RECORD_EVENTS = Statement(f"WITH o AS ({outbox_insert()}) SELECT 1")
+
+
+async def record_events(connection: Connection, audit: dict[str, list[Any]]) -> None:
+    """Add events (``audit.events.outbox_params``) to the outbox in one statement, in the caller's
+    transaction."""
+    await _RECORD_EVENTS.fetchval(connection, **audit)

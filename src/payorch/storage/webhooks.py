@@ -14,8 +14,6 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payorch.storage.charges import Attempt
-
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -382,46 +380,3 @@ async def forget_notification(session: AsyncSession, gateway: str, event_id: str
         text("DELETE FROM gateway_notifications WHERE gateway = :gateway AND event_id = :event_id"),
         {"gateway": gateway, "event_id": event_id},
     )
-
-
-async def find_attempt(
-    session: AsyncSession, gateway: str, *, attempt_id: str | None, reference: str | None
-) -> Attempt | None:
-    """The attempt a notification names: by our attempt id, else by the gateway's reference."""
-    if attempt_id is not None:
-        query, params = "SELECT * FROM charge_attempts WHERE id = :id AND gateway = :gateway", {"id": attempt_id}
-    elif reference is not None:
-        query = "SELECT * FROM charge_attempts WHERE gateway = :gateway AND gateway_reference = :reference"
-        params = {"reference": reference}
-    else:
-        return None
-    rows = (await session.execute(text(query + " LIMIT 2"), {"gateway": gateway, **params})).all()
-    return _fields(Attempt, rows[0]) if len(rows) == 1 else None
-
-
-async def schedule_check_now(session: AsyncSession, attempt_id: str) -> bool:
-    """An unresolved attempt's next lookup, now (an unverified hint never changes state itself)."""
-    result = await session.execute(
-        text(
-            "UPDATE charge_attempts SET next_check_at = now(), updated_at = now() "
-            "WHERE id = :id AND status = 'unknown' AND next_check_at > now()"
-        ),
-        {"id": attempt_id},
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def settle_refund(session: AsyncSession, gateway: str, reference: str, status: str) -> list[tuple[str, str]]:
-    """A refund the gateway reports final: pending/processing -> succeeded/failed (the trigger writes
-    the event). Returns (merchant_id, refund id) of each refund moved."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE refunds SET status = :status, updated_at = now()
-             WHERE gateway = :gateway AND gateway_reference = :reference AND status IN ('pending', 'processing')
-            RETURNING merchant_id, id
-            """
-        ),
-        {"gateway": gateway, "reference": reference, "status": status},
-    )
-    return [(row.merchant_id, row.id) for row in result.all()]

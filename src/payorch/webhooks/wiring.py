@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from payorch.gateways.registry import GatewayRegistry
-from payorch.orchestration.reconcile import Reconciler
 from payorch.settings import Settings
+from payorch.storage.database import Database
 from payorch.storage.engine import SessionFactory
 from payorch.webhooks.dispatcher import Dispatcher, OutcomeHook
-from payorch.webhooks.inbound import InboundService
+from payorch.webhooks.inbound import AttemptSettler, InboundService, RefundSettler
 from payorch.webhooks.service import WebhookService
 from payorch.webhooks.signing import SecretBox
 
@@ -26,8 +26,10 @@ class Webhooks:
 def build_webhooks(
     settings: Settings,
     sessions: SessionFactory,
+    db: Database,
     registry: GatewayRegistry,
-    reconciler: Reconciler,
+    attempts: AttemptSettler,
+    refunds: RefundSettler,
     database_url: str,
     *,
     on_outcome: OutcomeHook | None = None,
@@ -38,5 +40,5 @@ def build_webhooks(
     return Webhooks(
         endpoints=WebhookService(sessions, config, box),
         dispatcher=Dispatcher(sessions, config, box, database_url, on_outcome=on_outcome),
-        inbound=InboundService(sessions, registry, reconciler),
+        inbound=InboundService(sessions, db, registry, attempts, refunds),
     )
