@@ -11,7 +11,8 @@ from payorch.ids import new_id
 from payorch.runtime import Runtime
 from payorch.security.api_keys import create_key
 from payorch.storage import merchants as repo
-from payorch.storage.engine import unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.sql import Record
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,19 @@ class MerchantFixture:
 
 
 async def create_merchant(runtime: Runtime, name: str = "Test merchant") -> MerchantFixture:
-    async with unit_of_work(runtime.sessions) as session:
-        merchant = await repo.insert_merchant(session, new_id("mer"), name)
-        key = await create_key(session, merchant.id, "test")
-        live = await create_key(session, merchant.id, "live")
+    async with runtime.db.transaction() as transaction:
+        merchant = await repo.insert_merchant(transaction, new_id("mer"), name)
+        key = await create_key(transaction, merchant.id, "test")
+        live = await create_key(transaction, merchant.id, "live")
     return MerchantFixture(merchant.id, key.secret, key.key_id, live.secret)
+
+
+async def query(db: Database, sql: str, *args: Any) -> list[Record]:
+    """Run one statement (``$1``-style placeholders) on its own and return its rows: what an
+    operator would type in psql, or a test's look at what was stored."""
+    async with db.connection() as connection:
+        rows: list[Record] = await connection.fetch(sql, *args)
+    return rows
 
 
 def charge_body(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
@@ -103,7 +102,7 @@ class Runtime:
             registry=registry,
             charges=charges,
             reconciler=reconciler,
-            authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
+            authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
             captures=CaptureService(sessions, registry),
             refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
@@ -116,7 +115,7 @@ class Runtime:
             limiter=limiter,
             audit_shipper=build_shipper(
                 settings.audit,
-                sessions,
+                db,
                 data_dir=settings.data_dir,
                 metrics=ShipperMetrics(
                     on_shipped=metrics.audit_batch_shipped,
@@ -161,8 +160,8 @@ class Runtime:
         """What /readyz reports: each dependency's state."""
         checks = {"database": "ok"}
         try:
-            async with asyncio.timeout(2), self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with asyncio.timeout(2):
+                await self.db.ping()
         except Exception:
             checks["database"] = "unavailable"
         if self.redis is not None:
@@ -176,7 +175,9 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Read the gauges that describe shared state (reconciler backlog, audit lag) for a scrape."""
-        await refresh_database_gauges(self.metrics, self.sessions, self.settings.audit.sink_kinds())
+        await refresh_database_gauges(
+            self.metrics, self.db, self.settings.audit.sink_kinds(), sessions=self.sessions
+        )
 
     async def aclose(self) -> None:
         self._stop.set()
