@@ -175,9 +175,7 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Read the gauges that describe shared state (reconciler backlog, audit lag) for a scrape."""
-        await refresh_database_gauges(
-            self.metrics, self.db, self.settings.audit.sink_kinds(), sessions=self.sessions
-        )
+        await refresh_database_gauges(self.metrics, self.db, self.settings.audit.sink_kinds(), sessions=self.sessions)
 
     async def aclose(self) -> None:
         self._stop.set()

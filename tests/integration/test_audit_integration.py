@@ -204,9 +204,6 @@ async def test_refused_idempotent_requests_record_nothing(runtime: Runtime, clie
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert mismatch.status_code == 400
     assert mismatch.json()["error"]["type"] == "idempotency_error"
-    assert (
-        len([e for e in await audit_events(runtime.db, first.json()["id"]) if e["action"] == "charge.created"])
-        == 1
-    )
+    assert len([e for e in await audit_events(runtime.db, first.json()["id"]) if e["action"] == "charge.created"]) == 1
     assert await audit_events(runtime.db, replay.headers["Request-Id"]) == []
     assert await audit_events(runtime.db, mismatch.headers["Request-Id"]) == []
