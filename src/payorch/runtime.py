@@ -108,7 +108,7 @@ class Runtime:
             payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
             breakers=breakers,
             webhooks=build_webhooks(
-                settings, sessions, registry, reconciler, database_url, on_outcome=metrics.webhook_delivery
+                settings, db, registry, reconciler, sessions=sessions, on_outcome=metrics.webhook_delivery
             ),
             metrics=metrics,
             redis=redis,

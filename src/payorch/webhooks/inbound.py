@@ -31,7 +31,9 @@ from payorch.payments.states import AttemptStatus
 from payorch.storage import events as events_repo
 from payorch.storage import webhooks as repo
 from payorch.storage.charges import Attempt
+from payorch.storage.database import Database
 from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.sql import Connection
 
 log = logging.getLogger("payorch.webhooks.inbound")
 
@@ -63,7 +65,12 @@ class Received:
 
 
 class InboundService:
-    def __init__(self, sessions: SessionFactory, registry: GatewayRegistry, reconciler: Reconciler) -> None:
+    def __init__(
+        self, db: Database, sessions: SessionFactory, registry: GatewayRegistry, reconciler: Reconciler
+    ) -> None:
+        self._db = db
+        # transitional: the charge-settling part (attempts, refunds, dispute events) still takes a
+        # session until the kernel's charges and refunds repositories take a connection.
         self._sessions = sessions
         self._registry = registry
         self._reconciler = reconciler
@@ -82,9 +89,9 @@ class InboundService:
             raise UnverifiableNotification(
                 "The notification's signature could not be verified.", param="signature"
             ) from error
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.connection() as connection:
             fresh = await repo.record_notification(
-                session,
+                connection,
                 gateway=gateway,
                 event_id=notification.event_id,
                 kind=notification.kind,
@@ -97,12 +104,12 @@ class InboundService:
         try:
             outcome = await self._apply(gateway, notification)
         except Exception:
-            async with unit_of_work(self._sessions) as session:  # let the gateway's retry apply it
-                await repo.forget_notification(session, gateway, notification.event_id)
+            async with self._db.connection() as connection:  # let the gateway's retry apply it
+                await repo.forget_notification(connection, gateway, notification.event_id)
             raise
-        async with unit_of_work(self._sessions) as session:
-            await repo.set_notification_outcome(session, gateway, notification.event_id, outcome)
-            await _audit(session, gateway, notification, outcome)
+        async with self._db.transaction() as transaction:
+            await repo.set_notification_outcome(transaction, gateway, notification.event_id, outcome)
+            await _audit(transaction, gateway, notification, outcome)
         log.info("%s notification %s (%s): %s", gateway, notification.event_id, notification.kind, outcome)
         return Received(notification.event_id, notification.kind, outcome)
 
@@ -172,9 +179,9 @@ class InboundService:
                 log.exception("could not schedule a lookup from an unverified notification")
 
 
-async def _audit(session: AsyncSession, gateway: str, notification: GatewayNotification, outcome: str) -> None:
+async def _audit(transaction: Connection, gateway: str, notification: GatewayNotification, outcome: str) -> None:
     await record(
-        session,
+        transaction,
         AuditEvent(
             actor=Actor(user=f"gateway:{gateway}"),
             action="gateway_notification.received",
