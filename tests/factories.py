@@ -39,7 +39,7 @@ async def create_merchant(runtime: Runtime, name: str = "Test merchant") -> Merc
     return MerchantFixture(merchant.id, key.secret, key.key_id, live.secret)
 
 
-async def query(db: Database, sql: str, *args: Any) -> list[Record]:
+async def fetch_rows(db: Database, sql: str, *args: Any) -> list[Record]:
     """Run one statement (``$1``-style placeholders) on its own and return its rows: what an
     operator would type in psql, or a test's look at what was stored."""
     async with db.connection() as connection:

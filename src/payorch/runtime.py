@@ -123,7 +123,7 @@ class Runtime:
                     on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds}),
                 ),
             ),
-            bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
+            bank_links=BankLinkService.build(db, settings.banking, settings.data_dir),
         )
 
     def start_background(self) -> None:

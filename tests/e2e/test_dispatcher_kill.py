@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 from tests.conftest import make_settings
-from tests.factories import charge_body, create_merchant, post_charge, query
+from tests.factories import charge_body, create_merchant, fetch_rows, post_charge
 from tests.fakes.merchant_endpoint import MerchantEndpoint, verify
 
 from payorch.app import create_app
@@ -76,7 +76,7 @@ async def _delivery_when(runtime: Runtime, merchant_id: str, status: str, timeou
     """The merchant's one delivery row once it has ``status`` (the worker records after the answer)."""
     deadline = time.monotonic() + timeout
     while True:
-        (row,) = await query(
+        (row,) = await fetch_rows(
             runtime.db, "SELECT id, status, attempts FROM webhook_deliveries WHERE merchant_id = $1", merchant_id
         )
         if row["status"] == status or time.monotonic() > deadline:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.factories import charge_body, create_merchant, post_charge, query
+from tests.factories import charge_body, create_merchant, fetch_rows, post_charge
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
@@ -171,8 +171,8 @@ async def test_a_charge_whose_transaction_fails_at_commit_leaves_no_audit_row(
         failed = await post_charge(unraising_client, merchant, charge_body(description=marker), key=marker)
         committed = await post_charge(unraising_client, merchant, charge_body(description="kept"))
     finally:
-        await query(runtime.db, f"DROP TRIGGER {trigger} ON charges")
-        await query(runtime.db, f"DROP FUNCTION {function}()")
+        await fetch_rows(runtime.db, f"DROP TRIGGER {trigger} ON charges")
+        await fetch_rows(runtime.db, f"DROP FUNCTION {function}()")
     assert failed.status_code == 500
     assert failed.json()["error"]["type"] == "api_error"
     assert await audit_events(runtime.db, marker) == []

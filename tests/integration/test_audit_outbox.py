@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from tests.factories import query
+from tests.factories import fetch_rows
 
 from payorch.audit.events import Actor, AuditAction, AuditEvent, Origin, Resource, record
 from payorch.ids import new_id
@@ -38,7 +38,7 @@ def merchant_created(merchant_id: str, **details) -> AuditEvent:
 
 
 async def outbox_payload(db: Database, event_id: str) -> dict | None:
-    rows = await query(db, "SELECT payload FROM audit_outbox WHERE event_id = $1", event_id)
+    rows = await fetch_rows(db, "SELECT payload FROM audit_outbox WHERE event_id = $1", event_id)
     return rows[0]["payload"] if rows else None
 
 
@@ -50,7 +50,7 @@ async def test_committed_action_has_its_audit_row(db):
         await record(transaction, event)
     payload = await outbox_payload(db, event.id)
     assert payload == event.redacted_payload()
-    (row,) = await query(db, "SELECT * FROM audit_outbox WHERE event_id = $1", event.id)
+    (row,) = await fetch_rows(db, "SELECT * FROM audit_outbox WHERE event_id = $1", event.id)
     assert row["merchant_id"] == merchant_id
     assert row["occurred_at"] == event.occurred_at
 
@@ -70,7 +70,7 @@ async def test_rolled_back_action_leaves_no_audit_row(db):
     assert await outbox_payload(db, event.id) is None
     async with db.connection() as connection:
         assert await audit_store.count_outbox(connection, event_id=event.id) == 0
-    assert await query(db, "SELECT 1 FROM merchants WHERE id = $1", merchant_id) == []
+    assert await fetch_rows(db, "SELECT 1 FROM merchants WHERE id = $1", merchant_id) == []
 
 
 async def test_an_action_that_fails_in_the_database_takes_its_audit_row_with_it(db):

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import boto3
 import pytest
-from tests.factories import query
+from tests.factories import fetch_rows
 from tests.fakes.cloudtrail_data_server import CloudTrailDataFake
 
 from payorch.audit.chain import ChainedEvent
@@ -302,9 +302,9 @@ async def test_the_chain_table_is_append_only(db, tmp_path: Path):
     await shipper_for(db, [LocalDirectorySink(tmp_path, name=f"ao-{uuid.uuid4().hex[:8]}")]).run_once()
     last = await tip(db)
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
-        await query(db, "UPDATE audit_chain SET canonical = '{}' WHERE seq = $1", last)
+        await fetch_rows(db, "UPDATE audit_chain SET canonical = '{}' WHERE seq = $1", last)
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
-        await query(db, "DELETE FROM audit_chain WHERE seq = $1", last)
+        await fetch_rows(db, "DELETE FROM audit_chain WHERE seq = $1", last)
 
 
 def test_sink_names_must_be_unique(db, tmp_path: Path):

@@ -8,7 +8,7 @@ import json
 import re
 
 import httpx
-from tests.factories import charge_body, create_merchant, post_charge, query
+from tests.factories import charge_body, create_merchant, fetch_rows, post_charge
 
 from payorch.ids import new_id
 from payorch.runtime import Runtime
@@ -92,7 +92,7 @@ async def test_a_rolled_back_change_leaves_no_event(client: httpx.AsyncClient, r
 
 async def test_sql_event_ids_sort_with_python_ids(runtime: Runtime) -> None:
     before = new_id("evt")
-    made = [str((await query(runtime.db, "SELECT payorch_new_id('evt')"))[0][0]) for _ in range(3)]
+    made = [str((await fetch_rows(runtime.db, "SELECT payorch_new_id('evt')"))[0][0]) for _ in range(3)]
     await asyncio.sleep(0.002)
     after = new_id("evt")
     assert all(EVENT_ID.match(i) for i in made)

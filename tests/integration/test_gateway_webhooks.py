@@ -12,7 +12,7 @@ import httpx
 import pytest
 import stripe
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, create_merchant, query
+from tests.factories import MerchantFixture, create_merchant, fetch_rows
 from tests.fakes.stripe_server import Fault, StripeFake
 
 from payorch.app import create_app
@@ -154,10 +154,10 @@ async def test_unverifiable_notifications_are_refused_and_change_nothing(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "signature_verification_failed"
     assert await _state(runtime, merchant, charge["id"]) == ("processing", ["charge.processing"])
-    seen = await query(runtime.db, "SELECT count(*) FROM gateway_notifications WHERE event_id = $1", event["id"])
+    seen = await fetch_rows(runtime.db, "SELECT count(*) FROM gateway_notifications WHERE event_id = $1", event["id"])
     assert seen[0][0] == 0
     # The body named our attempt: its lookup is brought forward, nothing more.
-    due = await query(runtime.db, "SELECT next_check_at <= now() FROM charge_attempts WHERE id = $1", attempt_id)
+    due = await fetch_rows(runtime.db, "SELECT next_check_at <= now() FROM charge_attempts WHERE id = $1", attempt_id)
     assert due[0][0] is True
 
 

@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge, query
+from tests.factories import MerchantFixture, charge_body, create_merchant, fetch_rows, post_charge
 from tests.fakes.merchant_endpoint import MerchantEndpoint, verify
 
 from payorch.app import create_app
@@ -187,7 +187,7 @@ async def test_dead_lettered_delivery_is_redelivered_by_hand(database_url: str, 
         await post_charge(client, merchant, charge_body("tok_visa"))
         await endpoint.until(lambda: len(endpoint.arrivals) >= 2)
         # the 24-hour window, run out
-        await query(
+        await fetch_rows(
             runtime.db, "UPDATE webhook_deliveries SET give_up_after = now() WHERE merchant_id = $1", merchant.id
         )
         listing = f"/v1/webhook_endpoints/{subscription['id']}/deliveries"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.factories import MerchantFixture, create_merchant, query
+from tests.factories import MerchantFixture, create_merchant, fetch_rows
 
 from payorch.runtime import Runtime
 
@@ -36,7 +36,7 @@ async def test_create_shows_the_secret_once_and_stores_it_encrypted(
     assert [e["id"] for e in listed.json()["data"]] == [body["id"]]
     assert all(e["secret"] is None for e in listed.json()["data"])
 
-    ((stored,),) = await query(
+    ((stored,),) = await fetch_rows(
         runtime.db, "SELECT secret_ciphertext FROM webhook_endpoints WHERE merchant_id = $1", merchant.id
     )
     assert body["secret"].encode() not in bytes(stored)
