@@ -11,8 +11,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, text  # for the three functions that move to charges.py and refunds.py
+from sqlalchemy.ext.asyncio import AsyncSession  # transitional: the charge-settling part
 
 from payorch.storage.charges import Attempt
 from payorch.storage.sql import Connection, Record, Statement, row_to

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession  # transitional: the charge-settling part
 
 from payorch.audit.events import Actor, AuditEvent, Resource, record
 from payorch.errors import InvalidRequest, NotFound
