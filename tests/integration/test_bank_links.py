@@ -96,16 +96,17 @@ def secret_file(secrets_dir: Path, merchant_id: str, link_id: str) -> Path:
 
 
 _ALL_AUDIT_EVENTS = (
-    "SELECT p FROM (SELECT payload AS p FROM audit_outbox "
-    "UNION ALL SELECT canonical::jsonb AS p FROM audit_chain) events WHERE "
+    "SELECT p FROM (SELECT 0 AS part, seq, canonical::jsonb->'event' AS p FROM audit_chain "
+    "UNION ALL SELECT 1 AS part, seq, payload AS p FROM audit_outbox) events WHERE "
 )
 
 
 async def audit_payloads(runtime: Runtime, condition: str, *args: Any) -> list[dict[str, Any]]:
     """Audit events matching ``condition`` (on ``p``, the payload; ``$1``... are ``args``), whether
-    still in the outbox or already chained by a shipper some other test runs, in recording order."""
-    rows = await fetch_rows(runtime.db, _ALL_AUDIT_EVENTS + condition, *args)
-    return sorted((row["p"] for row in rows), key=lambda p: p["id"])
+    still in the outbox or already chained by a shipper some other test runs, in recording order:
+    chain order, then outbox order (two events of one transaction may share an id's millisecond)."""
+    rows = await fetch_rows(runtime.db, _ALL_AUDIT_EVENTS + condition + " ORDER BY part, seq", *args)
+    return [row["p"] for row in rows]
 
 
 async def audit_actions(runtime: Runtime, link_id: str) -> list[tuple[str, str]]:
