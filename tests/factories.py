@@ -15,7 +15,8 @@ from payorch.security.api_keys import create_key
 from payorch.storage import charge_writes
 from payorch.storage import merchants as repo
 from payorch.storage.charges import NewCharge
-from payorch.storage.engine import unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.sql import Record
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,19 @@ class MerchantFixture:
 
 
 async def create_merchant(runtime: Runtime, name: str = "Test merchant") -> MerchantFixture:
-    async with unit_of_work(runtime.sessions) as session:
-        merchant = await repo.insert_merchant(session, new_id("mer"), name)
-        key = await create_key(session, merchant.id, "test")
-        live = await create_key(session, merchant.id, "live")
+    async with runtime.db.transaction() as transaction:
+        merchant = await repo.insert_merchant(transaction, new_id("mer"), name)
+        key = await create_key(transaction, merchant.id, "test")
+        live = await create_key(transaction, merchant.id, "live")
     return MerchantFixture(merchant.id, key.secret, key.key_id, live.secret)
+
+
+async def fetch_rows(db: Database, sql: str, *args: Any) -> list[Record]:
+    """Run one statement (``$1``-style placeholders) on its own and return its rows: what an
+    operator would type in psql, or a test's look at what was stored."""
+    async with db.connection() as connection:
+        rows: list[Record] = await connection.fetch(sql, *args)
+    return rows
 
 
 def charge_body(
@@ -59,17 +68,6 @@ async def post_charge(
     if key is not None:
         headers["Idempotency-Key"] = key
     return await client.post("/v1/charges", json=body, headers=headers)
-
-
-async def fetch(runtime: Runtime, sql: str, *args: Any) -> list[Any]:
-    """Rows of a query the test runs itself (asyncpg's ``$n`` parameters)."""
-    async with runtime.db.connection() as connection:
-        return list(await connection.fetch(sql, *args))
-
-
-async def fetchval(runtime: Runtime, sql: str, *args: Any) -> Any:
-    async with runtime.db.connection() as connection:
-        return await connection.fetchval(sql, *args)
 
 
 async def insert_pending_charge(

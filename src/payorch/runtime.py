@@ -1,4 +1,4 @@
-"""Everything built once at start (engine, gateways, services, background loops) and closed at stop.
+"""Everything built once at start (the database pool, gateways, services, background loops) and closed at stop.
 
 Tests build their own Runtime with their own settings instead of patching import paths.
 """
@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
@@ -37,7 +35,6 @@ from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
 from payorch.storage.database import Database, DatabaseConfig
-from payorch.storage.engine import SessionFactory, create_engine, session_factory
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
 log = logging.getLogger("payorch.runtime")
@@ -48,8 +45,6 @@ class Runtime:
     settings: Settings
     db: Database
     """The one pool of database connections (storage/database.py)."""
-    engine: AsyncEngine
-    sessions: SessionFactory
     registry: GatewayRegistry
     charges: ChargeService
     charge_recovery: ChargeRecovery
@@ -75,8 +70,6 @@ class Runtime:
 
     @classmethod
     async def build(cls, settings: Settings, database_url: str) -> Runtime:
-        engine = create_engine(database_url, pool_size=4, max_overflow=0, write_pool_size=1)
-        sessions = session_factory(engine)
         db = Database(
             DatabaseConfig(database_url, pool_size=settings.db_pool_size, generic_plans=settings.db_generic_plans)
         )
@@ -99,25 +92,22 @@ class Runtime:
         return cls(
             settings=settings,
             db=db,
-            engine=engine,
-            sessions=sessions,
             registry=registry,
             charges=ChargeService(db, runner, create_charge),
             charge_recovery=charge_recovery,
             reconciler=reconciler,
-            authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
+            authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
             captures=CaptureService(runner, FollowUpCharge(db, registry)),
             refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
             payment_methods=PaymentMethodService(db, runner, registry),
             breakers=breakers,
             webhooks=build_webhooks(
-                settings,
-                sessions,
+                settings.webhooks,
                 db,
                 registry,
                 charge_recovery,
                 refund_lifecycle,
-                database_url,
+                data_dir=settings.data_dir,
                 on_outcome=metrics.webhook_delivery,
             ),
             metrics=metrics,
@@ -125,7 +115,7 @@ class Runtime:
             limiter=limiter,
             audit_shipper=build_shipper(
                 settings.audit,
-                sessions,
+                db,
                 data_dir=settings.data_dir,
                 metrics=ShipperMetrics(
                     on_shipped=metrics.audit_batch_shipped,
@@ -133,7 +123,7 @@ class Runtime:
                     on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds}),
                 ),
             ),
-            bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
+            bank_links=BankLinkService.build(db, settings.banking, settings.data_dir),
         )
 
     def start_background(self) -> None:
@@ -169,8 +159,8 @@ class Runtime:
         """What /readyz reports: each dependency's state."""
         checks = {"database": "ok"}
         try:
-            async with asyncio.timeout(2), self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with asyncio.timeout(2):
+                await self.db.ping()
         except Exception:
             checks["database"] = "unavailable"
         if self.redis is not None:
@@ -184,7 +174,7 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Read the gauges that describe shared state (reconciler backlog, audit lag) for a scrape."""
-        await refresh_database_gauges(self.metrics, self.sessions, self.db, self.settings.audit.sink_kinds())
+        await refresh_database_gauges(self.metrics, self.db, self.settings.audit.sink_kinds())
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -197,7 +187,6 @@ class Runtime:
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
-        await self.engine.dispose()
         await self.db.close()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from tests.factories import create_merchant, fetch
+from tests.factories import create_merchant, fetch_rows
 
 from payorch.audit.events import Actor, AuditEvent, Resource, outbox_params
 from payorch.ids import new_id
@@ -57,7 +57,7 @@ async def _close(runtime: Runtime, charge: Charge, attempt_id: str, attempt: Att
 
 async def _audited(runtime: Runtime, charge_id: str) -> list[str]:
     sql = "SELECT payload->>'action' FROM audit_outbox WHERE payload->'resource'->>'id' = $1 ORDER BY seq"
-    rows = await fetch(runtime, sql, charge_id)
+    rows = await fetch_rows(runtime.db, sql, charge_id)
     return [row[0] for row in rows]
 
 

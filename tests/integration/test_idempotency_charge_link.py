@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import httpx
-from tests.factories import charge_body, create_merchant, fetch, post_charge
+from tests.factories import charge_body, create_merchant, fetch_rows, post_charge
 
 from payorch.audit.events import Actor, AuditEvent, Resource, outbox_params
 from payorch.ids import new_id
@@ -89,7 +89,7 @@ async def test_an_existing_key_makes_the_one_statement_insert_write_nothing(runt
         (attempt,) = await charges_repo.list_attempts(connection, merchant.id, first.id)
         record = await idem_repo.get(connection, merchant.id, "once")
     sql = "SELECT payload->'resource'->>'id' FROM audit_outbox WHERE merchant_id = $1 ORDER BY seq"
-    audited = [row[0] for row in await fetch(runtime, sql, merchant.id)]
+    audited = [row[0] for row in await fetch_rows(runtime.db, sql, merchant.id)]
     assert (attempt.seq, attempt.status) == (1, "pending")
     assert record is not None
     assert record.object_id == first.id

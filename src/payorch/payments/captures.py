@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, StrictInt
 
-from payorch.audit.events import AuditEvent, Resource, outbox_params
+from payorch.audit.events import AuditEvent, Resource, outbox_params, record_many
 from payorch.audit.events import Outcome as AuditOutcome
 from payorch.errors import (
     ApiError,
@@ -44,7 +44,6 @@ from payorch.payments.operations import OperationRequest, OperationRunner, Reply
 from payorch.payments.schemas import StrictModel, render_charge
 from payorch.payments.states import ChargeStatus, transition
 from payorch.security.api_keys import Caller
-from payorch.storage import audit as audit_store
 from payorch.storage import charge_writes
 from payorch.storage import charges as repo
 from payorch.storage.charges import Charge
@@ -187,12 +186,12 @@ class FollowUpCharge:
         charge, kind = opened.charge, request.params.kind
         capture = kind == "capture"
         target = ChargeStatus.SUCCEEDED if capture else ChargeStatus.CANCELED
-        audit = outbox_params([_event(request.caller, charge, kind, result, opened.amount)], conditional=True)
+        event = _event(request.caller, charge, kind, result, opened.amount)
         if result.outcome is not Outcome.APPROVED:
             async with self._db.transaction() as tx:
                 if capture and result.outcome is not Outcome.UNKNOWN:
                     await charge_writes.release_capture(tx, charge.merchant_id, charge.id, opened.amount)
-                await audit_store.record_events(tx, {**audit, "audit_conditional": [False]})
+                await record_many(tx, [event])
             raise _error_for(result, kind)
         async with self._db.transaction() as tx:
             updated = await charge_writes.move_authorized(
@@ -200,7 +199,7 @@ class FollowUpCharge:
                 charge,
                 status=transition(ChargeStatus.AUTHORIZED, target).value,
                 amount_captured=opened.amount if capture else charge.amount_captured,
-                audit=audit,
+                audit=outbox_params([event], conditional=True),
             )
             if updated is None:
                 updated = await self._locked(tx, request.caller, charge.id)

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from payorch.audit import trail
-from payorch.audit.events import AuditEvent, Origin, outbox_params
+from payorch.audit.events import AuditEvent, Origin, outbox_params, record_many
 from payorch.audit.events import Outcome as AuditOutcome
 from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
 from payorch.gateways.registry import Configured, GatewayRegistry
@@ -24,7 +24,6 @@ from payorch.payments import charges as lifecycle
 from payorch.payments.config import IdempotencyConfig
 from payorch.payments.states import AttemptStatus, ChargeStatus, transition_attempt
 from payorch.storage import attempts as attempts_repo
-from payorch.storage import audit as audit_store
 from payorch.storage import charges as repo
 from payorch.storage.charges import Attempt, AttemptResult, Charge
 from payorch.storage.database import Database
@@ -207,7 +206,7 @@ class ChargeRecovery:
                     )
                     log.info("reconciler: charge %s settled by attempt %s", current.id, attempt.id)
                 events = _events(attempt, "resolved", "success", result=result, status=target.value)
-                await audit_store.record_events(tx, outbox_params(events))
+                await record_many(tx, events)
                 return Decision(attempt.id, attempt.charge_id, "resolved")
         if running:
             # failover_on_unknown: the request is trying the next gateway right now and will settle
@@ -241,7 +240,7 @@ class ChargeRecovery:
             log.error("late success of attempt %s cannot be reversed: no gateway or reference", attempt.id)
             events = _events(attempt, "reversal_failed", "failure", result=result, reason="not_reversible")
             async with self._db.transaction() as tx:
-                await audit_store.record_events(tx, outbox_params(events))
+                await record_many(tx, events)
             return Decision(attempt.id, charge.id, "reversal_failed")
         reversal = await _reversal(configured, attempt.id, charge, result.reference, result.captured)
         if reversal.outcome is not Outcome.APPROVED:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from payorch.audit.events import AuditEvent, Resource, outbox_params
+from payorch.audit.events import AuditEvent, Resource, record_many
 from payorch.errors import ApiError, InvalidRequest, NoGatewayAvailable, NotFound
 from payorch.gateways.base import CardSummary, Outcome, VaultResult
 from payorch.gateways.registry import GatewayRegistry
@@ -30,7 +30,6 @@ from payorch.orchestration.executor import call_once
 from payorch.payments.operations import OperationRequest, OperationRunner, Reply, error_reply, reply, store_reply
 from payorch.payments.schemas import CardOut, GatewayName, StrictModel, Token
 from payorch.security.api_keys import Caller
-from payorch.storage import audit as audit_store
 from payorch.storage import idempotency as keys
 from payorch.storage import payment_methods as repo
 from payorch.storage.database import Database
@@ -157,7 +156,7 @@ class VaultPaymentMethod:
                 answer = reply(201, render_payment_method(stored, self._registry.names))
             else:
                 answer = error_reply(_refusal(results), request.request_id)
-            await audit_store.record_events(tx, outbox_params([event]))
+            await record_many(tx, [event])
             await store_reply(tx, request, answer, opened.payment_method_id)
         return answer
 

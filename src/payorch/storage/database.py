@@ -29,6 +29,16 @@ from payorch.storage.sql import Connection
 CHECKOUT_TIMEOUT_SECONDS = 10.0
 PING_AFTER_IDLE_SECONDS = 5.0
 
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+"""What talking to the database raises when it refused a statement or could not be reached (cut,
+down, no connection free in time): what a background loop survives and retries."""
+
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
@@ -184,4 +194,4 @@ class Database:
                 connection.terminate()
 
 
-__all__ = ["Connection", "Database", "DatabaseConfig", "open_connection"]
+__all__ = ["DATABASE_ERRORS", "Connection", "Database", "DatabaseConfig", "open_connection"]

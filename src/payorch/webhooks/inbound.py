@@ -2,7 +2,7 @@
 ``parse_webhook``), deduplicated by the gateway's event id, applied through the state machine.
 
 - ``payment.succeeded`` / ``payment.authorized`` / ``payment.failed`` for an attempt still unresolved
-  (unknown, review) are applied by the reconciler's own code (``Reconciler.apply_result``): the same
+  (unknown, review) are applied by the charge lifecycle's recovery (``AttemptSettler``): the same
   transitions, late-success reversal and idempotent-reply completion as a lookup's answer.
 - ``refund.succeeded`` / ``refund.failed`` settle a pending refund with that gateway reference.
 - ``dispute.created`` raises a ``charge.disputed`` event.
@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from payorch.audit.events import Actor, AuditEvent, Resource, record
 from payorch.errors import InvalidRequest, NotFound
 from payorch.gateways.base import GatewayError, GatewayNotification, GatewayResult, Outcome
@@ -34,7 +32,7 @@ from payorch.storage import events as events_repo
 from payorch.storage import webhooks as repo
 from payorch.storage.charges import Attempt
 from payorch.storage.database import Database
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.sql import Connection
 
 log = logging.getLogger("payorch.webhooks.inbound")
 
@@ -79,14 +77,8 @@ class Received:
 
 class InboundService:
     def __init__(
-        self,
-        sessions: SessionFactory,
-        db: Database,
-        registry: GatewayRegistry,
-        attempts: AttemptSettler,
-        refunds: RefundSettler,
+        self, db: Database, registry: GatewayRegistry, attempts: AttemptSettler, refunds: RefundSettler
     ) -> None:
-        self._sessions = sessions
         self._db = db
         self._registry = registry
         self._attempts = attempts
@@ -106,9 +98,9 @@ class InboundService:
             raise UnverifiableNotification(
                 "The notification's signature could not be verified.", param="signature"
             ) from error
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.connection() as connection:
             fresh = await repo.record_notification(
-                session,
+                connection,
                 gateway=gateway,
                 event_id=notification.event_id,
                 kind=notification.kind,
@@ -121,12 +113,12 @@ class InboundService:
         try:
             outcome = await self._apply(gateway, notification)
         except Exception:
-            async with unit_of_work(self._sessions) as session:  # let the gateway's retry apply it
-                await repo.forget_notification(session, gateway, notification.event_id)
+            async with self._db.connection() as connection:  # let the gateway's retry apply it
+                await repo.forget_notification(connection, gateway, notification.event_id)
             raise
-        async with unit_of_work(self._sessions) as session:
-            await repo.set_notification_outcome(session, gateway, notification.event_id, outcome)
-            await _audit(session, gateway, notification, outcome)
+        async with self._db.transaction() as transaction:
+            await repo.set_notification_outcome(transaction, gateway, notification.event_id, outcome)
+            await _audit(transaction, gateway, notification, outcome)
         log.info("%s notification %s (%s): %s", gateway, notification.event_id, notification.kind, outcome)
         return Received(notification.event_id, notification.kind, outcome)
 
@@ -140,8 +132,8 @@ class InboundService:
             if attempt is None:
                 return "unknown_attempt"
         if notification.kind == "dispute.created":
-            async with unit_of_work(self._sessions) as session:
-                return await self._dispute(session, gateway, attempt, notification)
+            async with self._db.transaction() as tx:
+                return await self._dispute(tx, gateway, attempt, notification)
         template = _RESULTS.get(notification.kind)
         if template is None:
             async with self._db.connection() as connection:
@@ -172,7 +164,9 @@ class InboundService:
         return "ignored"
 
     @staticmethod
-    async def _dispute(session: AsyncSession, gateway: str, attempt: Attempt, notification: GatewayNotification) -> str:
+    async def _dispute(
+        connection: Connection, gateway: str, attempt: Attempt, notification: GatewayNotification
+    ) -> str:
         dispute = {
             "gateway": gateway,
             "gateway_event": notification.event_id,
@@ -180,7 +174,7 @@ class InboundService:
             "amount": notification.amount,
         }
         event_id = await events_repo.emit_for_charge(
-            session, attempt.merchant_id, attempt.charge_id, "charge.disputed", {"dispute": dispute}
+            connection, attempt.merchant_id, attempt.charge_id, "charge.disputed", {"dispute": dispute}
         )
         return "disputed" if event_id is not None else "unknown_attempt"
 
@@ -195,9 +189,9 @@ class InboundService:
                 log.exception("could not schedule a lookup from an unverified notification")
 
 
-async def _audit(session: AsyncSession, gateway: str, notification: GatewayNotification, outcome: str) -> None:
+async def _audit(transaction: Connection, gateway: str, notification: GatewayNotification, outcome: str) -> None:
     await record(
-        session,
+        transaction,
         AuditEvent(
             actor=Actor(user=f"gateway:{gateway}"),
             action="gateway_notification.received",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from payorch.gateways.registry import GatewayRegistry
-from payorch.settings import Settings
 from payorch.storage.database import Database
-from payorch.storage.engine import SessionFactory
+from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.dispatcher import Dispatcher, OutcomeHook
 from payorch.webhooks.inbound import AttemptSettler, InboundService, RefundSettler
 from payorch.webhooks.service import WebhookService
@@ -24,21 +24,20 @@ class Webhooks:
 
 
 def build_webhooks(
-    settings: Settings,
-    sessions: SessionFactory,
+    config: WebhooksConfig,
     db: Database,
     registry: GatewayRegistry,
     attempts: AttemptSettler,
     refunds: RefundSettler,
-    database_url: str,
     *,
+    data_dir: Path,
     on_outcome: OutcomeHook | None = None,
 ) -> Webhooks:
-    config = settings.webhooks
+    """``data_dir`` holds the key that seals endpoints' signing secrets when none is configured."""
     configured_key = config.secret_key.get_secret_value() if config.secret_key is not None else None
-    box = SecretBox.from_setting(configured_key, settings.data_dir / KEY_FILE)
+    box = SecretBox.from_setting(configured_key, data_dir / KEY_FILE)
     return Webhooks(
-        endpoints=WebhookService(sessions, config, box),
-        dispatcher=Dispatcher(sessions, config, box, database_url, on_outcome=on_outcome),
-        inbound=InboundService(sessions, db, registry, attempts, refunds),
+        endpoints=WebhookService(db, config, box),
+        dispatcher=Dispatcher(db, config, box, on_outcome=on_outcome),
+        inbound=InboundService(db, registry, attempts, refunds),
     )
