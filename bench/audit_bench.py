@@ -34,7 +34,7 @@ from payorch.audit.shipper import AuditShipper
 from payorch.audit.sinks import LocalDirectorySink
 from payorch.runtime import Runtime
 from payorch.settings import Settings
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 

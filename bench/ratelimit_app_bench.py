@@ -31,7 +31,7 @@ from payorch.runtime import Runtime
 from payorch.security.api_keys import create_key
 from payorch.settings import Settings
 from payorch.storage import merchants as merchants_repo
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 HIGH = {"requests": 1_000_000, "window_seconds": 60}
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.settings import Settings
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 T = TypeVar("T")
 
@@ -59,7 +59,7 @@ def _server_url() -> str:
         return explicit
     if _port_open("127.0.0.1", 5432):
         return "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-    from payorch.storage.engine import start_embedded
+    from payorch.storage.bootstrap import start_embedded
 
     return start_embedded(Path(tempfile.mkdtemp(prefix="payorch-test-pg-")))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,8 +71,29 @@ async def post_charge(
     return await client.post("/v1/charges", json=body, headers=headers)
 
 
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+async def query(db: Database, sql: str, **params: Any) -> list[Record]:
+    """A test's own SQL with ``:name`` parameters, run as one statement: its rows (none for a write)."""
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in order:
+            order.append(match.group(1))
+        return f"${order.index(match.group(1)) + 1}"
+
+    positional = _NAMED.sub(number, sql)
+    return await fetch_rows(db, positional, *(params[name] for name in order))
+
+
 async def insert_pending_charge(
-    runtime: Runtime, charge: NewCharge, *, attempt_id: str, gateway: str = "sandbox", token: str = "tok_visa"  # noqa: S107
+    runtime: Runtime,
+    charge: NewCharge,
+    *,
+    attempt_id: str,
+    gateway: str = "sandbox",
+    token: str = "tok_visa",  # noqa: S107
 ) -> None:
     """A pending charge and its first pending attempt, as a request leaves them just before it calls
     the gateway (a crash there is what the reconciler finds)."""

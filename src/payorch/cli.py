@@ -42,7 +42,7 @@ def database_url(settings: Settings) -> str:
     """PAYORCH_DATABASE_URL, or the embedded server under the data directory (started if needed)."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
-    from payorch.storage.engine import start_embedded
+    from payorch.storage.bootstrap import start_embedded
 
     return start_embedded(settings.data_dir)
 
@@ -50,7 +50,7 @@ def database_url(settings: Settings) -> str:
 @app.command()
 def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions per money table.")] = None) -> None:
     """Apply the database migrations (Alembic upgrade head)."""
-    from payorch.storage.engine import run_migrations
+    from payorch.storage.bootstrap import run_migrations
 
     settings = _settings()
     run_migrations(database_url(settings), partitions=partitions or settings.partitions)
@@ -110,7 +110,7 @@ def serve(
     from payorch.app import create_app
     from payorch.observability.logging import configure_logging
     from payorch.security.slow_clients import guarded_http_protocol
-    from payorch.storage.engine import run_migrations
+    from payorch.storage.bootstrap import run_migrations
 
     settings = _settings()
     configure_logging(json_lines=settings.json_logs)

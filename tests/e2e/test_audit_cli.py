@@ -27,7 +27,7 @@ from payorch.audit.chain import ChainedEvent
 from payorch.runtime import Runtime
 from payorch.storage import audit as audit_store
 from payorch.storage.database import Database, DatabaseConfig
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 CHARGES = 6
 

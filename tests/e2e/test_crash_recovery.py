@@ -27,7 +27,7 @@ from tests.fakes.stripe_server import FakeRequest, FakeResponse, Fault, StripeFa
 
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 pytestmark = pytest.mark.e2e
 

@@ -33,7 +33,7 @@ from payorch.audit.verify import verify, verify_configured
 from payorch.runtime import Runtime
 from payorch.settings import Settings
 from payorch.storage import audit as audit_store
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 CHANNEL = "arn:aws:cloudtrail:us-east-1:123456789012:channel/payorch-integration"
 CHARGES = 1000

@@ -6,15 +6,13 @@ import asyncio
 import time
 
 import httpx
-from sqlalchemy import text
-from tests.factories import create_merchant, insert_pending_charge, post_charge
+from tests.factories import create_merchant, insert_pending_charge, post_charge, query
 
 from payorch.gateways.base import PaymentRequest
 from payorch.ids import new_id
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
 from payorch.storage.charges import NewCharge
-from payorch.storage.engine import unit_of_work
 
 
 def two_tokens(primary: str, backup: str = "tok_visa") -> dict[str, object]:
@@ -26,12 +24,10 @@ def two_tokens(primary: str, backup: str = "tok_visa") -> dict[str, object]:
 
 
 async def books(runtime: Runtime, charge_id: str) -> list[tuple[str, str]]:
-    async with unit_of_work(runtime.sessions) as session:
-        rows = await session.execute(
-            text("SELECT gateway, status FROM sandbox_payments WHERE charge_id = :c ORDER BY created_at"),
-            {"c": charge_id},
-        )
-        return [tuple(r) for r in rows.all()]
+    rows = await query(
+        runtime.db, "SELECT gateway, status FROM sandbox_payments WHERE charge_id = :c ORDER BY created_at", c=charge_id
+    )
+    return [tuple(r) for r in rows]
 
 
 async def attempts(runtime: Runtime, merchant_id: str, charge_id: str) -> list[tuple[str, str]]:
@@ -126,14 +122,12 @@ async def test_a_crash_between_gateway_and_database_is_resolved(runtime: Runtime
     assert charged.charged
     # Not yet stale: a live request may still be writing its result.
     assert all(d.object_id != attempt_id for d in await runtime.reconciler.run_once())
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text(
-                "UPDATE charge_attempts SET created_at = now() - interval '10 minutes' "
-                "WHERE merchant_id = :m AND id = :a"
-            ),
-            {"m": merchant.id, "a": attempt_id},
-        )
+    await query(
+        runtime.db,
+        "UPDATE charge_attempts SET created_at = now() - interval '10 minutes' WHERE merchant_id = :m AND id = :a",
+        m=merchant.id,
+        a=attempt_id,
+    )
     decisions = await runtime.reconciler.run_once()
     assert [d.action for d in decisions if d.object_id == attempt_id] == ["resolved"]
     async with runtime.db.connection() as connection:
@@ -162,14 +156,12 @@ async def test_a_crash_before_the_gateway_call_fails_the_charge_safely(runtime: 
         gateway="sandbox",
         token="tok_visa",
     )
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text(
-                "UPDATE charge_attempts SET created_at = now() - interval '10 minutes' "
-                "WHERE merchant_id = :m AND id = :a"
-            ),
-            {"m": merchant.id, "a": attempt_id},
-        )
+    await query(
+        runtime.db,
+        "UPDATE charge_attempts SET created_at = now() - interval '10 minutes' WHERE merchant_id = :m AND id = :a",
+        m=merchant.id,
+        a=attempt_id,
+    )
     await runtime.reconciler.run_once()
     async with runtime.db.connection() as connection:
         charge = await repo.get_charge(connection, merchant.id, charge_id)
@@ -183,14 +175,12 @@ async def test_an_attempt_that_stays_unknown_is_flagged_for_review(runtime: Runt
     merchant = await create_merchant(runtime)
     response = await post_charge(client, merchant, two_tokens("tok_timeout"))
     charge_id = response.json()["id"]
-    async with unit_of_work(runtime.sessions) as session:
-        # Lookups keep answering "still processing" by pretending the payment just arrived.
-        await session.execute(
-            text(
-                "UPDATE charge_attempts SET check_count = 100, next_check_at = now() "
-                "WHERE merchant_id = :m AND charge_id = :c"
-            ),
-            {"m": merchant.id, "c": charge_id},
-        )
+    # Lookups keep answering "still processing" by pretending the payment just arrived.
+    await query(
+        runtime.db,
+        "UPDATE charge_attempts SET check_count = 100, next_check_at = now() WHERE merchant_id = :m AND charge_id = :c",
+        m=merchant.id,
+        c=charge_id,
+    )
     decisions = [d for d in await runtime.reconciler.run_once() if d.charge_id == charge_id]
     assert [d.action for d in decisions] in (["review"], ["resolved"])

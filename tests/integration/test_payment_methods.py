@@ -9,15 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, create_merchant
+from tests.factories import MerchantFixture, create_merchant, query
 from tests.fakes.stripe_server import StripeFake
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.settings import GatewayConfig
-from payorch.storage.engine import unit_of_work
 
 
 @pytest.fixture
@@ -26,8 +24,7 @@ async def merchant(runtime: Runtime) -> MerchantFixture:
 
 
 async def rows(runtime: Runtime, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    async with unit_of_work(runtime.sessions) as session:
-        return [tuple(r) for r in (await session.execute(text(sql), params)).all()]
+    return [tuple(r) for r in await query(runtime.db, sql, **params)]
 
 
 def assert_error(response: httpx.Response, status: int, code: str, error_type: str = "invalid_request_error") -> None:

@@ -5,7 +5,6 @@ overrides, trusted-proxy client IPs reaching the audit trail, and Redis going aw
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
@@ -15,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
+from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge, query
 from tests.integration.redis_cluster import redis_cluster, redis_server
 
 from payorch.app import create_app
@@ -181,12 +179,12 @@ async def test_trusted_proxy_client_ip_reaches_the_audit_origin(database_url: st
         headers = {**merchant.headers, "X-Forwarded-For": "198.51.100.1, 203.0.113.7"}
         created = await client.post("/v1/charges", json=charge_body(), headers=headers)
         assert created.status_code == 201
-        async with runtime.engine.connect() as connection:
-            rows = await connection.execute(
-                text("SELECT payload FROM audit_outbox WHERE payload::text LIKE :charge"),
-                {"charge": f"%{created.json()['id']}%"},
-            )
-            payloads = [row.payload if isinstance(row.payload, dict) else json.loads(row.payload) for row in rows]
+        rows = await query(
+            runtime.db,
+            "SELECT payload FROM audit_outbox WHERE payload::text LIKE :charge",
+            charge=f"%{created.json()['id']}%",
+        )
+        payloads = [row["payload"] for row in rows]
     assert payloads, "creating a charge writes an audit event"
     # The right-most untrusted hop is the client; the left-most one is the client's own claim.
     assert {p["origin"]["ip"] for p in payloads} == {"203.0.113.7"}

@@ -8,8 +8,9 @@ from payorch.storage.sql import Statement, StatementError
 
 
 def test_names_become_positions_in_order_of_first_use() -> None:
-    statement = Statement("SELECT * FROM charges WHERE merchant_id = :merchant_id::text AND id = :id::text "
-                          "AND (:id::text IS NOT NULL)")
+    statement = Statement(
+        "SELECT * FROM charges WHERE merchant_id = :merchant_id::text AND id = :id::text AND (:id::text IS NOT NULL)"
+    )
     assert statement.text == (
         "SELECT * FROM charges WHERE merchant_id = $1::text AND id = $2::text AND ($2::text IS NOT NULL)"
     )

@@ -113,9 +113,13 @@ class Database:
         try:
             yield connection
             reusable = True
-        except asyncpg.PostgresError as error:
-            # The server refused the statement and said so: the connection is as good as before.
-            reusable = not isinstance(error, asyncpg.PostgresConnectionError)
+        except (asyncio.CancelledError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            # Cut short mid-statement, or cut off: what the connection is in now is not known.
+            raise
+        except Exception:
+            # The server refused a statement and said so, or the caller's own rule failed between
+            # statements (a transaction's block rolls back first): the connection is as good as before.
+            reusable = True
             raise
         finally:
             self._checkin(connection, reusable)
