@@ -10,6 +10,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from payorch.storage.schema import drift, metadata
+
 config = context.config
 
 
@@ -26,7 +28,15 @@ def _url() -> str:
 
 
 def _do_run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        transaction_per_migration=True,
+        compare_type=True,
+        compare_server_default=True,
+        include_name=drift.include_name(connection),
+        autogenerate_plugins=["alembic.autogenerate.*", drift.PLUGIN_NAME],
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,0 +1,188 @@
+"""What ``alembic check`` compares between this package's MetaData and a migrated database.
+
+Left out, by asking the catalog rather than matching names: the hash partitions (``charges_p000``
+...) with their indexes and constraints, the foreign keys Postgres derives from a parent's onto each
+partition it references, and Alembic's own version table.
+
+Added to what Alembic compares by itself: check constraints (by name and by definition) and each
+index's predicate and ``INCLUDE`` columns, which Alembic does not look at. A definition is compared
+as Postgres prints it back: every expression, from the MetaData and from the catalog alike, is
+added as a check to an empty temporary table with its table's columns, inside a savepoint that is
+then rolled back. So ``status IN ('a', 'b')`` equals ``status = ANY (ARRAY['a'::text, 'b'::text])``
+without any guessing at SQL text.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations import ops
+from alembic.runtime.plugins import Plugin
+from alembic.util import DispatchPriority, PriorityDispatchResult
+from sqlalchemy import CheckConstraint, Column, MetaData, Table, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement, literal_column
+
+NameFilter = Callable[[str | None, str, Mapping[str, str | None]], bool]
+PLUGIN_NAME = "payorch.storage.schema.drift"
+
+_PARTITIONS = text(
+    "SELECT relname FROM pg_class WHERE relispartition AND relnamespace = current_schema()::regnamespace"
+)
+# A constraint with a parent constraint exists because of that parent: migrating the parent made it.
+_DERIVED_CONSTRAINTS = text(
+    "SELECT rel.relname, con.conname FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid "
+    "WHERE con.conparentid <> 0 AND rel.relnamespace = current_schema()::regnamespace"
+)
+_PROBE_DEFINITIONS = text(
+    "SELECT conname, pg_get_constraintdef(oid, true) FROM pg_constraint "
+    "WHERE conrelid = 'payorch_drift_probe'::regclass AND contype = 'c'"
+)
+
+
+def include_name(connection: Connection, *, version_table: str = "alembic_version") -> NameFilter:
+    """An Alembic ``include_name`` hook that keeps only what the migrations declare themselves.
+
+    The catalog is read on first use, when autogenerate starts comparing: by then every partition
+    exists, and a plain upgrade never pays for the query.
+    """
+    partitions: set[str] = set()
+    derived: set[tuple[str, str]] = set()
+    loaded = False
+
+    def keep(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
+        nonlocal loaded
+        if not loaded:
+            partitions.update(connection.execute(_PARTITIONS).scalars())
+            derived.update((str(rel), str(con)) for rel, con in connection.execute(_DERIVED_CONSTRAINTS))
+            loaded = True
+        if type_ == "table":
+            return name != version_table and name not in partitions
+        table = parent_names.get("table_name")
+        if table in partitions:
+            return False
+        return not (table is not None and name is not None and (table, name) in derived)
+
+    return keep
+
+
+def canonical(connection: Connection, table: Table, expressions: Mapping[str, ClauseElement]) -> dict[str, str]:
+    """Each boolean expression over ``table``'s columns as Postgres prints it. Leaves nothing behind.
+
+    The expressions are checks on an empty temporary table with ``table``'s columns: the MetaData's
+    own for its expressions, the reflected ones for the catalog's, so a column that exists on one
+    side only is no error.
+    """
+    if not expressions:
+        return {}
+    probe = Table(
+        "payorch_drift_probe",
+        MetaData(),
+        *(Column(column.name, column.type) for column in table.columns),
+        prefixes=["TEMPORARY"],
+    )
+    names = {key: f"probe_{n}" for n, key in enumerate(expressions)}
+    options = {"literal_binds": True, "include_table": False}
+    additions = ", ".join(
+        f"ADD CONSTRAINT {names[key]} CHECK ({expression.compile(connection, compile_kwargs=options)})"
+        for key, expression in expressions.items()
+    )
+    with connection.begin_nested() as savepoint:
+        probe.create(connection)
+        connection.exec_driver_sql(f"ALTER TABLE payorch_drift_probe {additions}")
+        printed = {str(name): str(definition) for name, definition in connection.execute(_PROBE_DEFINITIONS)}
+        savepoint.rollback()
+    return {key: printed[name] for key, name in names.items()}
+
+
+def _differ(
+    connection: Connection, metadata_table: Table, conn_table: Table, pairs: Mapping[str, tuple[ClauseElement, str]]
+) -> set[str]:
+    """The names whose MetaData expression and reflected SQL Postgres prints differently."""
+    wanted = canonical(connection, metadata_table, {name: expression for name, (expression, _) in pairs.items()})
+    found = canonical(connection, conn_table, {name: literal_column(sql) for name, (_, sql) in pairs.items()})
+    return {name for name in pairs if wanted[name] != found[name]}
+
+
+def _connection(autogen_context: AutogenContext) -> Connection:
+    if autogen_context.connection is None:
+        raise RuntimeError("schema drift is compared on a live connection, not offline")
+    return autogen_context.connection
+
+
+def _compare_checks(
+    autogen_context: AutogenContext,
+    modify_ops: ops.ModifyTableOps,
+    schema: str | None,
+    tname: str,
+    conn_table: Table | None,
+    metadata_table: Table | None,
+) -> PriorityDispatchResult:
+    if conn_table is None or metadata_table is None:
+        return PriorityDispatchResult.CONTINUE
+    wanted = {str(ck.name): ck for ck in metadata_table.constraints if isinstance(ck, CheckConstraint) and ck.name}
+    existing = {
+        str(ck["name"]): ck["sqltext"]
+        for ck in autogen_context.inspector.get_check_constraints(tname, schema=schema)
+        if autogen_context.run_name_filters(
+            ck["name"], "check_constraint", {"table_name": tname, "schema_name": schema}
+        )
+    }
+    pairs = {name: (wanted[name].sqltext, existing[name]) for name in wanted.keys() & existing.keys()}
+    changed = _differ(_connection(autogen_context), metadata_table, conn_table, pairs)
+    for name in sorted(existing.keys() - wanted.keys() | changed):
+        reflected = CheckConstraint(literal_column(existing[name]), name=name, table=conn_table)
+        modify_ops.ops.append(ops.DropConstraintOp.from_constraint(reflected))
+    for name in sorted(wanted.keys() - existing.keys() | changed):
+        modify_ops.ops.append(ops.AddConstraintOp.from_constraint(wanted[name]))
+    return PriorityDispatchResult.CONTINUE
+
+
+def _compare_index_options(
+    autogen_context: AutogenContext,
+    modify_ops: ops.ModifyTableOps,
+    schema: str | None,
+    tname: str,
+    conn_table: Table | None,
+    metadata_table: Table | None,
+) -> PriorityDispatchResult:
+    if conn_table is None or metadata_table is None:
+        return PriorityDispatchResult.CONTINUE
+    # An index Alembic already found different (or missing) is recreated whole: nothing to add.
+    settled = {getattr(op, "index_name", None) for op in modify_ops.ops}
+    existing = {
+        str(ix["name"]): ix.get("dialect_options", {})
+        for ix in autogen_context.inspector.get_indexes(tname, schema=schema)
+    }
+    wanted = {str(ix.name): ix for ix in metadata_table.indexes if ix.name in existing and ix.name not in settled}
+    changed: set[str] = set()
+    predicates: dict[str, tuple[ClauseElement, str]] = {}
+    for name, index in wanted.items():
+        options = index.dialect_options["postgresql"]
+        include = [getattr(column, "name", column) for column in options.get("include") or ()]
+        where, existing_where = options.get("where"), existing[name].get("postgresql_where")
+        if include != list(existing[name].get("postgresql_include") or ()) or (where is None) != (
+            existing_where is None
+        ):
+            changed.add(name)
+        elif where is not None and existing_where is not None:
+            predicates[name] = (where, existing_where)
+    changed |= _differ(_connection(autogen_context), metadata_table, conn_table, predicates)
+    reflected = {str(ix.name): ix for ix in conn_table.indexes}
+    for name in sorted(changed):
+        modify_ops.ops.append(ops.DropIndexOp.from_index(reflected.get(name, wanted[name])))
+        modify_ops.ops.append(ops.CreateIndexOp.from_index(wanted[name]))
+    return PriorityDispatchResult.CONTINUE
+
+
+def setup(plugin: Plugin) -> None:
+    """Register the comparisons (Alembic's plugin entry point)."""
+    for compare, element in ((_compare_checks, "checks"), (_compare_index_options, "index_options")):
+        plugin.add_autogenerate_comparator(compare, "table", f"payorch_{element}", priority=DispatchPriority.LAST)
+
+
+# Alembic keeps one registry of plugins per process while env.py runs again for every command:
+# registering on import is registering once.
+Plugin.setup_plugin_from_module(sys.modules[__name__], PLUGIN_NAME)
