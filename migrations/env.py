@@ -1,6 +1,10 @@
 """Async Alembic environment. The URL comes from the caller (``payorch migrate``, tests) through
 ``config.attributes["url"]``, or from payorch's settings; the partition count through
-``config.attributes["partitions"]``, ``-x partitions=N`` or settings."""
+``config.attributes["partitions"]``, ``-x partitions=N`` or settings.
+
+Autogenerate and ``alembic check`` compare the database with ``payorch.storage.schema.metadata``;
+what they leave out and what they compare beyond Alembic's own checks is in
+``payorch/storage/schema/drift.py``."""
 
 from __future__ import annotations
 
