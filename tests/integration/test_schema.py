@@ -103,6 +103,14 @@ DRIFTS = [
         "Index('webhook_deliveries_due_idx'",
     ),
     (
+        "partitioning",
+        "CREATE TABLE sandbox_operations_hashed (LIKE sandbox_operations INCLUDING ALL) PARTITION BY HASH (gateway); "
+        "DROP TABLE sandbox_operations; ALTER TABLE sandbox_operations_hashed RENAME TO sandbox_operations",
+        "CREATE TABLE sandbox_operations_plain (LIKE sandbox_operations INCLUDING ALL); "
+        "DROP TABLE sandbox_operations; ALTER TABLE sandbox_operations_plain RENAME TO sandbox_operations",
+        "sandbox_operations: PARTITION BY HASH (gateway) in the database, not partitioned in the MetaData",
+    ),
+    (
         "table unknown to the definitions",
         "CREATE TABLE refund_notes (id text PRIMARY KEY)",
         "DROP TABLE refund_notes",

@@ -23,8 +23,9 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-# ``postgresql_partition_by`` of the partitioned parents. Their children (``charges_p000`` ...) are
-# made by the migrations, with the modulus chosen at migration time, and are not declared here.
+# ``postgresql_partition_by`` of the partitioned parents, as Postgres prints it (pg_get_partkeydef).
+# Their children (``charges_p000`` ...) are made by the migrations, with the modulus chosen at
+# migration time, and are not declared here.
 BY_MERCHANT = "HASH (merchant_id)"
 
 TIMESTAMPTZ = DateTime(timezone=True)
@@ -34,7 +35,7 @@ ZERO = text("0")
 
 
 def merchant_key() -> PrimaryKeyConstraint:
-    """``PRIMARY KEY (merchant_id, id)``: merchant first, so every lookup prunes to one partition."""
+    """``PRIMARY KEY (merchant_id, id)``, merchant first, as migrated (a partitioned table's key must hold it)."""
     return PrimaryKeyConstraint("merchant_id", "id")
 
 

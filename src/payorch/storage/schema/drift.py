@@ -4,8 +4,9 @@ Left out, by asking the catalog rather than matching names: the hash partitions 
 ...) with their indexes and constraints, the foreign keys Postgres derives from a parent's onto each
 partition it references, and Alembic's own version table.
 
-Added to what Alembic compares by itself: check constraints (by name and by definition) and each
-index's predicate and ``INCLUDE`` columns, which Alembic does not look at. A definition is compared
+Added to what Alembic compares by itself: check constraints (by name and by definition), each
+index's predicate and ``INCLUDE`` columns, and each table's ``PARTITION BY``, which Alembic does not
+look at. A definition is compared
 as Postgres prints it back: every expression, from the MetaData and from the catalog alike, is
 added as a check to an empty temporary table with its table's columns, inside a savepoint that is
 then rolled back. So ``status IN ('a', 'b')`` equals ``status = ANY (ARRAY['a'::text, 'b'::text])``
@@ -35,6 +36,10 @@ _PARTITIONS = text(
 _DERIVED_CONSTRAINTS = text(
     "SELECT rel.relname, con.conname FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid "
     "WHERE con.conparentid <> 0 AND rel.relnamespace = current_schema()::regnamespace"
+)
+_PARTITION_KEY = text(
+    "SELECT pg_get_partkeydef(oid) FROM pg_class "
+    "WHERE relname = :table AND relnamespace = current_schema()::regnamespace"
 )
 _PROBE_DEFINITIONS = text(
     "SELECT conname, pg_get_constraintdef(oid, true) FROM pg_constraint "
@@ -177,9 +182,47 @@ def _compare_index_options(
     return PriorityDispatchResult.CONTINUE
 
 
+class PartitioningDiffers(ops.ExecuteSQLOp):
+    """Alembic has no operation for a changed ``PARTITION BY`` (a table is partitioned only when it
+    is created), so the difference is reported as a SQL comment, which says the same both ways."""
+
+    def reverse(self) -> PartitioningDiffers:
+        return self
+
+
+def _partitioning(key: str | None) -> str:
+    return f"PARTITION BY {key}" if key else "not partitioned"
+
+
+def _compare_partitioning(
+    autogen_context: AutogenContext,
+    modify_ops: ops.ModifyTableOps,
+    _schema: str | None,
+    tname: str,
+    conn_table: Table | None,
+    metadata_table: Table | None,
+) -> PriorityDispatchResult:
+    if conn_table is None or metadata_table is None:
+        return PriorityDispatchResult.CONTINUE
+    wanted = metadata_table.dialect_options["postgresql"].get("partition_by")
+    found = _connection(autogen_context).execute(_PARTITION_KEY, {"table": tname}).scalar_one_or_none()
+    if (wanted or None) != (found or None):
+        modify_ops.ops.append(
+            PartitioningDiffers(
+                f"-- {tname}: {_partitioning(found)} in the database, {_partitioning(wanted)} in the MetaData"
+            )
+        )
+    return PriorityDispatchResult.CONTINUE
+
+
 def setup(plugin: Plugin) -> None:
     """Register the comparisons (Alembic's plugin entry point)."""
-    for compare, element in ((_compare_checks, "checks"), (_compare_index_options, "index_options")):
+    comparisons = (
+        (_compare_checks, "checks"),
+        (_compare_index_options, "index_options"),
+        (_compare_partitioning, "partitioning"),
+    )
+    for compare, element in comparisons:
         plugin.add_autogenerate_comparator(compare, "table", f"payorch_{element}", priority=DispatchPriority.LAST)
 
 

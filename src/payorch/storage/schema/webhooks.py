@@ -39,7 +39,7 @@ webhook_endpoints = Table(
     Column("enabled_events", ARRAY(Text), nullable=False),
     Column("description", Text),
     Column("secret_ciphertext", LargeBinary, nullable=False),
-    # The secret a rotation replaced, still accepted by merchants until it expires.
+    # After a rotation, deliveries are signed with this secret too until it expires.
     Column("previous_secret_ciphertext", LargeBinary),
     timestamp("previous_secret_expires_at"),
     stamped("created_at"),
