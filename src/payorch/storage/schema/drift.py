@@ -167,10 +167,9 @@ def _compare_index_options(
     for name, index in wanted.items():
         options = index.dialect_options["postgresql"]
         include = [getattr(column, "name", column) for column in options.get("include") or ()]
+        existing_include = list(existing[name].get("postgresql_include") or ())
         where, existing_where = options.get("where"), existing[name].get("postgresql_where")
-        if include != list(existing[name].get("postgresql_include") or ()) or (where is None) != (
-            existing_where is None
-        ):
+        if include != existing_include or (where is None) != (existing_where is None):
             changed.add(name)
         elif where is not None and existing_where is not None:
             predicates[name] = (where, existing_where)
