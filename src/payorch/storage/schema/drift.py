@@ -6,17 +6,17 @@ partition it references, and Alembic's own version table.
 
 Added to what Alembic compares by itself: check constraints (by name and by definition), each
 index's predicate and ``INCLUDE`` columns, and each table's ``PARTITION BY``, which Alembic does not
-look at. A definition is compared
-as Postgres prints it back: every expression, from the MetaData and from the catalog alike, is
-added as a check to an empty temporary table with its table's columns, inside a savepoint that is
-then rolled back. So ``status IN ('a', 'b')`` equals ``status = ANY (ARRAY['a'::text, 'b'::text])``
-without any guessing at SQL text.
+look at. A definition is compared as Postgres prints it back: every expression, from the MetaData
+and from the catalog alike, is added as a check to an empty temporary table with its table's
+columns, inside a savepoint that is then rolled back. So ``status IN ('a', 'b')`` equals
+``status = ANY (ARRAY['a'::text, 'b'::text])`` without any guessing at SQL text.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
@@ -111,57 +111,48 @@ def _differ(
     return {name for name in pairs if wanted[name] != found[name]}
 
 
-def _connection(autogen_context: AutogenContext) -> Connection:
-    if autogen_context.connection is None:
-        raise RuntimeError("schema drift is compared on a live connection, not offline")
-    return autogen_context.connection
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """One table as the MetaData declares it (``wanted``) and as Alembic reflected it (``found``)."""
+
+    context: AutogenContext
+    connection: Connection
+    schema: str | None
+    name: str
+    wanted: Table
+    found: Table
 
 
-def _compare_checks(
-    autogen_context: AutogenContext,
-    modify_ops: ops.ModifyTableOps,
-    schema: str | None,
-    tname: str,
-    conn_table: Table | None,
-    metadata_table: Table | None,
-) -> PriorityDispatchResult:
-    if conn_table is None or metadata_table is None:
-        return PriorityDispatchResult.CONTINUE
-    wanted = {str(ck.name): ck for ck in metadata_table.constraints if isinstance(ck, CheckConstraint) and ck.name}
+def _check_ops(tables: _Tables) -> list[ops.MigrateOperation]:
+    wanted = {str(ck.name): ck for ck in tables.wanted.constraints if isinstance(ck, CheckConstraint) and ck.name}
     existing = {
         str(ck["name"]): ck["sqltext"]
-        for ck in autogen_context.inspector.get_check_constraints(tname, schema=schema)
-        if autogen_context.run_name_filters(
-            ck["name"], "check_constraint", {"table_name": tname, "schema_name": schema}
+        for ck in tables.context.inspector.get_check_constraints(tables.name, schema=tables.schema)
+        if tables.context.run_name_filters(
+            ck["name"], "check_constraint", {"table_name": tables.name, "schema_name": tables.schema}
         )
     }
     pairs = {name: (wanted[name].sqltext, existing[name]) for name in wanted.keys() & existing.keys()}
-    changed = _differ(_connection(autogen_context), metadata_table, conn_table, pairs)
-    for name in sorted(existing.keys() - wanted.keys() | changed):
-        reflected = CheckConstraint(literal_column(existing[name]), name=name, table=conn_table)
-        modify_ops.ops.append(ops.DropConstraintOp.from_constraint(reflected))
-    for name in sorted(wanted.keys() - existing.keys() | changed):
-        modify_ops.ops.append(ops.AddConstraintOp.from_constraint(wanted[name]))
-    return PriorityDispatchResult.CONTINUE
+    changed = _differ(tables.connection, tables.wanted, tables.found, pairs)
+    dropped: list[ops.MigrateOperation] = [
+        ops.DropConstraintOp.from_constraint(
+            CheckConstraint(literal_column(existing[name]), name=name, table=tables.found)
+        )
+        for name in sorted(existing.keys() - wanted.keys() | changed)
+    ]
+    added = [
+        ops.AddConstraintOp.from_constraint(wanted[name]) for name in sorted(wanted.keys() - existing.keys() | changed)
+    ]
+    return dropped + added
 
 
-def _compare_index_options(
-    autogen_context: AutogenContext,
-    modify_ops: ops.ModifyTableOps,
-    schema: str | None,
-    tname: str,
-    conn_table: Table | None,
-    metadata_table: Table | None,
-) -> PriorityDispatchResult:
-    if conn_table is None or metadata_table is None:
-        return PriorityDispatchResult.CONTINUE
-    # An index Alembic already found different (or missing) is recreated whole: nothing to add.
-    settled = {getattr(op, "index_name", None) for op in modify_ops.ops}
+def _index_option_ops(tables: _Tables, settled: set[str]) -> list[ops.MigrateOperation]:
+    """Indexes whose predicate or INCLUDE columns differ, recreated; ``settled`` ones Alembic already did."""
     existing = {
         str(ix["name"]): ix.get("dialect_options", {})
-        for ix in autogen_context.inspector.get_indexes(tname, schema=schema)
+        for ix in tables.context.inspector.get_indexes(tables.name, schema=tables.schema)
     }
-    wanted = {str(ix.name): ix for ix in metadata_table.indexes if ix.name in existing and ix.name not in settled}
+    wanted = {str(ix.name): ix for ix in tables.wanted.indexes if ix.name in existing and ix.name not in settled}
     changed: set[str] = set()
     predicates: dict[str, tuple[ClauseElement, str]] = {}
     for name, index in wanted.items():
@@ -173,12 +164,15 @@ def _compare_index_options(
             changed.add(name)
         elif where is not None and existing_where is not None:
             predicates[name] = (where, existing_where)
-    changed |= _differ(_connection(autogen_context), metadata_table, conn_table, predicates)
-    reflected = {str(ix.name): ix for ix in conn_table.indexes}
+    changed |= _differ(tables.connection, tables.wanted, tables.found, predicates)
+    reflected = {str(ix.name): ix for ix in tables.found.indexes}
+    recreated: list[ops.MigrateOperation] = []
     for name in sorted(changed):
-        modify_ops.ops.append(ops.DropIndexOp.from_index(reflected.get(name, wanted[name])))
-        modify_ops.ops.append(ops.CreateIndexOp.from_index(wanted[name]))
-    return PriorityDispatchResult.CONTINUE
+        recreated += [
+            ops.DropIndexOp.from_index(reflected.get(name, wanted[name])),
+            ops.CreateIndexOp.from_index(wanted[name]),
+        ]
+    return recreated
 
 
 class PartitioningDiffers(ops.ExecuteSQLOp):
@@ -193,36 +187,41 @@ def _partitioning(key: str | None) -> str:
     return f"PARTITION BY {key}" if key else "not partitioned"
 
 
-def _compare_partitioning(
+def _partitioning_ops(tables: _Tables) -> list[ops.MigrateOperation]:
+    wanted = tables.wanted.dialect_options["postgresql"].get("partition_by") or None
+    found = tables.connection.execute(_PARTITION_KEY, {"table": tables.name}).scalar_one_or_none() or None
+    if wanted == found:
+        return []
+    return [
+        PartitioningDiffers(
+            f"-- {tables.name}: {_partitioning(found)} in the database, {_partitioning(wanted)} in the MetaData"
+        )
+    ]
+
+
+def _compare_table(
     autogen_context: AutogenContext,
     modify_ops: ops.ModifyTableOps,
-    _schema: str | None,
+    schema: str | None,
     tname: str,
     conn_table: Table | None,
     metadata_table: Table | None,
 ) -> PriorityDispatchResult:
+    """Alembic's table comparator signature; a table on one side only is Alembic's own business."""
     if conn_table is None or metadata_table is None:
         return PriorityDispatchResult.CONTINUE
-    wanted = metadata_table.dialect_options["postgresql"].get("partition_by")
-    found = _connection(autogen_context).execute(_PARTITION_KEY, {"table": tname}).scalar_one_or_none()
-    if (wanted or None) != (found or None):
-        modify_ops.ops.append(
-            PartitioningDiffers(
-                f"-- {tname}: {_partitioning(found)} in the database, {_partitioning(wanted)} in the MetaData"
-            )
-        )
+    if autogen_context.connection is None:
+        raise RuntimeError("schema drift is compared on a live connection, not offline")
+    tables = _Tables(autogen_context, autogen_context.connection, schema, tname, metadata_table, conn_table)
+    # An index Alembic already found different is recreated whole: its options need no second look.
+    settled = {str(name) for op in modify_ops.ops if (name := getattr(op, "index_name", None))}
+    modify_ops.ops += _check_ops(tables) + _index_option_ops(tables, settled) + _partitioning_ops(tables)
     return PriorityDispatchResult.CONTINUE
 
 
 def setup(plugin: Plugin) -> None:
     """Register the comparisons (Alembic's plugin entry point)."""
-    comparisons = (
-        (_compare_checks, "checks"),
-        (_compare_index_options, "index_options"),
-        (_compare_partitioning, "partitioning"),
-    )
-    for compare, element in comparisons:
-        plugin.add_autogenerate_comparator(compare, "table", f"payorch_{element}", priority=DispatchPriority.LAST)
+    plugin.add_autogenerate_comparator(_compare_table, "table", "payorch_drift", priority=DispatchPriority.LAST)
 
 
 # Alembic keeps one registry of plugins per process while env.py runs again for every command:
