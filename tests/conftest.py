@@ -13,6 +13,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,16 +77,25 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
+@contextmanager
+def scratch_database(prefix: str, *, partitions: int) -> Iterator[str]:
+    """A database of its own, migrated with the real Alembic migrations, dropped on leaving."""
+    server = _server_url()
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        run_migrations(url, partitions=partitions)
+        yield url
+    finally:
+        run_in_thread(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database, migrated with the real Alembic migrations, dropped at the end."""
-    server = _server_url()
-    name = f"payorch_test_{secrets.token_hex(4)}"
-    run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    run_migrations(url, partitions=16)
-    yield url
-    run_in_thread(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database("payorch_test", partitions=16) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
