@@ -26,8 +26,8 @@ from payorch.app import create_app
 from payorch.audit.chain import ChainedEvent
 from payorch.runtime import Runtime
 from payorch.storage import audit as audit_store
-from payorch.storage.database import Database, DatabaseConfig
 from payorch.storage.bootstrap import run_migrations
+from payorch.storage.database import Database, DatabaseConfig
 
 CHARGES = 6
 

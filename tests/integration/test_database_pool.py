@@ -105,15 +105,19 @@ async def test_the_pool_does_not_reuse_a_connection_left_in_doubt(database_url: 
         await db.close()
 
 
+async def _insert_then_fail(db: Database) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO kept VALUES (1)")
+        raise RuntimeError("rolled back")
+
+
 async def test_a_transaction_commits_or_rolls_back_as_a_whole(database_url: str) -> None:
     db = Database(DatabaseConfig(database_url, pool_size=1))
     try:
         async with db.transaction() as tx:
             await tx.execute("CREATE TEMP TABLE IF NOT EXISTS kept (x int)")
         with pytest.raises(RuntimeError, match="rolled back"):
-            async with db.transaction() as tx:
-                await tx.execute("INSERT INTO kept VALUES (1)")
-                raise RuntimeError("rolled back")
+            await _insert_then_fail(db)
         async with db.connection() as connection:
             assert await connection.fetchval("SELECT count(*) FROM kept") == 0
     finally:
