@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
+from payorch.gateways.plugin import GatewayServices
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.observability.metrics import Metrics, refresh_database_gauges
 from payorch.orchestration.breaker import CircuitBreakers
@@ -33,6 +34,7 @@ from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
 from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+from payorch.storage.sandbox import SandboxLedger
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
 log = logging.getLogger("payorch.runtime")
@@ -78,7 +80,7 @@ class Runtime:
         if isinstance(redis, RedisCluster):
             await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
-        registry = build_registry(settings.gateways, sessions)
+        registry = build_registry(settings.gateways, GatewayServices(processor_books=SandboxLedger(sessions)))
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
         charges = ChargeService(
