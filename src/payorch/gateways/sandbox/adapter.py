@@ -126,7 +126,10 @@ class SandboxGateway:
         return "captured" if request.capture else "authorized"
 
     def _payment(self, request: PaymentRequest, status: str, decline_code: str | None) -> PaymentEntry:
-        captured = request.amount if status == "captured" else 0
+        # A payment still processing carries what was asked, so that whoever settles it (its late
+        # answer, or a lookup once that answer was lost) settles it as a capture or an authorization
+        # exactly as requested: the books settle a processing payment by its amount_captured.
+        captured = request.amount if request.capture and status in ("captured", "processing") else 0
         return PaymentEntry(
             gateway=self.name,
             reference=request.attempt_id,

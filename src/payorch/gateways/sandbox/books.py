@@ -54,6 +54,7 @@ class PaymentEntry:
     token: str
     status: str
     amount_captured: int
+    """For a payment still processing: what a late success will capture (0 for an authorization)."""
     amount_refunded: int
     decline_code: str | None
 
