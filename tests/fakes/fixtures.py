@@ -43,27 +43,30 @@ def _adyen_server() -> Iterator[AdyenFake]:
         yield server
 
 
+def _without_faults(server: StripeFake | BraintreeFake | AdyenFake) -> Iterator[None]:
+    server.clear_faults()
+    yield
+    server.clear_faults()
+    if not isinstance(server, BraintreeFake):  # its held requests end when their client leaves
+        server.release()
+
+
 @pytest.fixture
 def stripe_fake(_stripe_server: StripeFake) -> Iterator[StripeFake]:
-    _stripe_server.clear_faults()
-    yield _stripe_server
-    _stripe_server.clear_faults()
-    _stripe_server.release()
+    for _ in _without_faults(_stripe_server):
+        yield _stripe_server
 
 
 @pytest.fixture
 def braintree_fake(_braintree_server: BraintreeFake) -> Iterator[BraintreeFake]:
-    _braintree_server.clear_faults()
-    yield _braintree_server
-    _braintree_server.clear_faults()
+    for _ in _without_faults(_braintree_server):
+        yield _braintree_server
 
 
 @pytest.fixture
 def adyen_fake(_adyen_server: AdyenFake) -> Iterator[AdyenFake]:
-    _adyen_server.clear_faults()
-    yield _adyen_server
-    _adyen_server.clear_faults()
-    _adyen_server.release()
+    for _ in _without_faults(_adyen_server):
+        yield _adyen_server
 
 
 @pytest.fixture(params=list(DRIVERS))
