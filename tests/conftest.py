@@ -26,6 +26,8 @@ from payorch.runtime import Runtime
 from payorch.settings import Settings
 from payorch.storage.bootstrap import run_migrations
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 T = TypeVar("T")
 
 

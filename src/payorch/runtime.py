@@ -16,6 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
+from payorch.gateways.plugin import GatewayServices
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.observability.metrics import Metrics, refresh_database_gauges
 from payorch.orchestration.breaker import CircuitBreakers
@@ -35,6 +36,7 @@ from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
 from payorch.storage.database import Database, DatabaseConfig
+from payorch.storage.sandbox import SandboxLedger
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
 log = logging.getLogger("payorch.runtime")
@@ -78,7 +80,7 @@ class Runtime:
         if isinstance(redis, RedisCluster):
             await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
-        registry = build_registry(settings.gateways, db)
+        registry = build_registry(settings.gateways, GatewayServices(processor_books=SandboxLedger(db)))
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
         runner = OperationRunner(db, settings.idempotency)

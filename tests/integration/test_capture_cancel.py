@@ -4,7 +4,7 @@ and through the Stripe adapter against the protocol-level Stripe fake for lost a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,8 +15,8 @@ from tests.factories import MerchantFixture, charge_body, create_merchant, post_
 from tests.fakes.stripe_server import Fault, StripeFake
 
 from payorch.app import create_app
+from payorch.gateways.stripe.config import StripeConfig
 from payorch.runtime import Runtime
-from payorch.settings import GatewayConfig
 
 
 @pytest.fixture
@@ -247,12 +247,6 @@ async def test_another_merchants_or_modes_charge_is_not_found(
 # -- lost answers, through the Stripe adapter and the Stripe fake ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def stripe_fake() -> Iterator[StripeFake]:
-    with StripeFake() as server:
-        yield server
-
-
 @pytest.fixture
 async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     stripe_fake.clear_faults()
@@ -261,9 +255,8 @@ async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterato
         # Faults injected by one test must not open the breaker for the next: not what these test.
         breaker={"enabled": False},
         gateways=[
-            GatewayConfig(
+            StripeConfig(
                 name="stripe",
-                kind="stripe",
                 base_url=stripe_fake.url,
                 api_key=SecretStr("sk_test_fake"),
                 timeout_ms=800,

@@ -6,13 +6,16 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from tests.factories import create_merchant, insert_pending_charge, post_charge, query
 
-from payorch.gateways.base import PaymentRequest
+from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.sandbox.adapter import SandboxGateway
 from payorch.ids import new_id
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
 from payorch.storage.charges import NewCharge
+from payorch.storage.sandbox import SandboxLedger
 
 
 def two_tokens(primary: str, backup: str = "tok_visa") -> dict[str, object]:
@@ -91,6 +94,37 @@ async def test_an_unknown_outcome_never_fails_over(runtime: Runtime, client: htt
     await wait_for(resolved)
     assert await books(runtime, charge["id"]) == [("sandbox", "captured")]
     assert await attempts(runtime, merchant.id, charge["id"]) == [("sandbox", "approved")]
+
+
+@pytest.mark.parametrize("capture", [True, False], ids=["capture", "authorization"])
+@pytest.mark.parametrize("settled_by", ["its_late_answer", "a_lookup_once_that_answer_was_lost"])
+async def test_a_late_success_settles_as_exactly_what_was_asked(
+    runtime: Runtime, capture: bool, settled_by: str
+) -> None:
+    """Whoever settles a ``tok_timeout`` payment (its own late answer, or another process's lookup
+    once the answering process stopped) settles it as the capture or authorization requested."""
+    books = SandboxLedger(runtime.db)
+    request = PaymentRequest(new_id("att"), "mer_late", new_id("ch"), 1200, "usd", "tok_timeout", capture=capture)
+    if settled_by == "its_late_answer":
+        found = await SandboxGateway("sandbox", books, timeout=0).authorize(request)
+    else:
+        # The process that took the payment stops long before its late answer is due.
+        answering = SandboxGateway("sandbox", books, timeout=60)
+        pending = asyncio.create_task(answering.authorize(request))
+        await wait_for(lambda: books.find("sandbox", request.attempt_id))
+        pending.cancel()
+        await answering.aclose()
+        looking = SandboxGateway("sandbox", books, timeout=0)
+
+        async def settled() -> GatewayResult | None:
+            result = await looking.lookup(request)
+            return None if result.outcome is Outcome.UNKNOWN else result
+
+        found = await wait_for(settled)
+    assert (found.outcome, found.captured) == (Outcome.APPROVED, capture)
+    payment = await books.find("sandbox", request.attempt_id)
+    assert payment is not None
+    assert (payment.status, payment.amount_captured) == (("captured", 1200) if capture else ("authorized", 0))
 
 
 async def test_a_crash_between_gateway_and_database_is_resolved(runtime: Runtime) -> None:
