@@ -39,7 +39,7 @@ from payorch.storage.database import Database, DatabaseConfig
 from payorch.storage.sandbox import SandboxLedger
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
-log = logging.getLogger("payorch.runtime")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from payorch.storage.bank_links import BankLink
 from payorch.storage.database import Database
 from payorch.storage.sql import Connection
 
-log = logging.getLogger("payorch.banking")
+log = logging.getLogger(__name__)
 
 CREATED = "bank_link.created"
 COMPLETED = "bank_link.completed"

@@ -24,7 +24,7 @@ from payorch.storage import audit as audit_repo
 from payorch.storage import charges as charges_repo
 from payorch.storage.database import Database
 
-log = logging.getLogger("payorch.metrics")
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -26,7 +26,7 @@ from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest, VaultR
 from payorch.orchestration.config import RoutingConfig
 from payorch.orchestration.routing import Candidate
 
-log = logging.getLogger("payorch.executor")
+log = logging.getLogger(__name__)
 
 LOOKUP_PAUSE_SECONDS = 0.2
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from payorch.orchestration.config import ReconcilerConfig
 
-log = logging.getLogger("payorch.reconciler")
+log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600.0
 

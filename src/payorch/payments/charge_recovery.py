@@ -29,7 +29,7 @@ from payorch.storage.charges import Attempt, AttemptResult, Charge
 from payorch.storage.database import Database
 from payorch.storage.sql import Connection
 
-log = logging.getLogger("payorch.reconciler")
+log = logging.getLogger(__name__)
 
 _OPEN_ATTEMPTS = frozenset({AttemptStatus.PENDING, AttemptStatus.UNKNOWN, AttemptStatus.REVIEW})
 

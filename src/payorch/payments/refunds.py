@@ -37,7 +37,7 @@ from payorch.storage import refunds as repo
 from payorch.storage.database import Database
 from payorch.storage.refunds import NewRefund, Refund
 
-log = logging.getLogger("payorch.refunds")
+log = logging.getLogger(__name__)
 
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 RefundStatus = Literal["pending", "processing", "succeeded", "failed"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-log = logging.getLogger("payorch.storage")
+log = logging.getLogger(__name__)
 
 
 def start_embedded(data_dir: Path) -> str:

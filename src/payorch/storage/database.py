@@ -98,6 +98,17 @@ async def open_connection(config: DatabaseConfig) -> Connection:
     return connection
 
 
+_IN_DOUBT = (
+    asyncio.CancelledError,
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What leaves a connection in an unknown state: cut short mid-statement, or cut off."""
+
+
 class Database:
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
@@ -113,7 +124,7 @@ class Database:
         try:
             yield connection
             reusable = True
-        except (asyncio.CancelledError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+        except _IN_DOUBT:
             # Cut short mid-statement, or cut off: what the connection is in now is not known.
             raise
         except Exception:

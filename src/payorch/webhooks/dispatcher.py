@@ -31,7 +31,7 @@ from payorch.webhooks import signing, urls
 from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.signing import SecretBox
 
-log = logging.getLogger("payorch.webhooks.dispatcher")
+log = logging.getLogger(__name__)
 
 OutcomeHook = Callable[[str], None]
 """Called once per attempt with its outcome: ``delivered``, ``retry`` or ``dead_lettered``."""

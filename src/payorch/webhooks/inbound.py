@@ -34,7 +34,7 @@ from payorch.storage.charges import Attempt
 from payorch.storage.database import Database
 from payorch.storage.sql import Connection
 
-log = logging.getLogger("payorch.webhooks.inbound")
+log = logging.getLogger(__name__)
 
 PARSE_TIMEOUT_SECONDS = 10.0
 _ATTEMPT_ID = re.compile(rb"att_[0-9a-z]{26}")

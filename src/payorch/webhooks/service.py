@@ -19,7 +19,7 @@ from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.schemas import RotateSecret, WebhookEndpointCreate
 from payorch.webhooks.signing import SecretBox, new_secret
 
-log = logging.getLogger("payorch.webhooks")
+log = logging.getLogger(__name__)
 
 
 class WebhookEndpointNotFound(NotFound):

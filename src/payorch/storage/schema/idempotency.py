@@ -15,6 +15,8 @@ idempotency_keys = Table(
     Column("request_method", Text, nullable=False),
     Column("request_path", Text, nullable=False),
     Column("status", Text, nullable=False),
+    # The object the key's request created: a charge, a refund or a payment method
+    # (``IdempotencyRecord.object_id``). Not renamed: replicas still running during an upgrade read it.
     Column("charge_id", Text),
     Column("response_status", SmallInteger),
     Column("response_body", LargeBinary),

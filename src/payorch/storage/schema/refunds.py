@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, Index, Table, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, Index, Table, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from payorch.storage.schema.base import BY_MERCHANT, EMPTY_JSONB, merchant_key, metadata, stamped
@@ -32,5 +32,7 @@ refunds = Table(
     Index("refunds_charge_idx", "merchant_id", "charge_id"),
     # Inbound notifications carry the gateway's reference, not the merchant.
     Index("refunds_reference_idx", "gateway", "gateway_reference"),
+    # The reconciler claims refunds left open by updated_at, across every merchant (migration 0007).
+    Index("refunds_unresolved_idx", "updated_at", postgresql_where=text("status IN ('pending', 'processing')")),
     postgresql_partition_by=BY_MERCHANT,
 )
