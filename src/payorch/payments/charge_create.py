@@ -22,7 +22,7 @@ from payorch.gateways.base import Outcome
 from payorch.ids import new_id
 from payorch.observability.logging import bind_charge
 from payorch.orchestration.config import ReconcilerConfig
-from payorch.orchestration.executor import AttemptOutcome, ChargeJob, Execution, Executor
+from payorch.orchestration.executor import AttemptOutcome, Execution, Executor
 from payorch.orchestration.routing import Candidate, Router
 from payorch.payments import charges as lifecycle
 from payorch.payments.operations import OperationRequest, Reply, store_reply
@@ -126,10 +126,7 @@ class CreateCharge:
         return OpenedCharge(charge, plan.candidates, plan.attempt_id, *_who(request))
 
     async def execute(self, opened: OpenedCharge) -> Execution:
-        charge = opened.charge
-        job = ChargeJob(
-            charge.merchant_id, charge.id, charge.amount, charge.currency, charge.capture, charge.description
-        )
+        job = lifecycle.job_for(opened.charge)
         journal = _Journal(self._db, opened, self.next_check_at)
         return await self._executor.run(job, opened.candidates, opened.attempt_id, journal)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from payorch.audit import trail
 from payorch.audit.events import AuditEvent, Origin, outbox_params, record_many
 from payorch.audit.events import Outcome as AuditOutcome
-from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.base import GatewayResult, Outcome
 from payorch.gateways.registry import Configured, GatewayRegistry
 from payorch.orchestration.config import ReconcilerConfig
 from payorch.orchestration.executor import AttemptOutcome, interpret_lookup
@@ -132,16 +132,7 @@ class ChargeRecovery:
         if configured is None or charge is None:
             log.warning("attempt %s: gateway %s is not configured; left for review", attempt.id, attempt.gateway)
             return Decision(attempt.id, attempt.charge_id, "skipped")
-        request = PaymentRequest(
-            attempt_id=attempt.id,
-            merchant_id=attempt.merchant_id,
-            charge_id=attempt.charge_id,
-            amount=charge.amount,
-            currency=charge.currency,
-            token=attempt.token,
-            capture=charge.capture,
-            description=charge.description,
-        )
+        request = lifecycle.job_for(charge).request(attempt.id, attempt.token)
         try:
             async with asyncio.timeout(configured.race_timeout):
                 result = interpret_lookup(await configured.gateway.lookup(request))

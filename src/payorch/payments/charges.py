@@ -14,7 +14,7 @@ from payorch.audit import trail
 from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
 from payorch.errors import ApiError, CardDeclined, NoGatewayAvailable
 from payorch.gateways.base import Outcome
-from payorch.orchestration.executor import AttemptOutcome
+from payorch.orchestration.executor import AttemptOutcome, ChargeJob
 from payorch.payments.operations import Reply, error_reply, reply
 from payorch.payments.schemas import render_charge
 from payorch.payments.states import FINAL_CHARGE_STATUSES, AttemptStatus, ChargeStatus, transition
@@ -46,6 +46,11 @@ def reply_for(charge: Charge, request_id: str) -> Reply:
             charge.failure_message or "The card was declined.", decline_code=charge.decline_code, charge=charge.id
         )
     return error_reply(error, request_id)
+
+
+def job_for(charge: Charge) -> ChargeJob:
+    """What the gateways are asked for this charge (each attempt adds its id and token)."""
+    return ChargeJob(charge.merchant_id, charge.id, charge.amount, charge.currency, charge.capture, charge.description)
 
 
 def is_final(charge: Charge) -> bool:
