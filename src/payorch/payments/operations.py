@@ -122,8 +122,8 @@ class OperationRunner:
     ) -> OperationRequest[P]:
         key = None
         if idempotency_key is not None:
-            seen = fingerprint(method, path, raw_body, caller.livemode)
-            key = KeyRequest(caller.merchant_id, idempotency_key, seen, method, path)
+            request_fingerprint = fingerprint(method, path, raw_body, caller.livemode)
+            key = KeyRequest(caller.merchant_id, idempotency_key, request_fingerprint, method, path)
         return OperationRequest(caller, params, request_id, key)
 
     async def run(self, operation: Operation[P, O, R], request: OperationRequest[P]) -> Reply:
