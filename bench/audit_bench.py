@@ -34,7 +34,7 @@ from payorch.audit.shipper import AuditShipper
 from payorch.audit.sinks import LocalDirectorySink
 from payorch.runtime import Runtime
 from payorch.settings import Settings
-from payorch.storage.engine import run_migrations, unit_of_work
+from payorch.storage.bootstrap import run_migrations
 
 SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
@@ -65,7 +65,7 @@ async def charges_per_second(runtime: Runtime, settings: Settings, count: int, c
 
 
 async def shipping_events_per_second(runtime: Runtime, directory: Path) -> tuple[int, float]:
-    shipper = AuditShipper(runtime.sessions, [LocalDirectorySink(directory)], batch_size=500)
+    shipper = AuditShipper(runtime.db, [LocalDirectorySink(directory)], batch_size=500)
     started = time.perf_counter()
     total = 0
     while True:
@@ -96,13 +96,13 @@ async def insert_cost_ms(runtime: Runtime, rounds: int = 200) -> tuple[float, fl
         samples = []
         for _ in range(rounds):
             pair = events()
-            async with unit_of_work(runtime.sessions) as session:
+            async with runtime.db.transaction() as transaction:
                 started = time.perf_counter()
                 if batched:
-                    await record_many(session, pair)
+                    await record_many(transaction, pair)
                 else:
                     for event in pair:
-                        await record(session, event)
+                        await record(transaction, event)
                 samples.append((time.perf_counter() - started) * 1000)
         return statistics.median(samples)
 

@@ -7,7 +7,7 @@ own work and hold up far better on a busy machine than throughput does:
 - CPU ms per request (user + system of this process, the client's small share included alike),
 - Postgres CPU ms per request (every ``postgres`` process on the machine: run it on a quiet one),
 - wall ms per request (one client in sequence: the sum of the round trips and the CPU),
-- SQL statements, transactions and pool pings per payorch charge (SQLAlchemy events).
+- SQL statements, transactions and pool pings per payorch charge (asyncpg query loggers on the pool).
 
     .venv/bin/python bench/charge_cost.py [--requests 300] [--rounds 3] [--src DIR]
 
@@ -89,11 +89,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from baseline_app import create_app as create_baseline
     from baseline_app import ensure_schema
     from benchlib import database_urls, fresh_database, run_cli
-    from sqlalchemy import event
 
     from payorch.app import create_app
     from payorch.runtime import Runtime
     from payorch.settings import Settings
+    from payorch.storage import database as database_module
 
     _, url = database_urls(args.admin_url, args.database)
     await fresh_database(args.admin_url, args.database)
@@ -116,25 +116,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(env)
     os.environ.update(BASELINE_DATABASE_URL=url, BASELINE_REDIS_URL=args.redis_url)
     settings = Settings()
-    runtime = await Runtime.build(settings, url)
     counts = {"statements": 0, "transactions": 0, "pings": 0}
-    sync_engine = runtime.engine.sync_engine
 
-    @event.listens_for(sync_engine, "after_cursor_execute")
-    def _statement(*_: Any) -> None:
-        counts["statements"] += 1
+    opened = database_module.open_connection
 
-    @event.listens_for(sync_engine, "commit")
-    def _commit(*_: Any) -> None:
-        counts["transactions"] += 1
+    async def open_counted(config: Any) -> Any:
+        connection = await opened(config)
+        in_transaction = [False]
 
-    ping = sync_engine.dialect.do_ping
+        def logged(record: Any) -> None:
+            text = record.query.strip().upper()
+            if text.startswith("BEGIN"):
+                in_transaction[0] = True
+                counts["transactions"] += 1
+            elif text.startswith(("COMMIT", "ROLLBACK")):
+                in_transaction[0] = False
+            else:
+                counts["statements"] += 1
+                counts["pings"] += text == "SELECT 1"
+                counts["transactions"] += not in_transaction[0]
 
-    def counted_ping(connection: Any) -> bool:
-        counts["pings"] += 1
-        return bool(ping(connection))
+        connection.add_query_logger(logged)
+        return connection
 
-    sync_engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
+    # Every connection the runtime opens reports each statement it runs (the bench's own
+    # instrumentation: nothing in payorch counts them). A statement outside BEGIN is its own
+    # transaction; the ones inside count once, by their BEGIN.
+    database_module.open_connection = open_counted  # type: ignore[assignment]
+    runtime = await Runtime.build(settings, url)
     payorch = create_app(settings, runtime=runtime)
     baseline = create_baseline()
     headers = {"Authorization": f"Bearer {key}"}

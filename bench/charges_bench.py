@@ -69,8 +69,7 @@ def payorch_env(args: argparse.Namespace, url: str, port: int, **extra: str) -> 
         PAYORCH_DATABASE_URL=url,
         PAYORCH_REDIS_URL=args.redis_url,
         PAYORCH_PORT=str(port),
-        PAYORCH_DB_POOL_SIZE=str(args.pool_size),
-        PAYORCH_DB_MAX_OVERFLOW=str(args.max_overflow),
+        **({"PAYORCH_DB_POOL_SIZE": str(args.payorch_pool_size)} if args.payorch_pool_size else {}),
         # The limiter makes its Redis round trip on every request, but never refuses the benchmark.
         PAYORCH_RATELIMIT__KEY_LIMIT=GENEROUS,
         PAYORCH_RATELIMIT__IP_LIMIT=GENEROUS,
@@ -331,8 +330,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "10")))
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--pool-size", type=int, default=20, help="database connections per process, both apps")
-    parser.add_argument("--max-overflow", type=int, default=0, help="extra connections under bursts, both apps")
+    parser.add_argument("--pool-size", type=int, default=20, help="the baseline's database connections per process")
+    parser.add_argument("--max-overflow", type=int, default=0, help="the baseline's extra connections under bursts")
+    parser.add_argument(
+        "--payorch-pool-size", type=int, default=0, help="payorch's one pool per process (default: its own default)"
+    )
     parser.add_argument("--charges", type=int, default=1_000_000)
     parser.add_argument("--merchants", type=int, default=10_000)
     parser.add_argument("--reader-charges", type=int, default=100)

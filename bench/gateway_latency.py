@@ -34,7 +34,7 @@ from tests.fakes.stripe_server import Fault, StripeFake
 from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.settings import Settings
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 BODY = {
     "amount": 1999,

@@ -31,7 +31,7 @@ from payorch.runtime import Runtime
 from payorch.security.api_keys import create_key
 from payorch.settings import Settings
 from payorch.storage import merchants as merchants_repo
-from payorch.storage.engine import run_migrations, unit_of_work
+from payorch.storage.bootstrap import run_migrations
 
 HIGH = {"requests": 1_000_000, "window_seconds": 60}
 
@@ -59,9 +59,9 @@ async def _admin(server: str, statement: str) -> None:
 async def _measure(url: str, variant: str, redis_url: str, requests: int, concurrency: int) -> tuple[float, float]:
     runtime = await Runtime.build(_settings(url, variant, redis_url), url)
     try:
-        async with unit_of_work(runtime.sessions) as session:
-            merchant = await merchants_repo.insert_merchant(session, new_id("mer"), "bench")
-            key = await create_key(session, merchant.id, "test")
+        async with runtime.db.transaction() as transaction:
+            merchant = await merchants_repo.insert_merchant(transaction, new_id("mer"), "bench")
+            key = await create_key(transaction, merchant.id, "test")
         headers = {"Authorization": f"Bearer {key.secret}"}
         transport = httpx.ASGITransport(app=create_app(runtime.settings, runtime=runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:

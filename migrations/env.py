@@ -1,6 +1,10 @@
 """Async Alembic environment. The URL comes from the caller (``payorch migrate``, tests) through
 ``config.attributes["url"]``, or from payorch's settings; the partition count through
-``config.attributes["partitions"]``, ``-x partitions=N`` or settings."""
+``config.attributes["partitions"]``, ``-x partitions=N`` or settings.
+
+Autogenerate and ``alembic check`` compare the database with ``payorch.storage.schema.metadata``;
+what they leave out and what they compare beyond Alembic's own checks is in
+``payorch/storage/schema/drift.py``."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from payorch.storage.schema import drift, metadata
 
 config = context.config
 
@@ -26,7 +32,15 @@ def _url() -> str:
 
 
 def _do_run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        transaction_per_migration=True,
+        compare_type=True,
+        compare_server_default=True,
+        include_name=drift.include_name(connection),
+        autogenerate_plugins=["alembic.autogenerate.*", drift.PLUGIN_NAME],
+    )
     with context.begin_transaction():
         context.run_migrations()
 

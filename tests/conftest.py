@@ -13,7 +13,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,9 @@ from sqlalchemy.engine import make_url
 from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.settings import Settings
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
+
+pytest_plugins = ["tests.fakes.fixtures"]
 
 T = TypeVar("T")
 
@@ -60,7 +62,7 @@ def _server_url() -> str:
         return explicit
     if _port_open("127.0.0.1", 5432):
         return "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-    from payorch.storage.engine import start_embedded
+    from payorch.storage.bootstrap import start_embedded
 
     return start_embedded(Path(tempfile.mkdtemp(prefix="payorch-test-pg-")))
 
@@ -77,16 +79,25 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
+@contextmanager
+def scratch_database(prefix: str, *, partitions: int) -> Iterator[str]:
+    """A database of its own, migrated with the real Alembic migrations, dropped on leaving."""
+    server = _server_url()
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        run_migrations(url, partitions=partitions)
+        yield url
+    finally:
+        run_in_thread(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database, migrated with the real Alembic migrations, dropped at the end."""
-    server = _server_url()
-    name = f"payorch_test_{secrets.token_hex(4)}"
-    run_in_thread(lambda: _admin(server, f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    run_migrations(url, partitions=16)
-    yield url
-    run_in_thread(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database("payorch_test", partitions=16) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

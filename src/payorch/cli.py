@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.settings import Settings
+
+if TYPE_CHECKING:
+    from payorch.storage.database import Database
+    from payorch.storage.sql import Connection
 
 app = typer.Typer(help="payorch: payment orchestration.", no_args_is_help=True, add_completion=False)
 merchants_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
@@ -39,7 +43,7 @@ def database_url(settings: Settings) -> str:
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
     from payorch.embedded import stop_with_last_holder
-    from payorch.storage.engine import start_embedded
+    from payorch.storage.bootstrap import start_embedded
 
     url = start_embedded(settings.data_dir)
     stop_with_last_holder(settings.data_dir)  # Ctrl-C on `make run` stops what it started
@@ -49,7 +53,7 @@ def database_url(settings: Settings) -> str:
 @app.command()
 def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions per money table.")] = None) -> None:
     """Apply the database migrations (Alembic upgrade head)."""
-    from payorch.storage.engine import run_migrations
+    from payorch.storage.bootstrap import run_migrations
 
     settings = _settings()
     run_migrations(database_url(settings), partitions=partitions or settings.partitions)
@@ -63,29 +67,24 @@ async def _ensure_demo(url: str, data_dir: Path) -> str | None:
     from payorch.ids import new_id
     from payorch.security.api_keys import create_key
     from payorch.storage import merchants as repo
-    from payorch.storage.engine import create_engine, session_factory, unit_of_work
 
     key_file = data_dir / DEMO_KEY_FILE
-    engine = create_engine(url, pool_size=1)
-    try:
-        async with unit_of_work(session_factory(engine)) as session:
-            if await repo.first_merchant(session) is not None:
-                return key_file.read_text().strip() if key_file.exists() else None
-            merchant = await repo.insert_merchant(session, new_id("mer"), "Demo merchant")
-            key = await create_key(session, merchant.id, "test")
-            actor, details = trail.cli_actor(), trail.cli_details(demo=True)
-            await record_many(
-                session,
-                [
-                    trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
-                    trail.api_key_created(actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details),
-                ],
-            )
-        key_file.write_text(key.secret + "\n")
-        key_file.chmod(0o600)
-        return key.secret
-    finally:
-        await engine.dispose()
+    async with _database(url) as db, db.transaction() as transaction:
+        if await repo.first_merchant(transaction) is not None:
+            return key_file.read_text().strip() if key_file.exists() else None
+        merchant = await repo.insert_merchant(transaction, new_id("mer"), "Demo merchant")
+        key = await create_key(transaction, merchant.id, "test")
+        actor, details = trail.cli_actor(), trail.cli_details(demo=True)
+        await record_many(
+            transaction,
+            [
+                trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
+                trail.api_key_created(actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details),
+            ],
+        )
+    key_file.write_text(key.secret + "\n")
+    key_file.chmod(0o600)
+    return key.secret
 
 
 def _banner(host: str, port: int, key: str | None) -> str:
@@ -114,7 +113,7 @@ def serve(
     from payorch.app import create_app
     from payorch.observability.logging import configure_logging
     from payorch.security.slow_clients import guarded_http_protocol
-    from payorch.storage.engine import run_migrations
+    from payorch.storage.bootstrap import run_migrations
 
     settings = _settings()
     configure_logging(json_lines=settings.json_logs)
@@ -200,7 +199,7 @@ def reconcile() -> None:
         finally:
             await runtime.aclose()
         for decision in decisions:
-            typer.echo(f"{decision.attempt_id} {decision.charge_id} {decision.action}")
+            typer.echo(f"{decision.object_id} {decision.charge_id} {decision.action}")
         typer.echo(f"{len(decisions)} attempts looked up")
 
     asyncio.run(main())
@@ -214,10 +213,10 @@ def merchants_create(name: Annotated[str, typer.Option(help="The merchant's name
     from payorch.ids import new_id
     from payorch.storage import merchants as repo
 
-    async def action(session: AsyncSession) -> str:
-        merchant = await repo.insert_merchant(session, new_id("mer"), name)
+    async def action(transaction: Connection) -> str:
+        merchant = await repo.insert_merchant(transaction, new_id("mer"), name)
         event = trail.merchant_created(trail.cli_actor(), merchant_id=merchant.id, name=name, **trail.cli_details())
-        await record(session, event)
+        await record(transaction, event)
         return merchant.id
 
     typer.echo(_in_transaction(action))
@@ -237,13 +236,14 @@ def keys_create(
     if mode not in ("test", "live"):
         raise typer.BadParameter("mode must be test or live", param_hint="--mode")
 
-    async def action(session: AsyncSession) -> str:
-        if await repo.get_merchant(session, merchant) is None:
+    async def action(transaction: Connection) -> str:
+        if await repo.get_merchant(transaction, merchant) is None:
             raise typer.BadParameter(f"no merchant {merchant}", param_hint="--merchant")
-        key = await create_key(session, merchant, "live" if mode == "live" else "test")
+        key = await create_key(transaction, merchant, "live" if mode == "live" else "test")
         actor, details = trail.cli_actor(), trail.cli_details()
         await record(
-            session, trail.api_key_created(actor, merchant_id=merchant, key_id=key.key_id, mode=key.mode, **details)
+            transaction,
+            trail.api_key_created(actor, merchant_id=merchant, key_id=key.key_id, mode=key.mode, **details),
         )
         return f"{key.key_id} {key.secret}"
 
@@ -257,12 +257,12 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...)
     from payorch.audit.events import record
     from payorch.storage import merchants as repo
 
-    async def action(session: AsyncSession) -> str:
-        merchant_id = await repo.revoke_api_key(session, key_id)
+    async def action(transaction: Connection) -> str:
+        merchant_id = await repo.revoke_api_key(transaction, key_id)
         if merchant_id is None:
             raise typer.BadParameter(f"no active key {key_id}", param_hint="KEY_ID")
         actor, details = trail.cli_actor(), trail.cli_details()
-        await record(session, trail.api_key_revoked(actor, merchant_id=merchant_id, key_id=key_id, **details))
+        await record(transaction, trail.api_key_revoked(actor, merchant_id=merchant_id, key_id=key_id, **details))
         return f"revoked {key_id}"
 
     typer.echo(_in_transaction(action))
@@ -305,7 +305,6 @@ def bank_links_refresh(
     from payorch.errors import ApiError
     from payorch.runtime import Runtime
     from payorch.storage import bank_links as repo
-    from payorch.storage.engine import unit_of_work
 
     settings = _settings()
     url = database_url(settings)
@@ -317,8 +316,8 @@ def bank_links_refresh(
                 raise typer.BadParameter("bank linking is not configured (PAYORCH_BANKING__PROVIDER...)")
             owner = merchant
             if owner is None:
-                async with unit_of_work(runtime.sessions) as session:
-                    owner = await repo.merchant_of(session, link_id)
+                async with runtime.db.connection() as connection:
+                    owner = await repo.merchant_of(connection, link_id)
             if owner is None:
                 raise typer.BadParameter(f"No such bank link: {link_id}", param_hint="LINK_ID")
             actor = Actor(merchant_id=owner, user=f"cli:{getpass.getuser()}")
@@ -361,18 +360,24 @@ def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The deli
     typer.echo(f"queued {delivery_id}")
 
 
-def _in_transaction(action: Callable[[AsyncSession], Awaitable[str]]) -> str:
-    from payorch.storage.engine import create_engine, session_factory, unit_of_work
+@asynccontextmanager
+async def _database(url: str) -> AsyncIterator[Database]:
+    """One connection's worth of pool, for a command's few statements."""
+    from payorch.storage.database import Database, DatabaseConfig
 
+    db = Database(DatabaseConfig(url, pool_size=1))
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def _in_transaction(action: Callable[[Connection], Awaitable[str]]) -> str:
     url = database_url(_settings())
 
     async def main() -> str:
-        engine = create_engine(url, pool_size=1)
-        try:
-            async with unit_of_work(session_factory(engine)) as session:
-                return await action(session)
-        finally:
-            await engine.dispose()
+        async with _database(url) as db, db.transaction() as transaction:
+            return await action(transaction)
 
     return asyncio.run(main())
 

@@ -1,6 +1,6 @@
 """The embedded Postgres stops with the last payorch process that uses it.
 
-``storage.engine.start_embedded`` gets the server from pgserver, which keeps the pid of every
+``storage.bootstrap.start_embedded`` gets the server from pgserver, which keeps the pid of every
 process holding it in ``<pgdata>/.handle_pids.json`` and stops the server when the last of them
 exits (an ``atexit`` hook). A process that died without running its exit hooks (``kill -9``, a
 closed terminal, the OOM killer) stays in that list for good, so no later process was ever the last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Final
 
 _ZERO_DECIMAL: Final = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
@@ -55,3 +56,14 @@ def to_major_string(amount: int, currency: str) -> str:
     if exp == 0:
         return sign + digits
     return f"{sign}{digits[:-exp]}.{digits[-exp:]}"
+
+
+def from_major_string(value: Decimal | str, currency: str) -> int:
+    """Parse an exact decimal amount in major units into minor units (``"10.50" usd -> 1050``).
+
+    Refuses anything finer than the currency's minor unit instead of rounding it away.
+    """
+    scaled = Decimal(value).scaleb(exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} has more precision than {currency.upper()} allows")
+    return int(scaled)

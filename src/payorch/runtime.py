@@ -1,4 +1,4 @@
-"""Everything built once at start (engine, gateways, services, background loops) and closed at stop.
+"""Everything built once at start (the database pool, gateways, services, background loops) and closed at stop.
 
 Tests build their own Runtime with their own settings instead of patching import paths.
 """
@@ -13,38 +13,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
+from payorch.gateways.plugin import GatewayServices
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.observability.metrics import Metrics, refresh_database_gauges
 from payorch.orchestration.breaker import CircuitBreakers
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Router
-from payorch.payments.capture import CaptureService
+from payorch.payments.captures import CaptureService, FollowUpCharge
+from payorch.payments.charge_create import CreateCharge
+from payorch.payments.charge_recovery import ChargeRecovery
+from payorch.payments.charge_service import ChargeService
+from payorch.payments.operations import OperationRunner
 from payorch.payments.payment_methods import PaymentMethodService
-from payorch.payments.refunds import RefundService
-from payorch.payments.service import ChargeService
+from payorch.payments.refund_create import CreateRefund, RefundService
+from payorch.payments.refunds import RefundLifecycle
 from payorch.ratelimit import Limiter, MemoryLimiter, build_limiter
 from payorch.security.api_keys import KeyAuthenticator
 from payorch.settings import Settings
 from payorch.storage import idempotency as idem_repo
-from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+from payorch.storage.database import Database, DatabaseConfig
+from payorch.storage.sandbox import SandboxLedger
 from payorch.webhooks.wiring import Webhooks, build_webhooks
 
-log = logging.getLogger("payorch.runtime")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    engine: AsyncEngine
-    sessions: SessionFactory
+    db: Database
+    """The one pool of database connections (storage/database.py)."""
     registry: GatewayRegistry
     charges: ChargeService
+    charge_recovery: ChargeRecovery
+    """Lookups of charge attempts whose outcome is unknown (the reconciler runs it)."""
     reconciler: Reconciler
     authenticator: KeyAuthenticator
     captures: CaptureService
@@ -66,52 +72,52 @@ class Runtime:
 
     @classmethod
     async def build(cls, settings: Settings, database_url: str) -> Runtime:
-        engine = create_engine(
-            database_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            write_pool_size=settings.db_write_pool_size,
+        db = Database(
+            DatabaseConfig(database_url, pool_size=settings.db_pool_size, generic_plans=settings.db_generic_plans)
         )
-        sessions = session_factory(engine)
         metrics = Metrics()
         redis = connect_redis(settings)
         if isinstance(redis, RedisCluster):
             await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
-        registry = build_registry(settings.gateways, sessions)
+        registry = build_registry(settings.gateways, GatewayServices(processor_books=SandboxLedger(db)))
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
-        charges = ChargeService(
-            sessions,
-            Router(registry, settings.routing),
-            executor,
-            settings.idempotency,
-            settings.reconciler,
-            metrics=metrics,
+        runner = OperationRunner(db, settings.idempotency)
+        create_charge = CreateCharge(
+            db, Router(registry, settings.routing), executor, settings.reconciler, metrics=metrics
         )
         metrics.watch_breakers(breakers.states)
-        reconciler = Reconciler(sessions, registry, settings.reconciler, settings.idempotency)
+        charge_recovery = ChargeRecovery(db, registry, settings.reconciler, settings.idempotency)
+        refund_lifecycle = RefundLifecycle(db, registry, settings.idempotency, settings.reconciler)
+        reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
         return cls(
             settings=settings,
-            engine=engine,
-            sessions=sessions,
+            db=db,
             registry=registry,
-            charges=charges,
+            charges=ChargeService(db, runner, create_charge),
+            charge_recovery=charge_recovery,
             reconciler=reconciler,
-            authenticator=KeyAuthenticator(sessions, cache_seconds=settings.api.api_key_cache_seconds),
-            captures=CaptureService(sessions, registry),
-            refunds=RefundService(sessions, registry, settings.idempotency, settings.reconciler),
-            payment_methods=PaymentMethodService(sessions, registry, settings.idempotency),
+            authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
+            captures=CaptureService(runner, FollowUpCharge(db, registry)),
+            refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
+            payment_methods=PaymentMethodService(db, runner, registry),
             breakers=breakers,
             webhooks=build_webhooks(
-                settings, sessions, registry, reconciler, database_url, on_outcome=metrics.webhook_delivery
+                settings.webhooks,
+                db,
+                registry,
+                charge_recovery,
+                refund_lifecycle,
+                data_dir=settings.data_dir,
+                on_outcome=metrics.webhook_delivery,
             ),
             metrics=metrics,
             redis=redis,
             limiter=limiter,
             audit_shipper=build_shipper(
                 settings.audit,
-                sessions,
+                db,
                 data_dir=settings.data_dir,
                 metrics=ShipperMetrics(
                     on_shipped=metrics.audit_batch_shipped,
@@ -119,7 +125,7 @@ class Runtime:
                     on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds}),
                 ),
             ),
-            bank_links=BankLinkService.build(sessions, settings.banking, settings.data_dir),
+            bank_links=BankLinkService.build(db, settings.banking, settings.data_dir),
         )
 
     def start_background(self) -> None:
@@ -128,7 +134,6 @@ class Runtime:
         without Object Lock) ends its task with ``SinkMisconfigured``, which ``wait_background`` raises."""
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
-        self._spawn("refund-resolver", self.refunds.run_forever)
         self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
         if self.audit_shipper is not None:
             self._spawn("audit-shipper", self.audit_shipper.run_forever)
@@ -140,8 +145,8 @@ class Runtime:
         config = self.settings.idempotency
         while not stop.is_set():
             try:
-                async with unit_of_work(self.sessions) as session:
-                    purged = await idem_repo.purge_older_than(session, config.ttl_hours)
+                async with self.db.connection() as connection:
+                    purged = await idem_repo.purge_older_than(connection, config.ttl_hours)
                 if purged:
                     log.info("purged %d idempotency keys older than %d hours", purged, config.ttl_hours)
             except Exception:
@@ -167,8 +172,8 @@ class Runtime:
         """What /readyz reports: each dependency's state."""
         checks = {"database": "ok"}
         try:
-            async with asyncio.timeout(2), self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with asyncio.timeout(2):
+                await self.db.ping()
         except Exception:
             checks["database"] = "unavailable"
         if self.redis is not None:
@@ -182,7 +187,7 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Read the gauges that describe shared state (reconciler backlog, audit lag) for a scrape."""
-        await refresh_database_gauges(self.metrics, self.sessions, self.settings.audit.sink_kinds())
+        await refresh_database_gauges(self.metrics, self.db, self.settings.audit.sink_kinds())
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -195,7 +200,7 @@ class Runtime:
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
-        await self.engine.dispose()
+        await self.db.close()
 
 
 async def initialize_cluster(redis: RedisCluster) -> None:

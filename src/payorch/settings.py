@@ -1,7 +1,8 @@
 """Settings: environment (``PAYORCH_`` prefix, ``__`` for nesting), then an optional ``payorch.toml``.
 
 With no configuration at all payorch runs embedded (DESIGN.md section 1): an embedded Postgres under
-``data_dir``, in-process rate limiting, two sandbox gateways. Production refuses placeholder secrets.
+``data_dir``, in-process rate limiting, the gateway packages' embedded gateways (two simulated
+processors). Production refuses placeholder secrets, the gateways' included.
 """
 
 from __future__ import annotations
@@ -19,50 +20,13 @@ from pydantic_settings import (
 
 from payorch.audit.config import AuditConfig
 from payorch.banking.config import BankingConfig
+from payorch.gateways.config import GatewayConfig
+from payorch.gateways.registry import AnyGatewayConfig, embedded_gateways
 from payorch.orchestration.breaker import BreakerConfig
+from payorch.orchestration.config import ReconcilerConfig, RoutingConfig
+from payorch.payments.config import IdempotencyConfig
 from payorch.ratelimit.config import RateLimitConfig
 from payorch.webhooks.config import WebhooksConfig
-
-GatewayKind = Literal["sandbox", "stripe", "braintree", "adyen"]
-
-DEFAULT_TIMEOUT_MS: dict[str, int] = {"sandbox": 2000, "stripe": 3000, "braintree": 5000, "adyen": 8000}
-
-
-class GatewayConfig(BaseModel):
-    """One gateway in the routing list. ``name`` is what payment method tokens are keyed by."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    kind: GatewayKind
-    timeout_ms: int | None = Field(default=None, gt=0, le=60_000)
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    merchant_account: str | None = None
-    public_key: str | None = None
-    private_key: SecretStr | None = None
-    environment: str = "sandbox"
-    webhook_secret: SecretStr | None = None
-    """Verifies the gateway's inbound notifications: Stripe's endpoint secret (``whsec_...``) or Adyen's
-    HMAC key (hex). Braintree signs with ``private_key``. Unset: its notifications are refused."""
-    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
-    """How old a signed timestamp may be (Stripe's replay protection)."""
-
-    @property
-    def timeout(self) -> float:
-        """Seconds this gateway's calls are raced against."""
-        return (self.timeout_ms or DEFAULT_TIMEOUT_MS[self.kind]) / 1000
-
-
-def _embedded_gateways() -> list[GatewayConfig]:
-    return [GatewayConfig(name="sandbox", kind="sandbox"), GatewayConfig(name="sandbox_backup", kind="sandbox")]
-
-
-class RoutingConfig(BaseModel):
-    """Gateway order and failover policy (DESIGN.md section 5)."""
-
-    order_by_currency: dict[str, list[str]] = Field(default_factory=dict)
-    deadline_ms: int = Field(default=15_000, gt=0, le=120_000)
-    failover_on_unknown: bool = False
-    cascadable_soft_declines: list[str] = Field(default_factory=list)
 
 
 class ApiConfig(BaseModel):
@@ -100,28 +64,15 @@ class MetricsConfig(BaseModel):
     it (the command sets this itself; each scrape then reads one of them)."""
 
 
-class IdempotencyConfig(BaseModel):
-    ttl_hours: int = Field(default=24, ge=24)
-    """Keys live at least 24 hours (DESIGN.md section 6)."""
-    purge_interval_seconds: float = Field(default=300.0, gt=0)
-    stale_after_seconds: float = Field(default=60.0, gt=0)
-    """A key still in progress after this long belongs to a request that died (crash, kill)."""
-
-
-class ReconcilerConfig(BaseModel):
-    interval_seconds: float = Field(default=5.0, gt=0)
-    first_check_seconds: float = Field(default=5.0, ge=0)
-    max_checks: int = Field(default=12, gt=0)
-    """After this many inconclusive lookups an attempt is flagged for review."""
-    batch_size: int = Field(default=100, gt=0)
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYORCH_",
         env_nested_delimiter="__",
         toml_file="payorch.toml",
         extra="forbid",
+        # Gateway objects carry credentials: an error names the field and the problem, never echoes
+        # the input back (a missing field's error would otherwise print the whole object).
+        hide_input_in_errors=True,
     )
 
     environment: Literal["embedded", "development", "production"] = "embedded"
@@ -137,21 +88,18 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     partitions: int = Field(default=16, ge=1, le=1024)
-    db_pool_size: int = Field(default=20, ge=1, le=500)
-    """Database connections each process keeps (opened as they are first needed)."""
-    db_max_overflow: int = Field(default=0, ge=0, le=500)
-    """Extra connections opened when all of ``db_pool_size`` are busy and closed again on return.
-    0: a request waits (up to 10 s) for a pooled connection instead. Under sustained load overflow
-    connections churn: each is a new Postgres backend, a TLS attempt and every statement prepared
-    again (docs/benchmarks.md)."""
-    db_write_pool_size: int = Field(default=6, ge=1, le=500)
-    """Connections of the second pool (plain asyncpg connections) that the charge path's
-    one-statement writes use (opened as they are first needed). Each statement holds one for a
-    round trip, so a few carry hundreds of charges a second; more made the database slower under
-    load, not faster (docs/benchmarks.md). A process holds up to ``db_pool_size`` +
-    ``db_max_overflow`` + this many database connections."""
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    """Database connections each process keeps in its one pool (opened as they are first needed).
+    A statement or a short transaction holds one for its round trips, never across a gateway call,
+    so a few carry hundreds of charges a second; more made the database slower under load, not
+    faster (docs/benchmarks.md). A process opens at most this many, plus one for the webhook
+    dispatcher's LISTEN and one for the audit shipper's lock when they run in it."""
+    db_generic_plans: bool = True
+    """Plan each statement once per connection (``plan_cache_mode=force_generic_plan``): every
+    statement on one merchant's rows filters on the partition key and is pruned at run time."""
     log_json: bool | None = None
-    gateways: list[GatewayConfig] = Field(default_factory=_embedded_gateways)
+    gateways: list[AnyGatewayConfig] = Field(default_factory=embedded_gateways)
+    """The gateways in routing order, each an object whose ``kind`` picks its gateway package."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
@@ -192,9 +140,9 @@ class Settings(BaseSettings):
             if self.database_url is None:
                 raise ValueError("production needs PAYORCH_DATABASE_URL")
             for gateway in self.gateways:
-                for secret in (gateway.api_key, gateway.private_key, gateway.webhook_secret):
-                    if secret is not None and _is_placeholder(secret.get_secret_value()):
-                        raise ValueError(f"gateway {gateway.name}: placeholder secret refused in production")
+                for field, secret in gateway.secrets():
+                    if _is_placeholder(secret.get_secret_value()):
+                        raise ValueError(f"gateway {gateway.name}: placeholder {field} refused in production")
             for problem in self.banking.production_problems():
                 raise ValueError(problem)
             if self.webhooks.secret_key is None or _is_placeholder(self.webhooks.secret_key.get_secret_value()):

@@ -18,7 +18,7 @@ import types
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -57,16 +57,35 @@ def _attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
+    if get_origin(annotation) is Annotated:
+        return _models_in(get_args(annotation)[0])
     if get_origin(annotation) in (Union, types.UnionType):
         return [m for arg in get_args(annotation) for m in _models_in(arg)]
     return []
 
 
+def _list_item_models(annotation: Any) -> list[type[BaseModel]]:
+    """The models a list's items may be: one, or the members of a (discriminated) union."""
+    return _models_in(get_args(annotation)[0]) if get_origin(annotation) is list else []
+
+
 def _list_item_model(annotation: Any) -> type[BaseModel] | None:
-    if get_origin(annotation) is list:
-        models = _models_in(get_args(annotation)[0])
-        return models[0] if len(models) == 1 else None
-    return None
+    models = _list_item_models(annotation)
+    return models[0] if len(models) == 1 else None
+
+
+def _discriminator(annotation: Any) -> str | None:
+    """The field a list of a discriminated union picks each item's model by."""
+    item = get_args(annotation)[0] if get_origin(annotation) is list else None
+    if get_origin(item) is not Annotated:
+        return None
+    found = (getattr(meta, "discriminator", None) for meta in get_args(item)[1:])
+    return next((name for name in found if isinstance(name, str)), None)
+
+
+def _tag(model: type[BaseModel], discriminator: str) -> str:
+    (tag,) = get_args(model.model_fields[discriminator].annotation)
+    return str(tag)
 
 
 def _type_name(annotation: Any) -> str:
@@ -115,11 +134,49 @@ def rows(model: type[BaseModel] = Settings, prefix: str = "PAYORCH_") -> Iterato
                 yield from rows(section, f"{variable}__")
         elif item is not None:
             yield variable, f"JSON list of {item.__name__}", _default(field), description
-            for sub, kind, default, text in rows(item, f"{variable}[]."):
-                head, _, key = sub.partition("[].")
-                yield f"{head}[].{key.lower()}", kind, default, text  # keys of the JSON objects
+            for key, kind, default, text in _object_rows(item):
+                yield f"{variable}[].{key}", kind, default, text
+        elif (discriminator := _discriminator(field.annotation)) is not None:
+            yield variable, f"JSON list of objects, each by its `{discriminator}`", _default(field), description
+            yield from _union_rows(variable, _list_item_models(field.annotation), discriminator)
         else:
             yield variable, _type_name(field.annotation), _default(field), description
+
+
+def _object_rows(model: type[BaseModel]) -> Iterator[tuple[str, str, str, str]]:
+    """(key, type, default, description) of a JSON object's keys."""
+    for variable, kind, default, text in rows(model, ""):
+        yield variable.lower(), kind, default, text
+
+
+def _union_rows(
+    variable: str, models: list[type[BaseModel]], discriminator: str
+) -> Iterator[tuple[str, str, str, str]]:
+    """Keys every kind has as ``[].key`` (with each kind's default where they differ), the others as
+    ``[discriminator=tag].key``."""
+    tags = {model: _tag(model, discriminator) for model in models}
+    per_model = {
+        model: {key: (kind, default, text) for key, kind, default, text in _object_rows(model)} for model in models
+    }
+    first = per_model[models[0]]
+    choices = " \\| ".join(f"`{tag}`" for tag in tags.values())
+    yield f"{variable}[].{discriminator}", choices, "(required)", first[discriminator][2]
+    shared = [
+        key
+        for key, (kind, _, text) in first.items()
+        if key != discriminator
+        and all(rows_of.get(key, ("", "", ""))[::2] == (kind, text) for rows_of in per_model.values())
+    ]
+    for key in shared:
+        kind, default, text = first[key]
+        defaults = {per_model[model][key][1] for model in models}
+        if len(defaults) > 1:
+            default = ", ".join(f"{tags[model]} {per_model[model][key][1]}" for model in models)
+        yield f"{variable}[].{key}", kind, default, text
+    for model in models:
+        for key, (kind, default, text) in per_model[model].items():
+            if key != discriminator and key not in shared:
+                yield f"{variable}[{discriminator}={tags[model]}].{key}", kind, default, text
 
 
 def render() -> str:

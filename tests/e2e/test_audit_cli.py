@@ -26,7 +26,8 @@ from payorch.app import create_app
 from payorch.audit.chain import ChainedEvent
 from payorch.runtime import Runtime
 from payorch.storage import audit as audit_store
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
+from payorch.storage.database import Database, DatabaseConfig
 
 CHARGES = 6
 
@@ -144,16 +145,14 @@ async def test_cli_actions_are_audited_and_aclose_shipped_everything(
 
 
 async def _chain_tip(database_url: str) -> int:
-    from payorch.storage.engine import create_engine, session_factory
-
-    engine = create_engine(database_url, pool_size=1)
+    db = Database(DatabaseConfig(database_url, pool_size=1))
     try:
-        async with session_factory(engine)() as session:
-            assert await audit_store.count_outbox(session) == 0
-            tip, _ = await audit_store.chain_tip(session)
+        async with db.transaction() as transaction:
+            assert await audit_store.count_outbox(transaction) == 0
+            tip, _ = await audit_store.chain_tip(transaction)
             return tip
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def test_verify_passes_on_the_shipped_sink(shipped: dict[str, str], cli_env: dict[str, str]) -> None:

@@ -27,7 +27,7 @@ from tests.fakes.stripe_server import FakeRequest, FakeResponse, Fault, StripeFa
 
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
-from payorch.storage.engine import run_migrations, unit_of_work
+from payorch.storage.bootstrap import run_migrations
 
 pytestmark = pytest.mark.e2e
 
@@ -179,9 +179,9 @@ async def test_a_charge_orphaned_by_sigkill_takes_the_gateways_truth(
             charge_id = payment.metadata["charge_id"]
             runtime = await Runtime.build(make_settings(fresh_database), fresh_database)
             try:
-                async with unit_of_work(runtime.sessions) as session:
-                    charge = await repo.get_charge(session, merchant.id, charge_id)
-                    attempts = await repo.list_attempts(session, merchant.id, charge_id)
+                async with runtime.db.connection() as connection:
+                    charge = await repo.get_charge(connection, merchant.id, charge_id)
+                    attempts = await repo.list_attempts(connection, merchant.id, charge_id)
                 assert charge is not None
                 assert charge.status == "pending"
                 assert [(a.id, a.status) for a in attempts] == [(attempt_id, "pending")]
@@ -208,8 +208,8 @@ async def test_a_charge_orphaned_by_sigkill_takes_the_gateways_truth(
                     fetched = (await client.get(f"{url}/v1/charges/{charge_id}", headers=merchant.headers)).json()
                     # The merchant's retry with the same key replays the outcome; no second charge.
                     retried = await client.post(f"{url}/v1/charges", json=body, headers=headers)
-                async with unit_of_work(runtime.sessions) as session:
-                    attempts = await repo.list_attempts(session, merchant.id, charge_id)
+                async with runtime.db.connection() as connection:
+                    attempts = await repo.list_attempts(connection, merchant.id, charge_id)
             finally:
                 await runtime.aclose()
 

@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import charge_body, create_merchant, post_charge
+from tests.factories import charge_body, create_merchant, fetch_rows, post_charge
 from tests.fakes.merchant_endpoint import MerchantEndpoint, verify
 
 from payorch.app import create_app
@@ -78,15 +77,11 @@ async def _delivery_when(runtime: Runtime, merchant_id: str, status: str, timeou
     """The merchant's one delivery row once it has ``status`` (the worker records after the answer)."""
     deadline = time.monotonic() + timeout
     while True:
-        async with runtime.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    text("SELECT id, status, attempts FROM webhook_deliveries WHERE merchant_id = :m"),
-                    {"m": merchant_id},
-                )
-            ).one()
-        if row.status == status or time.monotonic() > deadline:
-            assert row.status == status
+        (row,) = await fetch_rows(
+            runtime.db, "SELECT id, status, attempts FROM webhook_deliveries WHERE merchant_id = $1", merchant_id
+        )
+        if row["status"] == status or time.monotonic() > deadline:
+            assert row["status"] == status
             return row
         await asyncio.sleep(0.05)
 
@@ -125,10 +120,15 @@ async def test_killed_mid_delivery_then_delivered_after_restart(
         assert event["data"]["object"]["id"] == charge["id"]  # type: ignore[index]
 
         row = await _delivery_when(runtime, merchant.id, "succeeded")
-        assert row.attempts == 2
+        assert row["attempts"] == 2
 
         redeliver = subprocess.run(
-            [PAYORCH, "webhooks", "redeliver", row.id], env=env, capture_output=True, text=True, timeout=60, check=False
+            [PAYORCH, "webhooks", "redeliver", row["id"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert redeliver.returncode == 0, redeliver.stderr
         await endpoint.until(lambda: len(endpoint.acknowledged()) == 2, timeout=30)

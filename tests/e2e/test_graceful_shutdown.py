@@ -17,7 +17,6 @@ from tests.integration.redis_cluster import free_port
 
 from payorch.runtime import Runtime
 from payorch.storage import charges as charges_repo
-from payorch.storage.engine import unit_of_work
 
 pytestmark = pytest.mark.e2e
 
@@ -68,9 +67,9 @@ async def test_sigterm_lets_an_in_flight_charge_finish(database_url: str, runtim
             )
 
             async def charge_started() -> bool:
-                async with unit_of_work(runtime.sessions) as session:
+                async with runtime.db.connection() as connection:
                     charges, _ = await charges_repo.list_charges(
-                        session, merchant.id, livemode=False, limit=1, starting_after=None, ending_before=None
+                        connection, merchant.id, livemode=False, limit=1, starting_after=None, ending_before=None
                     )
                 return bool(charges)
 

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from tests.conftest import make_settings
+from tests.factories import query
 from tests.fakes.adyen_server import AdyenFake, encrypted_card
 from tests.fakes.braintree_server import BraintreeFake
 from tests.fakes.stripe_server import StripeFake
 
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
-from payorch.storage.engine import unit_of_work
 
 
 @dataclass(frozen=True)
@@ -108,14 +107,14 @@ def charge_body(
 
 async def attempt_rows(runtime: Runtime, merchant_id: str, charge_id: str) -> list[tuple[str, str, str | None]]:
     """(gateway, status, raw code) of each attempt, in order."""
-    async with unit_of_work(runtime.sessions) as session:
-        found = await repo.list_attempts(session, merchant_id, charge_id)
+    async with runtime.db.connection() as connection:
+        found = await repo.list_attempts(connection, merchant_id, charge_id)
     return [(a.gateway, a.status, a.raw_code) for a in sorted(found, key=lambda a: a.seq)]
 
 
 async def attempt_ids(runtime: Runtime, merchant_id: str, charge_id: str) -> list[str]:
-    async with unit_of_work(runtime.sessions) as session:
-        found = await repo.list_attempts(session, merchant_id, charge_id)
+    async with runtime.db.connection() as connection:
+        found = await repo.list_attempts(connection, merchant_id, charge_id)
     return [a.id for a in sorted(found, key=lambda a: a.seq)]
 
 
@@ -197,15 +196,12 @@ async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 20.
 
 
 async def unresolved_attempts(runtime: Runtime, merchant_ids: list[str]) -> int:
-    async with unit_of_work(runtime.sessions) as session:
-        count = await session.execute(
-            text(
-                "SELECT count(*) FROM charge_attempts "
-                "WHERE merchant_id = ANY(:merchants) AND status IN ('pending', 'unknown')"
-            ),
-            {"merchants": merchant_ids},
-        )
-        return int(count.scalar_one())
+    count = await query(
+        runtime.db,
+        "SELECT count(*) FROM charge_attempts WHERE merchant_id = ANY(:merchants) AND status IN ('pending', 'unknown')",
+        merchants=merchant_ids,
+    )
+    return int(count[0][0])
 
 
 async def reconcile_until_settled(runtime: Runtime, merchant_ids: list[str], timeout: float = 30.0) -> None:

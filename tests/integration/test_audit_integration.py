@@ -15,28 +15,24 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import cast, select, text
-from sqlalchemy.types import Text
-from tests.factories import charge_body, create_merchant, post_charge
+from tests.factories import charge_body, create_merchant, fetch_rows, post_charge
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.settings import Settings
-from payorch.storage import audit as audit_store
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
 
 
-async def audit_events(sessions: SessionFactory, needle: str) -> list[dict[str, Any]]:
+async def audit_events(db: Database, needle: str) -> list[dict[str, Any]]:
     """Every stored audit event whose JSON mentions ``needle`` (an id), chained ones first."""
-    chain, outbox = audit_store.audit_chain, audit_store.audit_outbox
-    async with sessions() as session:
-        chained = await session.execute(
-            select(chain.c.canonical).where(chain.c.canonical.contains(needle)).order_by(chain.c.seq)
+    async with db.connection() as connection:
+        chained = await connection.fetch(
+            "SELECT canonical FROM audit_chain WHERE strpos(canonical, $1) > 0 ORDER BY seq", needle
         )
-        pending = await session.execute(
-            select(outbox.c.payload).where(cast(outbox.c.payload, Text).contains(needle)).order_by(outbox.c.seq)
+        pending = await connection.fetch(
+            "SELECT payload FROM audit_outbox WHERE strpos(payload::text, $1) > 0 ORDER BY seq", needle
         )
-        return [json.loads(row.canonical)["event"] for row in chained] + [row.payload for row in pending]
+    return [json.loads(row["canonical"])["event"] for row in chained] + [row["payload"] for row in pending]
 
 
 async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
@@ -59,7 +55,7 @@ async def test_a_successful_charge_records_who_what_and_from_where(runtime: Runt
     response = await post_charge(client, merchant, charge_body(amount=1234, metadata={"order": "A-17"}), key="k-1")
     assert response.status_code == 201
     charge = response.json()
-    events = await audit_events(runtime.sessions, charge["id"])
+    events = await audit_events(runtime.db, charge["id"])
     assert actions(events) == [
         "charge.created",
         "charge.attempt.sent",
@@ -90,7 +86,7 @@ async def test_a_decline_and_a_failover_record_every_attempt(runtime: Runtime, c
     declined = await post_charge(client, merchant, charge_body("tok_chargeDeclined"))
     assert declined.status_code == 402
     charge_id = declined.json()["error"]["charge"]
-    events = await audit_events(runtime.sessions, charge_id)
+    events = await audit_events(runtime.db, charge_id)
     assert actions(events) == ["charge.created", "charge.attempt.sent", "charge.attempt.outcome", "charge.failed"]
     assert events[2]["outcome"] == "failure"
     assert events[3]["details"]["decline_code"] == "card_declined"
@@ -99,7 +95,7 @@ async def test_a_decline_and_a_failover_record_every_attempt(runtime: Runtime, c
     body["payment_method"] = {"tokens": {"sandbox": "tok_unavailable", "sandbox_backup": "tok_visa"}}
     failover = await post_charge(client, merchant, body)
     assert failover.status_code == 201
-    events = await audit_events(runtime.sessions, failover.json()["id"])
+    events = await audit_events(runtime.db, failover.json()["id"])
     assert actions(events) == [
         "charge.created",
         "charge.attempt.sent",
@@ -121,7 +117,7 @@ async def test_processing_then_the_reconcilers_decision(runtime: Runtime, client
     response = await post_charge(client, merchant, charge_body("tok_timeout"))
     assert response.status_code == 202
     charge_id = response.json()["id"]
-    events = await audit_events(runtime.sessions, charge_id)
+    events = await audit_events(runtime.db, charge_id)
     assert actions(events)[-2:] == ["charge.attempt.outcome", "charge.processing"]
     assert events[-2]["outcome"] == "unknown"
 
@@ -131,7 +127,7 @@ async def test_processing_then_the_reconcilers_decision(runtime: Runtime, client
         return bool(fetched.json()["status"] == "succeeded")
 
     await wait_for(resolved)
-    events = await audit_events(runtime.sessions, charge_id)
+    events = await audit_events(runtime.db, charge_id)
     by_reconciler = [e for e in events if e["actor"]["user"] == "system:reconciler"]
     assert by_reconciler, "the reconciler's decisions are audited"
     assert all(e["actor"]["merchant_id"] == merchant.id for e in by_reconciler)
@@ -160,46 +156,41 @@ async def test_a_charge_whose_transaction_fails_at_commit_leaves_no_audit_row(
     the idempotency key and the audit rows were all written: none of them may survive."""
     marker = f"rollback-{uuid.uuid4().hex}"
     function, trigger = f"refuse_{marker.replace('-', '_')}", f"t_{marker.replace('-', '_')}"
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text(
-                f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"IF NEW.description = '{marker}' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
-                "RETURN NULL; END $$"
-            )
+    async with runtime.db.transaction() as transaction:
+        await transaction.execute(
+            f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.description = '{marker}' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
+            "RETURN NULL; END $$"
         )
-        await session.execute(
-            text(
-                f"CREATE CONSTRAINT TRIGGER {trigger} AFTER INSERT ON charges DEFERRABLE INITIALLY DEFERRED "
-                f"FOR EACH ROW EXECUTE FUNCTION {function}()"
-            )
+        await transaction.execute(
+            f"CREATE CONSTRAINT TRIGGER {trigger} AFTER INSERT ON charges DEFERRABLE INITIALLY DEFERRED "
+            f"FOR EACH ROW EXECUTE FUNCTION {function}()"
         )
     try:
         merchant = await create_merchant(runtime)
         failed = await post_charge(unraising_client, merchant, charge_body(description=marker), key=marker)
         committed = await post_charge(unraising_client, merchant, charge_body(description="kept"))
     finally:
-        async with unit_of_work(runtime.sessions) as session:
-            await session.execute(text(f"DROP TRIGGER {trigger} ON charges"))
-            await session.execute(text(f"DROP FUNCTION {function}()"))
+        await fetch_rows(runtime.db, f"DROP TRIGGER {trigger} ON charges")
+        await fetch_rows(runtime.db, f"DROP FUNCTION {function}()")
     assert failed.status_code == 500
     assert failed.json()["error"]["type"] == "api_error"
-    assert await audit_events(runtime.sessions, marker) == []
+    assert await audit_events(runtime.db, marker) == []
     assert failed.json()["error"]["request_id"] not in ("", "req_unknown")
     assert failed.headers["request-id"] == failed.json()["error"]["request_id"]
-    assert await audit_events(runtime.sessions, failed.json()["error"]["request_id"]) == []
+    assert await audit_events(runtime.db, failed.json()["error"]["request_id"]) == []
     listed = await unraising_client.get("/v1/charges?limit=100", headers=merchant.headers)
     assert [c["description"] for c in listed.json()["data"]] == ["kept"]
 
     assert committed.status_code == 201
-    kept = await audit_events(runtime.sessions, committed.json()["id"])
+    kept = await audit_events(runtime.db, committed.json()["id"])
     assert actions(kept)[0] == "charge.created"
     assert kept[0]["origin"]["request_id"] == committed.headers["Request-Id"]
 
     # The key was rolled back with the rest: a retry takes it afresh and is recorded.
     retried = await post_charge(unraising_client, merchant, charge_body(description=marker), key=marker)
     assert retried.status_code == 201
-    assert actions(await audit_events(runtime.sessions, retried.json()["id"]))[0] == "charge.created"
+    assert actions(await audit_events(runtime.db, retried.json()["id"]))[0] == "charge.created"
 
 
 async def test_refused_idempotent_requests_record_nothing(runtime: Runtime, client: httpx.AsyncClient) -> None:
@@ -213,9 +204,6 @@ async def test_refused_idempotent_requests_record_nothing(runtime: Runtime, clie
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert mismatch.status_code == 400
     assert mismatch.json()["error"]["type"] == "idempotency_error"
-    assert (
-        len([e for e in await audit_events(runtime.sessions, first.json()["id"]) if e["action"] == "charge.created"])
-        == 1
-    )
-    assert await audit_events(runtime.sessions, replay.headers["Request-Id"]) == []
-    assert await audit_events(runtime.sessions, mismatch.headers["Request-Id"]) == []
+    assert len([e for e in await audit_events(runtime.db, first.json()["id"]) if e["action"] == "charge.created"]) == 1
+    assert await audit_events(runtime.db, replay.headers["Request-Id"]) == []
+    assert await audit_events(runtime.db, mismatch.headers["Request-Id"]) == []

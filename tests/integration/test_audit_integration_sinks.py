@@ -33,7 +33,7 @@ from payorch.audit.verify import verify, verify_configured
 from payorch.runtime import Runtime
 from payorch.settings import Settings
 from payorch.storage import audit as audit_store
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 CHANNEL = "arn:aws:cloudtrail:us-east-1:123456789012:channel/payorch-integration"
 CHARGES = 1000
@@ -225,10 +225,10 @@ async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 60.
 
 async def chain_state(runtime: Runtime) -> tuple[int, int, dict[str, int]]:
     """(events waiting in the outbox, chain tip, each sink's cursor)."""
-    async with runtime.sessions() as session:
-        pending = await audit_store.count_outbox(session)
-        tip, _ = await audit_store.chain_tip(session)
-        return pending, tip, await audit_store.get_cursors(session)
+    async with runtime.db.transaction() as transaction:
+        pending = await audit_store.count_outbox(transaction)
+        tip, _ = await audit_store.chain_tip(transaction)
+        return pending, tip, await audit_store.get_cursors(transaction)
 
 
 async def all_shipped(runtime: Runtime) -> bool:
@@ -355,8 +355,8 @@ async def test_sinks_down_during_1000_charges_ship_everything_once_in_order(
     links = cloudtrail_links(cloudtrail)
     assert [link.seq for link in links] == list(range(1, tip + 1))
     assert set(cloudtrail.arrivals.values()) == {1}
-    async with started.sessions() as session:
-        anchors = await audit_store.chain_hashes(session)
+    async with started.db.connection() as connection:
+        anchors = await audit_store.chain_hashes(connection)
     report = verify(links, anchors=anchors)
     assert report.ok, report.summary()
     assert report.last_seq == tip

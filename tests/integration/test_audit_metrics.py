@@ -16,7 +16,7 @@ from tests.factories import charge_body, create_merchant, post_charge
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
-from payorch.storage.engine import run_migrations
+from payorch.storage.bootstrap import run_migrations
 
 
 @pytest.fixture(scope="module")

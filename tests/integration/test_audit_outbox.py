@@ -5,16 +5,15 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.factories import fetch_rows
 
 from payorch.audit.events import Actor, AuditAction, AuditEvent, Origin, Resource, record
 from payorch.ids import new_id
 from payorch.storage import audit as audit_store
 from payorch.storage import merchants as merchant_repo
-from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+from payorch.storage.database import Database, DatabaseConfig
 
 
 class ActionFailed(Exception):
@@ -22,15 +21,10 @@ class ActionFailed(Exception):
 
 
 @pytest.fixture(scope="module")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(database_url, pool_size=5)
+async def db(database_url: str) -> AsyncIterator[Database]:
+    built = Database(DatabaseConfig(database_url, pool_size=5))
     yield built
-    await built.dispose()
-
-
-@pytest.fixture(scope="module")
-def sessions(engine: AsyncEngine) -> SessionFactory:
-    return session_factory(engine)
+    await built.close()
 
 
 def merchant_created(merchant_id: str, **details) -> AuditEvent:
@@ -43,70 +37,59 @@ def merchant_created(merchant_id: str, **details) -> AuditEvent:
     )
 
 
-async def outbox_payload(sessions: SessionFactory, event_id: str) -> dict | None:
-    async with sessions() as session:
-        row = (
-            await session.execute(
-                select(audit_store.audit_outbox.c.payload).where(audit_store.audit_outbox.c.event_id == event_id)
-            )
-        ).first()
-    return None if row is None else row.payload
+async def outbox_payload(db: Database, event_id: str) -> dict | None:
+    rows = await fetch_rows(db, "SELECT payload FROM audit_outbox WHERE event_id = $1", event_id)
+    return rows[0]["payload"] if rows else None
 
 
-async def test_committed_action_has_its_audit_row(sessions):
+async def test_committed_action_has_its_audit_row(db):
     merchant_id = new_id("mer")
     event = merchant_created(merchant_id, name="Acme")
-    async with unit_of_work(sessions) as session:
-        await merchant_repo.insert_merchant(session, merchant_id, "Acme")
-        await record(session, event)
-    payload = await outbox_payload(sessions, event.id)
+    async with db.transaction() as transaction:
+        await merchant_repo.insert_merchant(transaction, merchant_id, "Acme")
+        await record(transaction, event)
+    payload = await outbox_payload(db, event.id)
     assert payload == event.redacted_payload()
-    async with sessions() as session:
-        row = (
-            await session.execute(
-                select(audit_store.audit_outbox).where(audit_store.audit_outbox.c.event_id == event.id)
-            )
-        ).one()
-    assert row.merchant_id == merchant_id
-    assert row.occurred_at == event.occurred_at
+    (row,) = await fetch_rows(db, "SELECT * FROM audit_outbox WHERE event_id = $1", event.id)
+    assert row["merchant_id"] == merchant_id
+    assert row["occurred_at"] == event.occurred_at
 
 
-async def test_rolled_back_action_leaves_no_audit_row(sessions):
+async def test_rolled_back_action_leaves_no_audit_row(db):
     merchant_id = new_id("mer")
     event = merchant_created(merchant_id)
 
     async def create_then_fail() -> None:
-        async with unit_of_work(sessions) as session:
-            await merchant_repo.insert_merchant(session, merchant_id, "Rolled back")
-            await record(session, event)
+        async with db.transaction() as transaction:
+            await merchant_repo.insert_merchant(transaction, merchant_id, "Rolled back")
+            await record(transaction, event)
             raise ActionFailed
 
     with pytest.raises(ActionFailed):
         await create_then_fail()
-    assert await outbox_payload(sessions, event.id) is None
-    async with sessions() as session:
-        assert await audit_store.count_outbox(session, event_id=event.id) == 0
-        found = await session.execute(text("SELECT 1 FROM merchants WHERE id = :id"), {"id": merchant_id})
-        assert found.first() is None
+    assert await outbox_payload(db, event.id) is None
+    async with db.connection() as connection:
+        assert await audit_store.count_outbox(connection, event_id=event.id) == 0
+    assert await fetch_rows(db, "SELECT 1 FROM merchants WHERE id = $1", merchant_id) == []
 
 
-async def test_an_action_that_fails_in_the_database_takes_its_audit_row_with_it(sessions):
+async def test_an_action_that_fails_in_the_database_takes_its_audit_row_with_it(db):
     merchant_id = new_id("mer")
-    async with unit_of_work(sessions) as session:
-        await merchant_repo.insert_merchant(session, merchant_id, "First")
+    async with db.transaction() as transaction:
+        await merchant_repo.insert_merchant(transaction, merchant_id, "First")
     duplicate = merchant_created(merchant_id)
 
     async def audit_then_fail() -> None:
-        async with unit_of_work(sessions) as session:
-            await record(session, duplicate)  # audit first, then the action fails
-            await merchant_repo.insert_merchant(session, merchant_id, "Duplicate id")
+        async with db.transaction() as transaction:
+            await record(transaction, duplicate)  # audit first, then the action fails
+            await merchant_repo.insert_merchant(transaction, merchant_id, "Duplicate id")
 
-    with pytest.raises(DBAPIError):
+    with pytest.raises(asyncpg.UniqueViolationError):
         await audit_then_fail()
-    assert await outbox_payload(sessions, duplicate.id) is None
+    assert await outbox_payload(db, duplicate.id) is None
 
 
-async def test_what_is_stored_is_redacted(sessions):
+async def test_what_is_stored_is_redacted(db):
     merchant_id = new_id("mer")
     event = merchant_created(
         merchant_id,
@@ -117,9 +100,9 @@ async def test_what_is_stored_is_redacted(sessions):
         headers={"Authorization": "Bearer eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl"},
         description="nul \x00 byte",
     )
-    async with unit_of_work(sessions) as session:
-        await record(session, event)
-    stored = json.dumps(await outbox_payload(sessions, event.id))
+    async with db.transaction() as transaction:
+        await record(transaction, event)
+    stored = json.dumps(await outbox_payload(db, event.id))
     for secret in (
         "4242424242424242",
         "5555555555554444",

@@ -11,11 +11,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import boto3
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.factories import fetch_rows
 from tests.fakes.cloudtrail_data_server import CloudTrailDataFake
 
 from payorch.audit.chain import ChainedEvent
@@ -27,7 +26,7 @@ from payorch.audit.sinks.local import LocalDirectorySink
 from payorch.audit.sinks.s3 import make_aws_client
 from payorch.audit.verify import verify_sink
 from payorch.storage import audit as audit_store
-from payorch.storage.engine import SessionFactory, create_engine, session_factory, unit_of_work
+from payorch.storage.database import Database, DatabaseConfig
 
 CHANNEL = "arn:aws:cloudtrail:us-east-1:123456789012:channel/payorch-shipper"
 
@@ -68,15 +67,10 @@ class Misconfigured:
 
 
 @pytest.fixture(scope="module")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(database_url, pool_size=10)
+async def db(database_url: str) -> AsyncIterator[Database]:
+    built = Database(DatabaseConfig(database_url, pool_size=10))
     yield built
-    await built.dispose()
-
-
-@pytest.fixture(scope="module")
-def sessions(engine: AsyncEngine) -> SessionFactory:
-    return session_factory(engine)
+    await built.close()
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +96,10 @@ def cloudtrail_sink(fake: CloudTrailDataFake, name: str) -> CloudTrailLakeSink:
     return CloudTrailLakeSink(client, CHANNEL, name=name, retry_delay=0)
 
 
-def shipper_for(sessions: SessionFactory, sinks, **kwargs) -> AuditShipper:
+def shipper_for(db: Database, sinks, **kwargs) -> AuditShipper:
     kwargs.setdefault("batch_size", 100)
     kwargs.setdefault("max_batch_age", 0)
-    return AuditShipper(sessions, sinks, backoff_initial=0, backoff_max=0, **kwargs)
+    return AuditShipper(db, sinks, backoff_initial=0, backoff_max=0, **kwargs)
 
 
 def charge_event(tag: str, i: int, **details) -> AuditEvent:
@@ -118,15 +112,15 @@ def charge_event(tag: str, i: int, **details) -> AuditEvent:
     )
 
 
-async def record_many(sessions: SessionFactory, tag: str, count: int, concurrency: int = 10) -> list[str]:
+async def record_many(db: Database, tag: str, count: int, concurrency: int = 10) -> list[str]:
     """``count`` separate committed transactions, ``concurrency`` at a time (so commit order and outbox
     order interleave as they do under load)."""
     ids: list[str] = []
 
     async def one(i: int) -> None:
         event = charge_event(tag, i)
-        async with unit_of_work(sessions) as session:
-            await record(session, event)
+        async with db.transaction() as transaction:
+            await record(transaction, event)
         ids.append(event.id)
 
     for start in range(0, count, concurrency):
@@ -134,20 +128,20 @@ async def record_many(sessions: SessionFactory, tag: str, count: int, concurrenc
     return ids
 
 
-async def tip(sessions: SessionFactory) -> int:
-    async with unit_of_work(sessions) as session:
-        return (await audit_store.chain_tip(session))[0]
+async def tip(db: Database) -> int:
+    async with db.transaction() as transaction:
+        return (await audit_store.chain_tip(transaction))[0]
 
 
-async def cursor_of(sessions: SessionFactory, name: str) -> int:
-    async with sessions() as session:
-        return (await audit_store.get_cursors(session)).get(name, 0)
+async def cursor_of(db: Database, name: str) -> int:
+    async with db.connection() as connection:
+        return (await audit_store.get_cursors(connection)).get(name, 0)
 
 
-async def ship_until_caught_up(shipper: AuditShipper, sessions: SessionFactory, name: str, rounds: int = 100):
+async def ship_until_caught_up(shipper: AuditShipper, db: Database, name: str, rounds: int = 100):
     for _ in range(rounds):
         await shipper.run_once()
-        if await cursor_of(sessions, name) == await tip(sessions):
+        if await cursor_of(db, name) == await tip(db):
             return
     raise AssertionError(f"sink {name} did not catch up in {rounds} rounds")
 
@@ -156,7 +150,7 @@ def mine(events: list[ChainedEvent], tag: str) -> list[ChainedEvent]:
     return [e for e in events if e.event["details"].get("tag") == tag]
 
 
-async def test_sinks_down_then_up_ship_every_event_once_in_chain_order(sessions, fake, tmp_path: Path):
+async def test_sinks_down_then_up_ship_every_event_once_in_chain_order(db, fake, tmp_path: Path):
     tag = uuid.uuid4().hex[:8]
     local = Switchable(LocalDirectorySink(tmp_path / "audit", name=f"local-{tag}"))
     trail = cloudtrail_sink(fake, f"cloudtrail-{tag}")
@@ -166,34 +160,34 @@ async def test_sinks_down_then_up_ship_every_event_once_in_chain_order(sessions,
         on_shipped=lambda sink, n: counts.__setitem__(sink, counts.get(sink, 0) + n),
         on_failed=lambda sink, n: failures.__setitem__(sink, failures.get(sink, 0) + n),
     )
-    shipper = shipper_for(sessions, [local, trail], metrics=metrics)
+    shipper = shipper_for(db, [local, trail], metrics=metrics)
 
     local.down = True
     fake.outage = True
-    ids = await record_many(sessions, tag, 1000)
+    ids = await record_many(db, tag, 1000)
     report = await shipper.run_once()
     assert report.lock_acquired
     assert set(report.failed) == {local.name, trail.name}
-    assert await cursor_of(sessions, local.name) == 0
-    assert await cursor_of(sessions, trail.name) == 0
-    async with sessions() as session:
-        assert await audit_store.count_outbox(session) == 0  # all chained while the sinks were down
+    assert await cursor_of(db, local.name) == 0
+    assert await cursor_of(db, trail.name) == 0
+    async with db.connection() as connection:
+        assert await audit_store.count_outbox(connection) == 0  # all chained while the sinks were down
 
     # One sink back: it catches up while the other is still down.
     local.down = False
-    await ship_until_caught_up(shipper, sessions, local.name)
-    assert await cursor_of(sessions, trail.name) == 0
+    await ship_until_caught_up(shipper, db, local.name)
+    assert await cursor_of(db, trail.name) == 0
     assert failures[trail.name] > 0
 
     fake.outage = False
-    await ship_until_caught_up(shipper, sessions, trail.name)
+    await ship_until_caught_up(shipper, db, trail.name)
 
     stored = await local.read_all()
     shipped_mine = mine(stored, tag)
     assert sorted(e.event_id for e in shipped_mine) == sorted(ids)
     assert [e.seq for e in stored] == list(range(1, len(stored) + 1))  # each position once, in order
-    async with sessions() as session:
-        anchors = await audit_store.chain_hashes(session)
+    async with db.connection() as connection:
+        anchors = await audit_store.chain_hashes(connection)
     report = await verify_sink(local, anchors=anchors)
     assert report.ok, report.summary()
     assert report.duplicates_ignored == 0
@@ -209,9 +203,9 @@ async def test_sinks_down_then_up_ship_every_event_once_in_chain_order(sessions,
     assert counts[local.name] == counts[trail.name] == len(stored)
 
 
-async def test_one_holder_at_a_time(sessions, tmp_path: Path):
-    first = shipper_for(sessions, [LocalDirectorySink(tmp_path / "a", name=f"a-{uuid.uuid4().hex[:8]}")])
-    second = shipper_for(sessions, [LocalDirectorySink(tmp_path / "b", name=f"b-{uuid.uuid4().hex[:8]}")])
+async def test_one_holder_at_a_time(db, tmp_path: Path):
+    first = shipper_for(db, [LocalDirectorySink(tmp_path / "a", name=f"a-{uuid.uuid4().hex[:8]}")])
+    second = shipper_for(db, [LocalDirectorySink(tmp_path / "b", name=f"b-{uuid.uuid4().hex[:8]}")])
     assert await first._acquire_lock()
     try:
         report = await second.run_once()
@@ -222,20 +216,20 @@ async def test_one_holder_at_a_time(sessions, tmp_path: Path):
     assert (await second.run_once()).lock_acquired
 
 
-async def test_partial_batches_wait_for_their_age_unless_forced(sessions, tmp_path: Path):
+async def test_partial_batches_wait_for_their_age_unless_forced(db, tmp_path: Path):
     tag = uuid.uuid4().hex[:8]
     sink = LocalDirectorySink(tmp_path, name=f"aged-{tag}")
-    shipper = shipper_for(sessions, [sink], batch_size=10_000, max_batch_age=3600)
-    await record_many(sessions, tag, 3)
+    shipper = shipper_for(db, [sink], batch_size=10_000, max_batch_age=3600)
+    await record_many(db, tag, 3)
     report = await shipper.run_once()
     assert report.shipped[sink.name] == 0
     assert await sink.read_all() == []
     report = await shipper.run_once(force=True)
-    assert report.shipped[sink.name] == await tip(sessions)
+    assert report.shipped[sink.name] == await tip(db)
     assert len(mine(await sink.read_all(), tag)) == 3
 
 
-async def test_adversarial_details_never_reach_a_sink(sessions, fake, tmp_path: Path):
+async def test_adversarial_details_never_reach_a_sink(db, fake, tmp_path: Path):
     tag = uuid.uuid4().hex[:8]
     local = LocalDirectorySink(tmp_path, name=f"local-{tag}")
     trail = cloudtrail_sink(fake, f"cloudtrail-{tag}")
@@ -250,11 +244,11 @@ async def test_adversarial_details_never_reach_a_sink(sessions, fake, tmp_path: 
         "aws": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     }
     event = charge_event(tag, 0, **secrets)
-    async with unit_of_work(sessions) as session:
-        await record(session, event)
-    shipper = shipper_for(sessions, [local, trail])
-    await ship_until_caught_up(shipper, sessions, trail.name)
-    await ship_until_caught_up(shipper, sessions, local.name)
+    async with db.transaction() as transaction:
+        await record(transaction, event)
+    shipper = shipper_for(db, [local, trail])
+    await ship_until_caught_up(shipper, db, trail.name)
+    await ship_until_caught_up(shipper, db, local.name)
 
     files = "".join(path.read_text() for path in sorted(tmp_path.iterdir()))
     lake = json.dumps([e.event_data for e in fake.events(CHANNEL) if e.id == event.id])
@@ -271,18 +265,18 @@ async def test_adversarial_details_never_reach_a_sink(sessions, fake, tmp_path: 
             assert secret.replace(" ", "").replace("-", "") not in flat, secret
 
 
-async def test_run_forever_ships_as_events_arrive_and_stops(sessions, tmp_path: Path):
+async def test_run_forever_ships_as_events_arrive_and_stops(db, tmp_path: Path):
     tag = uuid.uuid4().hex[:8]
     sink = LocalDirectorySink(tmp_path, name=f"forever-{tag}")
     lags: list[float] = []
     shipper = AuditShipper(
-        sessions, [sink], batch_size=50, max_batch_age=0, poll_interval=0.05,
+        db, [sink], batch_size=50, max_batch_age=0, poll_interval=0.05,
         metrics=ShipperMetrics(on_lag=lambda _sink, seconds: lags.append(seconds)),
     )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run_forever(stop))
     try:
-        await record_many(sessions, tag, 20)
+        await record_many(db, tag, 20)
         deadline = time.monotonic() + 30
         while len(mine(await sink.read_all(), tag)) < 20:
             assert time.monotonic() < deadline, "events were not shipped within 30 s"
@@ -297,27 +291,25 @@ async def test_run_forever_ships_as_events_arrive_and_stops(sessions, tmp_path: 
     assert (await verify_sink(sink)).ok
 
 
-async def test_a_misconfigured_sink_stops_the_shipper_at_start(sessions):
-    shipper = shipper_for(sessions, [Misconfigured()])
+async def test_a_misconfigured_sink_stops_the_shipper_at_start(db):
+    shipper = shipper_for(db, [Misconfigured()])
     with pytest.raises(SinkMisconfigured, match="Object Lock"):
         await shipper.run_forever(asyncio.Event())
 
 
-async def test_the_chain_table_is_append_only(sessions, tmp_path: Path):
-    await record_many(sessions, uuid.uuid4().hex[:8], 1)
-    await shipper_for(sessions, [LocalDirectorySink(tmp_path, name=f"ao-{uuid.uuid4().hex[:8]}")]).run_once()
-    last = await tip(sessions)
-    with pytest.raises(DBAPIError, match="append-only"):
-        async with unit_of_work(sessions) as session:
-            await session.execute(text("UPDATE audit_chain SET canonical = '{}' WHERE seq = :s"), {"s": last})
-    with pytest.raises(DBAPIError, match="append-only"):
-        async with unit_of_work(sessions) as session:
-            await session.execute(text("DELETE FROM audit_chain WHERE seq = :s"), {"s": last})
+async def test_the_chain_table_is_append_only(db, tmp_path: Path):
+    await record_many(db, uuid.uuid4().hex[:8], 1)
+    await shipper_for(db, [LocalDirectorySink(tmp_path, name=f"ao-{uuid.uuid4().hex[:8]}")]).run_once()
+    last = await tip(db)
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
+        await fetch_rows(db, "UPDATE audit_chain SET canonical = '{}' WHERE seq = $1", last)
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
+        await fetch_rows(db, "DELETE FROM audit_chain WHERE seq = $1", last)
 
 
-def test_sink_names_must_be_unique(sessions, tmp_path: Path):
+def test_sink_names_must_be_unique(db, tmp_path: Path):
     with pytest.raises(ValueError, match="unique"):
         shipper_for(
-            sessions,
+            db,
             [LocalDirectorySink(tmp_path / "x", name="same"), LocalDirectorySink(tmp_path, name="same")],
         )

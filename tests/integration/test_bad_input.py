@@ -170,12 +170,11 @@ async def test_bad_keys_are_401(client: httpx.AsyncClient, case: str, authorizat
 
 async def test_revoked_key_is_401(runtime: Runtime, client: httpx.AsyncClient) -> None:
     from payorch.storage import merchants as repo
-    from payorch.storage.engine import unit_of_work
 
     fresh = await create_merchant(runtime)
     assert (await client.get("/v1/charges", headers=fresh.headers)).status_code == 200
-    async with unit_of_work(runtime.sessions) as session:
-        assert await repo.revoke_api_key(session, fresh.key_id) == fresh.id
+    async with runtime.db.connection() as connection:
+        assert await repo.revoke_api_key(connection, fresh.key_id) == fresh.id
     response = await client.get("/v1/charges", headers=fresh.headers)
     assert_envelope(response, 401, "authentication_error", "invalid_api_key")
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, create_merchant
+from tests.factories import MerchantFixture, create_merchant, fetch_rows, query
 from tests.fakes.oauth_provider import FAILURE_URL, REDIRECT_URI, FakeOAuthProvider, TokenFault, banking_settings
 from typer.testing import CliRunner
 
@@ -97,25 +96,21 @@ def secret_file(secrets_dir: Path, merchant_id: str, link_id: str) -> Path:
 
 
 _ALL_AUDIT_EVENTS = (
-    "SELECT p FROM (SELECT payload AS p FROM audit_outbox "
-    "UNION ALL SELECT canonical::jsonb AS p FROM audit_chain) events WHERE "
+    "SELECT p FROM (SELECT 0 AS part, seq, canonical::jsonb->'event' AS p FROM audit_chain "
+    "UNION ALL SELECT 1 AS part, seq, payload AS p FROM audit_outbox) events WHERE "
 )
 
 
-async def audit_payloads(runtime: Runtime, condition: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Audit events matching ``condition`` (on ``p``, the payload), whether still in the outbox or
-    already chained by a shipper some other test runs, in recording order."""
-    async with runtime.engine.connect() as connection:
-        rows = await connection.execute(
-            text(_ALL_AUDIT_EVENTS + condition),
-            params,
-        )
-        payloads = [row.p for row in rows]
-    return sorted(payloads, key=lambda p: p["id"])
+async def audit_payloads(runtime: Runtime, condition: str, *args: Any) -> list[dict[str, Any]]:
+    """Audit events matching ``condition`` (on ``p``, the payload; ``$1``... are ``args``), whether
+    still in the outbox or already chained by a shipper some other test runs, in recording order:
+    chain order, then outbox order (two events of one transaction may share an id's millisecond)."""
+    rows = await fetch_rows(runtime.db, _ALL_AUDIT_EVENTS + condition + " ORDER BY part, seq", *args)
+    return [row["p"] for row in rows]
 
 
 async def audit_actions(runtime: Runtime, link_id: str) -> list[tuple[str, str]]:
-    payloads = await audit_payloads(runtime, "p->'resource'->>'id' = :id", {"id": link_id})
+    payloads = await audit_payloads(runtime, "p->'resource'->>'id' = $1", link_id)
     return [(p["action"], p["outcome"]) for p in payloads]
 
 
@@ -143,15 +138,11 @@ async def test_a_full_link_flow_stores_the_refresh_token_and_activates_the_link(
     }  # fmt: skip
 
     # Only the state's digest is stored.
-    async with bank_runtime.engine.connect() as connection:
-        row = (
-            await connection.execute(
-                text("SELECT state_hash, verifier_sealed FROM bank_link_states WHERE link_id = :id"),
-                {"id": created["id"]},
-            )
-        ).one()
-    assert bytes(row.state_hash) == hashlib.sha256(query["state"].encode()).digest()
-    assert len(bytes(row.verifier_sealed)) == 32
+    (row,) = await fetch_rows(
+        bank_runtime.db, "SELECT state_hash, verifier_sealed FROM bank_link_states WHERE link_id = $1", created["id"]
+    )
+    assert bytes(row["state_hash"]) == hashlib.sha256(query["state"].encode()).digest()
+    assert len(bytes(row["verifier_sealed"])) == 32
 
     callback = await follow_callback(bank_client, provider, created["authorize_url"])
     assert callback.status_code == 303
@@ -170,15 +161,11 @@ async def test_a_full_link_flow_stores_the_refresh_token_and_activates_the_link(
     assert json.loads(stored.read_text()) == {"refresh_token": provider.issued_refresh_tokens[-1]}
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
-    async with bank_runtime.engine.connect() as connection:
-        sealed = (
-            await connection.execute(
-                text("SELECT verifier_sealed, consumed_at FROM bank_link_states WHERE link_id = :id"),
-                {"id": created["id"]},
-            )
-        ).one()
-    assert sealed.verifier_sealed is None  # used once, then dropped
-    assert sealed.consumed_at is not None
+    (sealed,) = await fetch_rows(
+        bank_runtime.db, "SELECT verifier_sealed, consumed_at FROM bank_link_states WHERE link_id = $1", created["id"]
+    )
+    assert sealed["verifier_sealed"] is None  # used once, then dropped
+    assert sealed["consumed_at"] is not None
     assert await audit_actions(bank_runtime, created["id"]) == [
         ("bank_link.created", "success"),
         ("bank_link.completed", "success"),
@@ -491,10 +478,7 @@ async def test_the_providers_error_description_is_stored_and_shown_without_marku
     assert "Denied" in message
     assert len(message) <= 450
     assert not set(message) & set('<>"\\&\x00\x07\x1b\r\n\u202e\u200b')
-    async with bank_runtime.engine.connect() as connection:
-        stored = (
-            await connection.execute(
-                text("SELECT failure_message FROM bank_links WHERE merchant_id = :m"), {"m": merchant.id}
-            )
-        ).scalar_one()
-    assert stored == message
+    (stored,) = await query(
+        bank_runtime.db, "SELECT failure_message FROM bank_links WHERE merchant_id = :m", m=merchant.id
+    )
+    assert stored["failure_message"] == message

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
-from sqlalchemy import text
 from tests.conftest import make_settings
 from tests.factories import create_merchant
 from tests.fakes.oauth_provider import FakeOAuthProvider, banking_settings
@@ -147,18 +146,14 @@ def all_logs() -> Iterator[_Capture]:
 
 async def database_text(runtime: Runtime) -> str:
     """Every row of every table of the test database, as text."""
-    async with runtime.engine.connect() as connection:
-        tables = (
-            await connection.execute(
-                text(
-                    "SELECT quote_ident(table_name) FROM information_schema.tables "
-                    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
-                )
-            )
-        ).scalars()
+    async with runtime.db.connection() as connection:
+        tables = await connection.fetch(
+            "SELECT quote_ident(table_name) FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
         dumps = []
-        for table in list(tables):
-            rows = await connection.execute(text(f"SELECT t::text FROM {table} t"))  # noqa: S608 - catalog names
+        for (table,) in tables:
+            rows = await connection.fetch(f"SELECT t::text FROM {table} t")  # noqa: S608 - catalog names
             dumps.extend(row[0] for row in rows)
     return "\n".join(dumps)
 
@@ -209,7 +204,7 @@ async def test_no_token_leaks_anywhere_during_a_full_flow_and_refreshes(
     assert "leak-hunt-user" in rows
     assert any(created["id"] in line for line in all_logs.lines)
     assert any("bank_links/callback" not in body and created["id"] in body for body in bodies)
-    events = await audit_payloads(aws_runtime, "p->'resource'->>'id' = :id", {"id": created["id"]})
+    events = await audit_payloads(aws_runtime, "p->'resource'->>'id' = $1", created["id"])
     assert [e["action"] for e in events] == [
         "bank_link.created",
         "bank_link.completed",

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import create_merchant
+from tests.factories import create_merchant, fetch_rows
 from tests.fakes.oauth_provider import FAILURE_URL, FakeOAuthProvider, banking_settings
 from tests.integration.test_bank_links import audit_actions, audit_payloads, follow_callback, start_link
 
@@ -61,8 +60,7 @@ def callback_path(location: str) -> str:
 
 
 async def refusal_audited(runtime: Runtime, response: httpx.Response) -> list[dict[str, object]]:
-    condition = "p->'origin'->>'request_id' = :rid"
-    return await audit_payloads(runtime, condition, {"rid": response.headers["request-id"]})
+    return await audit_payloads(runtime, "p->'origin'->>'request_id' = $1", response.headers["request-id"])
 
 
 async def link_of(client: httpx.AsyncClient, merchant, link_id: str) -> dict[str, object]:
@@ -107,11 +105,11 @@ async def test_an_expired_state_fails_its_link(
     merchant = await create_merchant(csrf_runtime)
     created = await start_link(csrf_client, merchant)
     # Time passes: the state's window closes.
-    async with csrf_runtime.engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE bank_link_states SET expires_at = now() - interval '1 second' WHERE link_id = :id"),
-            {"id": created["id"]},
-        )
+    await fetch_rows(
+        csrf_runtime.db,
+        "UPDATE bank_link_states SET expires_at = now() - interval '1 second' WHERE link_id = $1",
+        created["id"],
+    )
     before = len(provider.token_requests)
     callback = await follow_callback(csrf_client, provider, created["authorize_url"])
     assert callback.status_code == 303
@@ -241,6 +239,6 @@ async def test_another_merchants_state_cannot_complete_anything_else(
     assert completed["status"] == "active"
     assert completed["user_reference"] == "alice"
     [completion] = await audit_payloads(
-        csrf_runtime, "p->>'action' = 'bank_link.completed' AND p->'resource'->>'id' = :id", {"id": link_a["id"]}
+        csrf_runtime, "p->>'action' = 'bank_link.completed' AND p->'resource'->>'id' = $1", link_a["id"]
     )
     assert completion["actor"] == {"merchant_id": merchant_a.id, "api_key_id": None, "user": "end_user:alice"}

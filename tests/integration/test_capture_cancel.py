@@ -4,21 +4,19 @@ and through the Stripe adapter against the protocol-level Stripe fake for lost a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
+from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge, query
 from tests.fakes.stripe_server import Fault, StripeFake
 
 from payorch.app import create_app
+from payorch.gateways.stripe.config import StripeConfig
 from payorch.runtime import Runtime
-from payorch.settings import GatewayConfig
-from payorch.storage.engine import unit_of_work
 
 
 @pytest.fixture
@@ -27,8 +25,7 @@ async def merchant(runtime: Runtime) -> MerchantFixture:
 
 
 async def rows(runtime: Runtime, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    async with unit_of_work(runtime.sessions) as session:
-        return [tuple(r) for r in (await session.execute(text(sql), params)).all()]
+    return [tuple(r) for r in await query(runtime.db, sql, **params)]
 
 
 async def sandbox_payment(runtime: Runtime, charge_id: str) -> tuple[str, int, int]:
@@ -106,11 +103,12 @@ async def test_a_capture_the_gateway_already_did_is_not_done_twice(
     charge = await authorize(client, merchant)
     # An earlier capture request reached the gateway and its answer was lost after the amount was
     # recorded: the retry sends the same idempotency key and the gateway replays its capture.
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text("UPDATE charges SET capture_requested_amount = 700 WHERE merchant_id = :m AND id = :c"),
-            {"m": merchant.id, "c": charge["id"]},
-        )
+    await query(
+        runtime.db,
+        "UPDATE charges SET capture_requested_amount = 700 WHERE merchant_id = :m AND id = :c",
+        m=merchant.id,
+        c=charge["id"],
+    )
     sandbox = runtime.registry.get("sandbox")
     assert sandbox is not None
     earlier = await sandbox.gateway.capture(charge["gateway_reference"], 700, "usd", f"{charge['id']}_capture_700")
@@ -249,12 +247,6 @@ async def test_another_merchants_or_modes_charge_is_not_found(
 # -- lost answers, through the Stripe adapter and the Stripe fake ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def stripe_fake() -> Iterator[StripeFake]:
-    with StripeFake() as server:
-        yield server
-
-
 @pytest.fixture
 async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     stripe_fake.clear_faults()
@@ -263,9 +255,8 @@ async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterato
         # Faults injected by one test must not open the breaker for the next: not what these test.
         breaker={"enabled": False},
         gateways=[
-            GatewayConfig(
+            StripeConfig(
                 name="stripe",
-                kind="stripe",
                 base_url=stripe_fake.url,
                 api_key=SecretStr("sk_test_fake"),
                 timeout_ms=800,

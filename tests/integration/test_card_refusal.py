@@ -9,11 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from tests.factories import MerchantFixture, charge_body, create_merchant
+from tests.factories import MerchantFixture, charge_body, create_merchant, query
 
 from payorch.runtime import Runtime
-from payorch.storage.engine import unit_of_work
 
 VISA = "4242424242424242"
 AMEX_DASHED = "3782-822463-10005"
@@ -144,8 +142,7 @@ async def test_numbers_that_are_not_cards_pass(
 
 
 async def _count(runtime: Runtime, sql: str, **params: Any) -> int:
-    async with unit_of_work(runtime.sessions) as session:
-        return int((await session.execute(text(sql), params)).scalar_one())
+    return int((await query(runtime.db, sql, **params))[0][0])
 
 
 async def test_a_refused_request_leaves_no_trace(

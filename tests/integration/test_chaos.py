@@ -26,13 +26,11 @@ from orchestration_support import (
     running_fakes,
     runtime_for,
 )
-from sqlalchemy import text
-from tests.factories import MerchantFixture, create_merchant
+from tests.factories import MerchantFixture, create_merchant, query
 from tests.fakes.stripe_server import Fault
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
-from payorch.storage.engine import unit_of_work
 
 CHARGES = 1000
 BATCH = 25
@@ -78,17 +76,15 @@ async def _batch(
 
 
 async def _charges(runtime: Runtime, merchant_ids: list[str]) -> list[dict[str, object]]:
-    async with unit_of_work(runtime.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT c.id, c.status, c.amount, c.gateway, c.gateway_reference, "
-                "array_agg(a.id ORDER BY a.seq) AS attempts, array_agg(a.status ORDER BY a.seq) AS statuses "
-                "FROM charges c JOIN charge_attempts a ON a.merchant_id = c.merchant_id AND a.charge_id = c.id "
-                "WHERE c.merchant_id = ANY(:m) GROUP BY c.id, c.status, c.amount, c.gateway, c.gateway_reference"
-            ),
-            {"m": merchant_ids},
-        )
-        return [dict(row._mapping) for row in rows]
+    rows = await query(
+        runtime.db,
+        "SELECT c.id, c.status, c.amount, c.gateway, c.gateway_reference, "
+        "array_agg(a.id ORDER BY a.seq) AS attempts, array_agg(a.status ORDER BY a.seq) AS statuses "
+        "FROM charges c JOIN charge_attempts a ON a.merchant_id = c.merchant_id AND a.charge_id = c.id "
+        "WHERE c.merchant_id = ANY(:m) GROUP BY c.id, c.status, c.amount, c.gateway, c.gateway_reference",
+        m=merchant_ids,
+    )
+    return [dict(row) for row in rows]
 
 
 @pytest.mark.timeout(600)

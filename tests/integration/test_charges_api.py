@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import text
-from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
+from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge, query
 
 from payorch.runtime import Runtime
-from payorch.storage.engine import unit_of_work
 
 
 @pytest.fixture
@@ -17,27 +15,23 @@ async def merchant(runtime: Runtime) -> MerchantFixture:
 
 
 async def sandbox_books(runtime: Runtime, charge_id: str) -> list[tuple[str, str, int, int]]:
-    async with unit_of_work(runtime.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT gateway, status, amount, amount_captured FROM sandbox_payments WHERE charge_id = :c "
-                "ORDER BY created_at"
-            ),
-            {"c": charge_id},
-        )
-        return [tuple(r) for r in rows.all()]
+    rows = await query(
+        runtime.db,
+        "SELECT gateway, status, amount, amount_captured FROM sandbox_payments WHERE charge_id = :c "
+        "ORDER BY created_at",
+        c=charge_id,
+    )
+    return [tuple(r) for r in rows]
 
 
 async def attempts_of(runtime: Runtime, merchant_id: str, charge_id: str) -> list[tuple[int, str, str]]:
-    async with unit_of_work(runtime.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT seq, gateway, status FROM charge_attempts WHERE merchant_id = :m AND charge_id = :c "
-                "ORDER BY seq"
-            ),
-            {"m": merchant_id, "c": charge_id},
-        )
-        return [tuple(r) for r in rows.all()]
+    rows = await query(
+        runtime.db,
+        "SELECT seq, gateway, status FROM charge_attempts WHERE merchant_id = :m AND charge_id = :c ORDER BY seq",
+        m=merchant_id,
+        c=charge_id,
+    )
+    return [tuple(r) for r in rows]
 
 
 async def test_a_charge_succeeds_and_is_recorded(

@@ -11,16 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, create_merchant
+from tests.factories import MerchantFixture, create_merchant, fetch_rows
 from tests.fakes.stripe_server import Fault, StripeFake
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.storage import charges as charges_repo
 from payorch.storage import events as events_repo
-from payorch.storage.engine import unit_of_work
 
 WEBHOOK_SECRET = "whsec_inbound_test_secret"
 URL = "/v1/gateway_webhooks/stripe"
@@ -75,8 +73,8 @@ async def _processing_charge(
     fake.clear_faults()
     assert response.status_code == 202, response.text
     charge = response.json()
-    async with unit_of_work(runtime.sessions) as session:
-        (attempt,) = await charges_repo.list_attempts(session, merchant.id, charge["id"])
+    async with runtime.db.connection() as connection:
+        (attempt,) = await charges_repo.list_attempts(connection, merchant.id, charge["id"])
     assert attempt.status == "unknown"
     return merchant, charge, attempt.id
 
@@ -105,9 +103,9 @@ def _succeeded(attempt_id: str, event_id: str = "evt_stripe_1", intent: str = "p
 
 
 async def _state(runtime: Runtime, merchant: MerchantFixture, charge_id: str) -> tuple[str, list[str]]:
-    async with unit_of_work(runtime.sessions) as session:
-        charge = await charges_repo.get_charge(session, merchant.id, charge_id)
-        events = await events_repo.list_for_resource(session, merchant.id, charge_id)
+    async with runtime.db.connection() as connection:
+        charge = await charges_repo.get_charge(connection, merchant.id, charge_id)
+        events = await events_repo.list_for_resource(connection, merchant.id, charge_id)
     assert charge is not None
     return charge.status, [e.type for e in events]
 
@@ -154,16 +152,11 @@ async def test_unverifiable_notifications_are_refused_and_change_nothing(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "signature_verification_failed"
     assert await _state(runtime, merchant, charge["id"]) == ("processing", ["charge.processing"])
-    async with runtime.engine.connect() as connection:
-        seen = await connection.execute(
-            text("SELECT count(*) FROM gateway_notifications WHERE event_id = :e"), {"e": event["id"]}
-        )
-        assert seen.scalar_one() == 0
-        # The body named our attempt: its lookup is brought forward, nothing more.
-        due = await connection.execute(
-            text("SELECT next_check_at <= now() FROM charge_attempts WHERE id = :a"), {"a": attempt_id}
-        )
-        assert due.scalar_one() is True
+    seen = await fetch_rows(runtime.db, "SELECT count(*) FROM gateway_notifications WHERE event_id = $1", event["id"])
+    assert seen[0][0] == 0
+    # The body named our attempt: its lookup is brought forward, nothing more.
+    due = await fetch_rows(runtime.db, "SELECT next_check_at <= now() FROM charge_attempts WHERE id = $1", attempt_id)
+    assert due[0][0] is True
 
 
 async def test_a_dispute_raises_charge_disputed(
@@ -185,8 +178,8 @@ async def test_a_dispute_raises_charge_disputed(
     status, types = await _state(runtime, merchant, charge["id"])
     assert status == "succeeded"
     assert types == ["charge.processing", "charge.succeeded", "charge.disputed"]
-    async with unit_of_work(runtime.sessions) as session:
-        events = await events_repo.list_for_resource(session, merchant.id, charge["id"])
+    async with runtime.db.connection() as connection:
+        events = await events_repo.list_for_resource(connection, merchant.id, charge["id"])
     assert events[-1].payload["dispute"]["amount"] == 1050
 
 

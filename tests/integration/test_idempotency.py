@@ -6,23 +6,16 @@ import asyncio
 import secrets
 
 import httpx
-from sqlalchemy import text
-from tests.factories import charge_body, create_merchant, post_charge
+from tests.factories import charge_body, create_merchant, post_charge, query
 
 from payorch.runtime import Runtime
 from payorch.storage import idempotency as idem_repo
-from payorch.storage.engine import unit_of_work
 
 
 async def ledger_count(runtime: Runtime, merchant_id: str) -> int:
-    async with unit_of_work(runtime.sessions) as session:
-        return int(
-            (
-                await session.execute(
-                    text("SELECT count(*) FROM sandbox_payments WHERE merchant_id = :m"), {"m": merchant_id}
-                )
-            ).scalar_one()
-        )
+    return int(
+        (await query(runtime.db, "SELECT count(*) FROM sandbox_payments WHERE merchant_id = :m", m=merchant_id))[0][0]
+    )
 
 
 async def test_a_repeat_replays_byte_for_byte(runtime: Runtime, client: httpx.AsyncClient) -> None:
@@ -94,11 +87,11 @@ async def test_a_key_abandoned_by_a_dead_request_answers_with_its_charge(
     first = await post_charge(client, merchant, charge_body("tok_timeout"), key="dead")
     assert first.status_code == 202
     # The request that took the key died a minute ago: its lock is stale.
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text("UPDATE idempotency_keys SET locked_at = now() - interval '10 minutes' WHERE merchant_id = :m"),
-            {"m": merchant.id},
-        )
+    await query(
+        runtime.db,
+        "UPDATE idempotency_keys SET locked_at = now() - interval '10 minutes' WHERE merchant_id = :m",
+        m=merchant.id,
+    )
     retry = await post_charge(client, merchant, charge_body("tok_timeout"), key="dead")
     assert retry.status_code == 202
     assert retry.json()["id"] == first.json()["id"]
@@ -109,17 +102,14 @@ async def test_keys_are_purged_after_their_ttl(runtime: Runtime, client: httpx.A
     merchant = await create_merchant(runtime)
     await post_charge(client, merchant, charge_body(), key="old")
     await post_charge(client, merchant, charge_body(), key="young")
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text(
-                "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' "
-                "WHERE merchant_id = :m AND key = 'old'"
-            ),
-            {"m": merchant.id},
-        )
-    async with unit_of_work(runtime.sessions) as session:
-        purged = await idem_repo.purge_older_than(session, 24)
+    await query(
+        runtime.db,
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE merchant_id = :m AND key = 'old'",
+        m=merchant.id,
+    )
+    async with runtime.db.connection() as connection:
+        purged = await idem_repo.purge_older_than(connection, 24)
     assert purged >= 1
-    async with unit_of_work(runtime.sessions) as session:
-        assert await idem_repo.get(session, merchant.id, "old") is None
-        assert await idem_repo.get(session, merchant.id, "young") is not None
+    async with runtime.db.connection() as connection:
+        assert await idem_repo.get(connection, merchant.id, "old") is None
+        assert await idem_repo.get(connection, merchant.id, "young") is not None

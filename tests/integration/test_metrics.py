@@ -10,14 +10,11 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from sqlalchemy import func, select
 from tests.conftest import make_settings
-from tests.factories import charge_body, create_merchant, post_charge
+from tests.factories import charge_body, create_merchant, post_charge, query
 
 from payorch.app import create_app
 from payorch.runtime import Runtime
-from payorch.storage.engine import unit_of_work
-from payorch.storage.tables import charge_attempts
 
 AMOUNT = 4217  # distinctive: it must never show up in a label
 ID_LIKE = re.compile(r"\b(ch|att|mer|key|req|aud|re|pm|evt)_[0-9A-Za-z]{6,}")
@@ -83,12 +80,9 @@ async def test_metrics_after_charges(scraped_app: tuple[httpx.AsyncClient, Runti
     assert _value(samples, "payorch_ratelimit_fallbacks_total") == 0
     assert "# TYPE payorch_webhook_deliveries_total counter" in scrape.text
 
-    async with unit_of_work(runtime.sessions) as session:
-        unresolved = await session.scalar(
-            select(func.count())
-            .select_from(charge_attempts)
-            .where(charge_attempts.c.status.in_(("pending", "unknown")))
-        )
+    [(unresolved,)] = await query(
+        runtime.db, "SELECT count(*) FROM charge_attempts WHERE status IN ('pending', 'unknown')"
+    )
     assert _value(samples, "payorch_reconciler_backlog") == unresolved
     # Nothing ships in this runtime: the audit events of these charges wait in the outbox.
     assert _value(samples, "payorch_audit_outbox_lag_seconds", sink="local") > 0

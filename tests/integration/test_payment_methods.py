@@ -3,21 +3,20 @@ gateways (and their ledger) and the Stripe adapter against the protocol-level St
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, create_merchant
+from tests.factories import MerchantFixture, create_merchant, query
 from tests.fakes.stripe_server import StripeFake
 
 from payorch.app import create_app
+from payorch.gateways.sandbox.config import SandboxConfig
+from payorch.gateways.stripe.config import StripeConfig
 from payorch.runtime import Runtime
-from payorch.settings import GatewayConfig
-from payorch.storage.engine import unit_of_work
 
 
 @pytest.fixture
@@ -26,8 +25,7 @@ async def merchant(runtime: Runtime) -> MerchantFixture:
 
 
 async def rows(runtime: Runtime, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    async with unit_of_work(runtime.sessions) as session:
-        return [tuple(r) for r in (await session.execute(text(sql), params)).all()]
+    return [tuple(r) for r in await query(runtime.db, sql, **params)]
 
 
 def assert_error(response: httpx.Response, status: int, code: str, error_type: str = "invalid_request_error") -> None:
@@ -193,12 +191,6 @@ async def test_another_merchants_or_modes_pm_cannot_be_used(
 # -- a real adapter: Stripe Elements token vaulted through the Stripe SDK against the fake ----------
 
 
-@pytest.fixture(scope="module")
-def stripe_fake() -> Iterator[StripeFake]:
-    with StripeFake() as server:
-        yield server
-
-
 @pytest.fixture
 async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     settings = make_settings(
@@ -206,10 +198,9 @@ async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterato
         # Faults injected by one test must not open the breaker for the next: not what these test.
         breaker={"enabled": False},
         gateways=[
-            GatewayConfig(name="sandbox", kind="sandbox"),
-            GatewayConfig(
+            SandboxConfig(name="sandbox"),
+            StripeConfig(
                 name="stripe",
-                kind="stripe",
                 base_url=stripe_fake.url,
                 api_key=SecretStr("sk_test_fake"),
                 timeout_ms=800,

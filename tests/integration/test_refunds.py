@@ -4,21 +4,19 @@ through the Stripe adapter against the protocol-level Stripe fake."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 from tests.conftest import make_settings
-from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
+from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge, query
 from tests.fakes.stripe_server import Fault, StripeFake
 
 from payorch.app import create_app
+from payorch.gateways.stripe.config import StripeConfig
 from payorch.runtime import Runtime
-from payorch.settings import GatewayConfig
-from payorch.storage.engine import unit_of_work
 
 
 @pytest.fixture
@@ -27,8 +25,7 @@ async def merchant(runtime: Runtime) -> MerchantFixture:
 
 
 async def rows(runtime: Runtime, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    async with unit_of_work(runtime.sessions) as session:
-        return [tuple(r) for r in (await session.execute(text(sql), params)).all()]
+    return [tuple(r) for r in await query(runtime.db, sql, **params)]
 
 
 async def ledger(runtime: Runtime, charge_id: str) -> tuple[int, int, list[int]]:
@@ -165,18 +162,19 @@ async def test_a_refund_left_pending_by_a_crash_is_resent_once(
     crashed = await refund(client, merchant, charge=charge_id, amount=250)
     refund_id = crashed.json()["id"]
     # Put it back as a crash would have left it: the gateway refunded, payorch never wrote the answer.
-    async with unit_of_work(runtime.sessions) as session:
-        await session.execute(
-            text(
-                "UPDATE refunds SET status = 'pending', gateway_reference = NULL, "
-                "updated_at = now() - interval '1 hour' WHERE merchant_id = :m AND id = :r"
-            ),
-            {"m": merchant.id, "r": refund_id},
-        )
-        await session.execute(
-            text("UPDATE charges SET amount_refunded = 0 WHERE merchant_id = :m AND id = :c"),
-            {"m": merchant.id, "c": charge_id},
-        )
+    await query(
+        runtime.db,
+        "UPDATE refunds SET status = 'pending', gateway_reference = NULL, "
+        "updated_at = now() - interval '1 hour' WHERE merchant_id = :m AND id = :r",
+        m=merchant.id,
+        r=refund_id,
+    )
+    await query(
+        runtime.db,
+        "UPDATE charges SET amount_refunded = 0 WHERE merchant_id = :m AND id = :c",
+        m=merchant.id,
+        c=charge_id,
+    )
 
     resolved = await runtime.refunds.resolve_once()
 
@@ -252,12 +250,6 @@ async def test_another_merchants_refund_is_not_found(
 # -- lost answers, through the Stripe adapter and the Stripe fake ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def stripe_fake() -> Iterator[StripeFake]:
-    with StripeFake() as server:
-        yield server
-
-
 @pytest.fixture
 async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     stripe_fake.clear_faults()
@@ -266,9 +258,8 @@ async def stripe_app(database_url: str, stripe_fake: StripeFake) -> AsyncIterato
         # Faults injected by one test must not open the breaker for the next: not what these test.
         breaker={"enabled": False},
         gateways=[
-            GatewayConfig(
+            StripeConfig(
                 name="stripe",
-                kind="stripe",
                 base_url=stripe_fake.url,
                 api_key=SecretStr("sk_test_fake"),
                 timeout_ms=800,

@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tests.conftest import own_app
-from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge
+from tests.factories import MerchantFixture, charge_body, create_merchant, fetch_rows, post_charge
 from tests.fakes.merchant_endpoint import MerchantEndpoint, verify
 
 from payorch.runtime import Runtime
@@ -146,7 +145,7 @@ async def test_two_dispatchers_never_send_one_delivery_at_once(database_url: str
         await _subscribe(client, merchant, endpoint.url, ["charge.succeeded", "charge.failed"])
         for index in range(12):
             await post_charge(client, merchant, charge_body("tok_visa" if index % 2 else "tok_chargeDeclined"))
-        second = Dispatcher(runtime.sessions, runtime.settings.webhooks, runtime.webhooks.dispatcher._box, database_url)
+        second = Dispatcher(runtime.db, runtime.settings.webhooks, runtime.webhooks.dispatcher._box)
         async with _running(runtime.webhooks.dispatcher, second):
             await endpoint.until(lambda: len(endpoint.acknowledged()) == 12)
             await asyncio.sleep(0.5)
@@ -181,10 +180,10 @@ async def test_dead_lettered_delivery_is_redelivered_by_hand(database_url: str, 
         subscription = await _subscribe(client, merchant, endpoint.url, ["charge.succeeded"])
         await post_charge(client, merchant, charge_body("tok_visa"))
         await endpoint.until(lambda: len(endpoint.arrivals) >= 2)
-        async with runtime.engine.begin() as connection:  # the 24-hour window, run out
-            await connection.execute(
-                text("UPDATE webhook_deliveries SET give_up_after = now() WHERE merchant_id = :m"), {"m": merchant.id}
-            )
+        # the 24-hour window, run out
+        await fetch_rows(
+            runtime.db, "UPDATE webhook_deliveries SET give_up_after = now() WHERE merchant_id = $1", merchant.id
+        )
         listing = f"/v1/webhook_endpoints/{subscription['id']}/deliveries"
 
         async def status() -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import text
 from tests.conftest import own_app
-from tests.factories import MerchantFixture, create_merchant
+from tests.factories import MerchantFixture, create_merchant, fetch_rows
 
 from payorch.runtime import Runtime
 
@@ -38,12 +37,9 @@ async def test_create_shows_the_secret_once_and_stores_it_encrypted(
     assert [e["id"] for e in listed.json()["data"]] == [body["id"]]
     assert all(e["secret"] is None for e in listed.json()["data"])
 
-    async with runtime.engine.connect() as connection:
-        stored = (
-            await connection.execute(
-                text("SELECT secret_ciphertext FROM webhook_endpoints WHERE merchant_id = :m"), {"m": merchant.id}
-            )
-        ).scalar_one()
+    ((stored,),) = await fetch_rows(
+        runtime.db, "SELECT secret_ciphertext FROM webhook_endpoints WHERE merchant_id = $1", merchant.id
+    )
     assert body["secret"].encode() not in bytes(stored)
     assert body["secret"].removeprefix("whsec_").encode() not in bytes(stored)
 

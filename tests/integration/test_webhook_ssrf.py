@@ -114,7 +114,7 @@ async def test_public_addresses_and_wrapped_public_ones_are_taken(
 
 def _service(runtime: Runtime, resolver: Resolver, **webhooks: Any) -> WebhookService:
     config = runtime.settings.webhooks.model_copy(update=webhooks)
-    return WebhookService(runtime.sessions, config, runtime.webhooks.dispatcher._box, resolver=resolver)
+    return WebhookService(runtime.db, config, runtime.webhooks.dispatcher._box, resolver=resolver)
 
 
 def _caller(merchant: MerchantFixture, *, livemode: bool = False) -> Caller:
@@ -246,18 +246,14 @@ async def deliver_one(
     """Register ``url`` (names answered by ``create_with``), make one event, send it with a dispatcher
     whose names are answered by ``send_with``; return the delivery as the API lists it."""
     merchant = await create_merchant(runtime)
-    service = WebhookService(
-        runtime.sessions, runtime.settings.webhooks, runtime.webhooks.dispatcher._box, resolver=create_with
-    )
-    endpoint, _ = await service.create(
+    endpoint, _ = await _service(runtime, create_with).create(
         _caller(merchant), WebhookEndpointCreate(url=url, enabled_events=["charge.succeeded"])
     )
     assert (await post_charge(client, merchant, charge_body())).status_code == 201
     dispatcher = Dispatcher(
-        runtime.sessions,
+        runtime.db,
         runtime.settings.webhooks,
         runtime.webhooks.dispatcher._box,
-        runtime.settings.database_url.get_secret_value(),  # type: ignore[union-attr]
         resolver=send_with,
         ssl_context=ssl_context,
     )

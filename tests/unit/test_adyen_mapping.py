@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 
-import httpx
 import pytest
 
 from payorch.gateways.adyen import mapping
@@ -109,19 +108,6 @@ def test_card_summary() -> None:
 )
 def test_error_answers(status: int, body: object, outcome: Outcome) -> None:
     assert mapping.result_from_error(status, body).outcome is outcome
-
-
-@pytest.mark.parametrize(
-    ("error", "outcome"),
-    [
-        (httpx.ConnectError("refused"), Outcome.NOT_SENT),
-        (httpx.ConnectTimeout("connect"), Outcome.NOT_SENT),
-        (httpx.ReadTimeout("read"), Outcome.UNKNOWN),
-        (httpx.RemoteProtocolError("disconnected"), Outcome.UNKNOWN),
-    ],
-)
-def test_transport_errors(error: Exception, outcome: Outcome) -> None:
-    assert mapping.transport_outcome(error) is outcome
 
 
 def test_lookup_turns_a_refused_replay_into_unknown_but_keeps_validation_refusals() -> None:

@@ -11,7 +11,8 @@ import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from payorch.gateways.base import CardSummary, Outcome
-from payorch.gateways.braintree import mapping
+from payorch.gateways.braintree import declines, mapping
+from payorch.money import from_major_string, to_major_string
 
 with warnings.catch_warnings():
     # The SDK warns from its own class bodies at import; see payorch.gateways.braintree.adapter.
@@ -52,7 +53,7 @@ def error_result(code: str | None = None, **extra: Any) -> Any:
     return braintree.ErrorResult(None, {"errors": errors, "message": "refused", **extra})
 
 
-# --- money -------------------------------------------------------------------------------------------
+# --- money (Braintree's wire amounts are decimal strings in major units, converted by payorch.money) ---
 
 
 @pytest.mark.parametrize(
@@ -69,20 +70,20 @@ def error_result(code: str | None = None, **extra: Any) -> Any:
     ],
 )
 def test_minor_units_convert_exactly_both_ways(amount: int, currency: str, wire: str) -> None:
-    assert mapping.to_major(amount, currency) == wire
-    assert mapping.to_minor(wire, currency) == amount
+    assert to_major_string(amount, currency) == wire
+    assert from_major_string(wire, currency) == amount
 
 
 def test_amounts_finer_than_the_currency_are_refused() -> None:
     with pytest.raises(ValueError, match="precision"):
-        mapping.to_minor("10.505", "usd")
+        from_major_string("10.505", "usd")
     with pytest.raises(ValueError, match="precision"):
-        mapping.to_minor("1.5", "jpy")
+        from_major_string("1.5", "jpy")
 
 
 def test_conversion_never_goes_through_float() -> None:
     # 0.1 + 0.2 style drift would show here across a range of cents.
-    assert all(mapping.to_minor(mapping.to_major(cents, "usd"), "usd") == cents for cents in range(0, 100_001, 7))
+    assert all(from_major_string(to_major_string(cents, "usd"), "usd") == cents for cents in range(0, 100_001, 7))
 
 
 # --- declines ----------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_conversion_never_goes_through_float() -> None:
     ],
 )
 def test_processor_codes_classify_as_documented(code: str | None, outcome: Outcome, decline_code: str | None) -> None:
-    assert mapping.classify_processor_code(code) == (outcome, decline_code)
+    assert declines.classify_processor_code(code) == (outcome, decline_code)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_processor_codes_classify_as_documented(code: str | None, outcome: Outco
     ],
 )
 def test_gateway_rejections_classify(reason: str, outcome: Outcome, decline_code: str) -> None:
-    assert mapping.classify_gateway_rejection(reason) == (outcome, decline_code)
+    assert declines.classify_gateway_rejection(reason) == (outcome, decline_code)
 
 
 # --- transactions ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_response
 from payorch.api.errors import API_ERRORS, request_id_of
 from payorch.errors import InvalidRequest
-from payorch.payments.capture import CaptureParams
+from payorch.payments.captures import CaptureParams
 from payorch.payments.schemas import ChargeCreate, ChargeList, ChargeOut, ErrorEnvelope, render_charge
 from payorch.runtime import Runtime
 
@@ -115,13 +115,14 @@ FOLLOW_UP_ERRORS: dict[int | str, dict[str, Any]] = {
     responses={**FOLLOW_UP_ERRORS, 200: {"model": ChargeOut, "description": "Captured: the charge succeeded"}},
 )
 async def capture_charge(
+    request: Request,
     charge_id: str,
     caller: CurrentCaller,
     runtime: RuntimeDep,
     params: Annotated[CaptureParams | None, Body()] = None,
-) -> dict[str, Any]:
-    charge = await runtime.captures.capture(caller, charge_id, None if params is None else params.amount)
-    return render_charge(charge)
+) -> Response:
+    amount = None if params is None else params.amount
+    return reply_response(await runtime.captures.capture(caller, charge_id, amount, request_id=request_id_of(request)))
 
 
 @router.post(
@@ -130,5 +131,5 @@ async def capture_charge(
     summary="Cancel (void) an authorized charge",
     responses={**FOLLOW_UP_ERRORS, 200: {"model": ChargeOut, "description": "Canceled: the authorization is released"}},
 )
-async def cancel_charge(charge_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
-    return render_charge(await runtime.captures.cancel(caller, charge_id))
+async def cancel_charge(request: Request, charge_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> Response:
+    return reply_response(await runtime.captures.cancel(caller, charge_id, request_id=request_id_of(request)))

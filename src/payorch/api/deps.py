@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from payorch.errors import AuthenticationFailed
 from payorch.observability.logging import bind_merchant
-from payorch.payments.service import Reply
+from payorch.payments.operations import Reply
 from payorch.runtime import Runtime
 from payorch.security.api_keys import Caller
 

@@ -14,7 +14,7 @@ from starlette.routing import Match
 from payorch.errors import ApiError, AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
 from payorch.payments.schemas import ErrorEnvelope
 
-log = logging.getLogger("payorch.api")
+log = logging.getLogger(__name__)
 
 API_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "Invalid request (invalid_request_error)"},

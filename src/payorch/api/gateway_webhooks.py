@@ -8,9 +8,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from payorch.api.deps import RuntimeDep
+from payorch.gateways.registry import notifying_plugins
 from payorch.payments.schemas import ErrorEnvelope
 
 router = APIRouter(prefix="/v1/gateway_webhooks", tags=["gateway webhooks"])
+
+
+_NOTIFYING = notifying_plugins()
 
 
 class NotificationReceived(BaseModel):
@@ -24,10 +28,11 @@ class NotificationReceived(BaseModel):
 @router.post(
     "/{gateway}",
     response_model=NotificationReceived,
-    summary="Receive a gateway's notification (Stripe, Braintree, Adyen)",
-    description="Verified with the gateway's own scheme (Stripe-Signature with timestamp tolerance, "
-    "Braintree bt_signature, Adyen HMAC), deduplicated by the gateway's event id, and applied through "
-    "the charge state machine. Unverifiable: 400, and nothing changes.",
+    summary=f"Receive a gateway's notification ({', '.join(plugin.title for plugin in _NOTIFYING)})",
+    description="Verified with the gateway's own scheme ("
+    + ", ".join(str(plugin.notification_scheme) for plugin in _NOTIFYING)
+    + "), deduplicated by the gateway's event id, and applied through the charge state machine. "
+    "Unverifiable: 400, and nothing changes.",
     responses={
         400: {
             "model": ErrorEnvelope,

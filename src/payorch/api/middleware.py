@@ -24,7 +24,7 @@ from payorch.errors import (
 from payorch.ids import new_id
 from payorch.security.request_scan import Finding, scan_request
 
-log = logging.getLogger("payorch.api")
+log = logging.getLogger(__name__)
 
 GATEWAY_WEBHOOKS_PREFIX = "/v1/gateway_webhooks/"
 FORM = "application/x-www-form-urlencoded"

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request, Response
 from payorch.api.charges import COMMON_ERRORS
 from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_response
 from payorch.api.errors import request_id_of
-from payorch.payments.refunds import RefundCreate, RefundOut, render_refund
+from payorch.payments.refund_create import RefundCreate
+from payorch.payments.refunds import RefundOut, render_refund
 from payorch.payments.schemas import ErrorEnvelope
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])

@@ -1,7 +1,7 @@
 """Audit events (PCI DSS 10.2.2: who, what, which resource, outcome, when, from where) and ``record``.
 
-``record(session, event)`` redacts the event and writes it to ``audit_outbox`` inside the caller's
-transaction: the action and its audit row commit or roll back together. The caller commits.
+``record(connection, event)`` redacts the event and writes it to ``audit_outbox`` inside the
+caller's transaction: the action and its audit row commit or roll back together. The caller commits.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch import jsontext
 from payorch.audit.redaction import redact
-from payorch.storage import audit as audit_store
+from payorch.storage.audit import INSERT_OUTBOX, OUTBOX_PARAMS
+from payorch.storage.sql import Connection
 
 Outcome = Literal["success", "failure", "unknown"]
 
@@ -123,44 +123,35 @@ class AuditEvent(BaseModel):
         return payload
 
 
-async def record(session: AsyncSession, event: AuditEvent) -> None:
-    """Redact ``event`` and add it to ``audit_outbox`` in the session's current transaction.
+async def record(connection: Connection, event: AuditEvent) -> None:
+    """Redact ``event`` and add it to ``audit_outbox`` in the connection's current transaction.
 
-    Flushes but never commits: the caller's unit of work commits the action and its audit row
-    together, or rolls both back.
+    Never commits: the caller's transaction commits the action and its audit row together, or
+    rolls both back.
     """
-    await audit_store.insert_outbox(
-        session,
-        event_id=event.id,
-        occurred_at=event.occurred_at,
-        merchant_id=event.actor.merchant_id,
-        payload=event.redacted_payload(),
-    )
+    await record_many(connection, [event])
 
 
-async def record_many(session: AsyncSession, events: Sequence[AuditEvent]) -> None:
+async def record_many(connection: Connection, events: Sequence[AuditEvent]) -> None:
     """``record`` for several events of one transaction, in one INSERT statement (the charge path
     writes two per transaction). Their outbox order, and so their chain order, is the list's order."""
-    await audit_store.insert_outbox_many(
-        session,
-        [
-            {
-                "event_id": event.id,
-                "occurred_at": event.occurred_at,
-                "merchant_id": event.actor.merchant_id,
-                "payload": event.redacted_payload(),
-            }
-            for event in events
-        ],
-    )
+    if not events:
+        return
+    await INSERT_OUTBOX.execute(connection, **outbox_params(events))
 
 
-def outbox_columns(events: Sequence[AuditEvent]) -> audit_store.OutboxColumns:
-    """``events`` redacted, as the four column arrays a one-statement writer hands to
-    ``storage.audit.outbox_insert_sql`` (ids, times, merchants, payloads as JSON text), in order."""
-    return (
+def outbox_params(events: Sequence[AuditEvent], conditional: bool | Sequence[bool] = False) -> dict[str, list[Any]]:
+    """``events`` redacted, as the named parameters of ``storage.audit.outbox_insert`` (ids, times,
+    merchants, payloads as JSON text), in order. ``conditional``: whether each event (or every
+    event) is written only when the fragment's condition holds."""
+    flags = [conditional] * len(events) if isinstance(conditional, bool) else list(conditional)
+    if len(flags) != len(events):
+        raise ValueError("one conditional flag per event")
+    columns = (
         [event.id for event in events],
         [event.occurred_at for event in events],
         [event.actor.merchant_id for event in events],
         [jsontext.dumps_text(event.redacted_payload()) for event in events],
+        flags,
     )
+    return dict(zip(OUTBOX_PARAMS, columns, strict=True))

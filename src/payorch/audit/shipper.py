@@ -1,7 +1,8 @@
 """The audit shipper: outbox -> hash chain -> every sink, each at its own pace (DESIGN.md section 8).
 
-One holder at a time: the shipper takes ``pg_try_advisory_lock`` on a dedicated autocommit connection
-and keeps it while it runs; any number of ``payorch worker`` processes may start one, the others wait.
+One holder at a time: the shipper takes ``pg_try_advisory_lock`` on a dedicated connection (outside
+the pool) and keeps it while it runs; any number of ``payorch worker`` processes may start one, the
+others wait.
 
 Each round:
 1. chain: committed outbox rows, in outbox order, get the next chain positions; chain rows are
@@ -26,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
 from payorch.audit.config import DEFAULT_LOCK_KEY, AuditConfig
 from payorch.audit.sinks import build_sinks
 from payorch.audit.sinks.base import AuditSink, SinkMisconfigured
 from payorch.storage import audit as audit_store
+from payorch.storage.database import DATABASE_ERRORS, Database
+from payorch.storage.sql import Connection
 
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -73,18 +74,20 @@ class ShipperLostCursor(RuntimeError):
     """Another shipper moved a cursor under us: the advisory lock was lost. Stop this round."""
 
 
+_ROUND_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, ShipperLostCursor)
+"""What ends a round without ending the shipper: the lock is given up and taken again later."""
+
+
 class AuditShipper:
-    """Chains outbox rows and ships them to ``sinks``. ``session_factory`` must be bound to an
-    ``AsyncEngine`` (the lock needs its own connection); pass ``engine`` when it is not."""
+    """Chains outbox rows and ships them to ``sinks``, holding the lock on a dedicated connection."""
 
     def __init__(
         self,
-        session_factory: async_sessionmaker[AsyncSession],
+        db: Database,
         sinks: Sequence[AuditSink],
         batch_size: int = 500,
         max_batch_age: float = 5.0,
         *,
-        engine: AsyncEngine | None = None,
         lock_key: int = DEFAULT_LOCK_KEY,
         poll_interval: float = 1.0,
         backoff_initial: float = 1.0,
@@ -97,12 +100,7 @@ class AuditShipper:
             raise ValueError(f"audit sink names must be unique: {names}")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        bind = session_factory.kw.get("bind")
-        lock_engine = engine or (bind if isinstance(bind, AsyncEngine) else None)
-        if lock_engine is None:
-            raise ValueError("AuditShipper needs an AsyncEngine for its lock connection")
-        self._engine: AsyncEngine = lock_engine
-        self._sessions = session_factory
+        self._db = db
         self._sinks = list(sinks)
         self._batch_size = batch_size
         self._max_batch_age = max_batch_age
@@ -112,7 +110,8 @@ class AuditShipper:
         self._metrics = metrics or ShipperMetrics()
         self._clock = clock
         self._state = {sink.name: _SinkState() for sink in self._sinks}
-        self._lock_conn: AsyncConnection | None = None
+        self._lock_conn: Connection | None = None
+        self._lock_exit = contextlib.AsyncExitStack()  # closes the dedicated connection
 
     @property
     def sinks(self) -> list[AuditSink]:
@@ -148,14 +147,14 @@ class AuditShipper:
                     if await self._acquire_lock():
                         report = await self._round(force=False)
                         busy = report.chained > 0 or any(report.shipped.values())
-                except (SQLAlchemyError, OSError, ShipperLostCursor) as exc:
+                except _ROUND_ERRORS as exc:
                     logger.warning("audit shipper round failed", error=str(exc))
                     await self._release_lock()
                 if not busy:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=self._poll_interval)
             if self._lock_conn is not None:
-                with contextlib.suppress(SQLAlchemyError, OSError, ShipperLostCursor):
+                with contextlib.suppress(*_ROUND_ERRORS):
                     await self._round(force=True)
         finally:
             await self._release_lock()
@@ -166,27 +165,22 @@ class AuditShipper:
         if self._lock_conn is not None:
             await audit_store.ping(self._lock_conn)
             return True
-        connection = await self._engine.connect()
-        try:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            if await audit_store.try_advisory_lock(connection, self._lock_key):
-                self._lock_conn = connection
-                logger.info("audit shipper holds the lock")
-                return True
-        except BaseException:
-            await connection.close()
-            raise
-        await connection.close()
-        return False
+        async with contextlib.AsyncExitStack() as stack:
+            connection = await stack.enter_async_context(self._db.dedicated())
+            if not await audit_store.try_advisory_lock(connection, self._lock_key):
+                return False
+            self._lock_conn, self._lock_exit = connection, stack.pop_all()
+        logger.info("audit shipper holds the lock")
+        return True
 
     async def _release_lock(self) -> None:
         connection, self._lock_conn = self._lock_conn, None
         if connection is None:
             return
-        with contextlib.suppress(SQLAlchemyError, OSError):
+        with contextlib.suppress(*DATABASE_ERRORS):
             await audit_store.advisory_unlock(connection, self._lock_key)
-        with contextlib.suppress(SQLAlchemyError, OSError):
-            await connection.close()
+        with contextlib.suppress(*DATABASE_ERRORS):
+            await self._lock_exit.aclose()
 
     @contextlib.asynccontextmanager
     async def _holding_lock(self) -> AsyncIterator[bool]:
@@ -205,8 +199,8 @@ class AuditShipper:
     async def _round(self, *, force: bool) -> RoundReport:
         report = RoundReport()
         report.chained = await self._chain_pending()
-        async with self._sessions() as session, session.begin():
-            await audit_store.ensure_cursors(session, [sink.name for sink in self._sinks])
+        async with self._db.connection() as connection:
+            await audit_store.ensure_cursors(connection, [sink.name for sink in self._sinks])
         # Concurrently, so a sink that is slow to fail does not hold the others back.
         outcomes = await asyncio.gather(
             *(self._ship(sink, report, force=force) for sink in self._sinks), return_exceptions=True
@@ -219,31 +213,30 @@ class AuditShipper:
     async def _chain_pending(self) -> int:
         total = 0
         while True:
-            async with self._sessions() as session, session.begin():
-                rows = await audit_store.fetch_unchained(session, _CHAIN_CHUNK)
+            async with self._db.transaction() as transaction:
+                rows = await audit_store.fetch_unchained(transaction, _CHAIN_CHUNK)
                 if not rows:
                     return total
-                tip_seq, tip_hash = await audit_store.chain_tip(session)
+                tip_seq, tip_hash = await audit_store.chain_tip(transaction)
                 prev_hash = tip_hash or GENESIS_HASH
-                links: list[dict[str, Any]] = []
-                for offset, row in enumerate(rows, start=1):
-                    seq = tip_seq + offset
+                links: list[audit_store.ChainLink] = []
+                for seq, row in enumerate(rows, start=tip_seq + 1):
                     body = chained_body(seq, row.payload)
                     digest = link_hash(prev_hash, body)
                     links.append(
-                        {
-                            "seq": seq,
-                            "event_id": row.event_id,
-                            "outbox_seq": row.seq,
-                            "occurred_at": row.occurred_at,
-                            "recorded_at": row.created_at,
-                            "prev_hash": prev_hash,
-                            "hash": digest,
-                            "canonical": body.decode("utf-8"),
-                        }
+                        audit_store.ChainLink(
+                            seq=seq,
+                            event_id=row.event_id,
+                            outbox_seq=row.seq,
+                            occurred_at=row.occurred_at,
+                            recorded_at=row.created_at,
+                            prev_hash=prev_hash,
+                            hash=digest,
+                            canonical=body.decode("utf-8"),
+                        )
                     )
                     prev_hash = digest
-                await audit_store.append_chain(session, links)
+                await audit_store.append_chain(transaction, links)
             total += len(rows)
             if len(rows) < _CHAIN_CHUNK:
                 return total
@@ -254,10 +247,10 @@ class AuditShipper:
             return
         shipped = 0
         for _ in range(_MAX_BATCHES_PER_ROUND):
-            async with self._sessions() as session:
-                cursor = (await audit_store.get_cursors(session)).get(sink.name, 0)
-                rows = await audit_store.chain_after(session, cursor, self._batch_size)
-                lag = await self._lag(session, cursor)
+            async with self._db.connection() as connection:
+                cursor = (await audit_store.get_cursors(connection)).get(sink.name, 0)
+                rows = await audit_store.chain_after(connection, cursor, self._batch_size)
+                lag = await audit_store.unshipped_lag(connection, cursor)
             if not rows:
                 break
             if len(rows) < self._batch_size and not force and lag < self._max_batch_age:
@@ -272,8 +265,8 @@ class AuditShipper:
                 self._sink_failed(sink.name, state, len(batch), exc)
                 report.failed[sink.name] = str(exc) or type(exc).__name__
                 break
-            async with self._sessions() as session, session.begin():
-                if not await audit_store.advance_cursor(session, sink.name, from_seq=cursor, to_seq=rows[-1].seq):
+            async with self._db.connection() as connection:
+                if not await audit_store.advance_cursor(connection, sink.name, from_seq=cursor, to_seq=rows[-1].seq):
                     raise ShipperLostCursor(f"cursor of sink {sink.name} moved while shipping")
             state.failures, state.retry_at = 0, 0.0
             shipped += len(batch)
@@ -281,16 +274,9 @@ class AuditShipper:
                 self._metrics.on_shipped(sink.name, len(batch))
         report.shipped[sink.name] = shipped
         if self._metrics.on_lag is not None:
-            async with self._sessions() as session:
-                cursor = (await audit_store.get_cursors(session)).get(sink.name, 0)
-                self._metrics.on_lag(sink.name, await self._lag(session, cursor))
-
-    async def _lag(self, session: AsyncSession, cursor: int) -> float:
-        oldest = await audit_store.oldest_unshipped(session, cursor)
-        if oldest is None:
-            return 0.0
-        now = await audit_store.database_now(session)
-        return max(0.0, (now - oldest).total_seconds())
+            async with self._db.connection() as connection:
+                cursor = (await audit_store.get_cursors(connection)).get(sink.name, 0)
+                self._metrics.on_lag(sink.name, await audit_store.unshipped_lag(connection, cursor))
 
     def _sink_failed(self, name: str, state: _SinkState, count: int, exc: Exception) -> None:
         state.failures += 1
@@ -313,7 +299,7 @@ def _link_from_row(row: audit_store.ChainRow) -> ChainedEvent:
 
 def build_shipper(
     config: AuditConfig,
-    session_factory: async_sessionmaker[AsyncSession],
+    db: Database,
     *,
     data_dir: Path,
     metrics: ShipperMetrics | None = None,
@@ -322,7 +308,7 @@ def build_shipper(
     """The shipper the Runtime runs: sinks from ``config`` (embedded default: ``<data_dir>/audit``),
     batch, age, poll and backoff settings from ``config``. Builds clients only; checks nothing."""
     return AuditShipper(
-        session_factory,
+        db,
         build_sinks(config, data_dir=data_dir, boto_session=boto_session),
         batch_size=config.batch_size,
         max_batch_age=config.max_batch_age_seconds,

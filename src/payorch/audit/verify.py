@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
 from payorch.audit.config import AuditConfig
 from payorch.audit.sinks import CloudTrailLakeSink, build_sinks
 from payorch.audit.sinks.base import AuditSink, CorruptRecord, SinkError
 from payorch.storage import audit as audit_store
-from payorch.storage.engine import create_engine, session_factory, unit_of_work
+from payorch.storage.database import DATABASE_ERRORS, Database, DatabaseConfig
 
 ProblemKind = Literal["gap", "reorder", "altered", "duplicate", "unreadable", "missing_tail"]
 
@@ -209,14 +207,14 @@ async def _anchors(
 ) -> dict[str, dict[int, str]] | None:
     if database_url is None:
         return None
-    engine = create_engine(database_url, pool_size=1)
+    db = Database(DatabaseConfig(database_url, pool_size=1))
     try:
-        async with unit_of_work(session_factory(engine)) as session:
-            cursors = await audit_store.get_cursors(session)
-            hashes = await audit_store.chain_hashes(session)
-    except (SQLAlchemyError, OSError) as exc:
+        async with db.transaction() as transaction:
+            cursors = await audit_store.get_cursors(transaction)
+            hashes = await audit_store.chain_hashes(transaction)
+    except DATABASE_ERRORS as exc:
         results.lines.append(f"database unreachable ({type(exc).__name__}): verified without its chain hashes")
         return None
     finally:
-        await engine.dispose()
+        await db.close()
     return {name: {seq: h for seq, h in hashes.items() if seq <= cursors.get(name, 0)} for name in sink_names}

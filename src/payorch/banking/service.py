@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from payorch.audit.events import Actor, AuditEvent, Origin, Outcome, Resource, record
 from payorch.banking import oauth
@@ -29,9 +28,10 @@ from payorch.security.api_keys import Caller
 from payorch.security.pan import contains_pan
 from payorch.storage import bank_links as repo
 from payorch.storage.bank_links import BankLink
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.sql import Connection
 
-log = logging.getLogger("payorch.banking")
+log = logging.getLogger(__name__)
 
 CREATED = "bank_link.created"
 COMPLETED = "bank_link.completed"
@@ -115,25 +115,25 @@ def end_user_actor(link: BankLink) -> Actor:
 class BankLinkService:
     def __init__(
         self,
-        sessions: SessionFactory,
+        db: Database,
         config: BankingConfig,
         provider: OAuthProviderConfig,
         client: oauth.OAuthClient,
         store: SecretsStore,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._config = config
         self._provider = provider
         self._oauth = client
         self._store = store
 
     @classmethod
-    def build(cls, sessions: SessionFactory, config: BankingConfig, data_dir: Path) -> BankLinkService | None:
+    def build(cls, db: Database, config: BankingConfig, data_dir: Path) -> BankLinkService | None:
         """The service for the configured provider, or None when no provider is configured."""
         if config.provider is None:
             return None
         client = oauth.OAuthClient(config.provider, oauth.OAuthClient.build_http(config.provider))
-        return cls(sessions, config, config.provider, client, build_secrets_store(config.secrets, data_dir))
+        return cls(db, config, config.provider, client, build_secrets_store(config.secrets, data_dir))
 
     async def aclose(self) -> None:
         await self._oauth.aclose()
@@ -150,9 +150,9 @@ class BankLinkService:
             raise CardDataNotAllowed("user_reference must not hold a card number.", param="user_reference")
         state = oauth.new_state()
         pkce = oauth.new_pkce(state)
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.transaction() as transaction:
             link = await repo.insert_link(
-                session,
+                transaction,
                 link_id=new_id("bl"),
                 merchant_id=caller.merchant_id,
                 livemode=caller.livemode,
@@ -164,7 +164,7 @@ class BankLinkService:
                 ttl=dt.timedelta(minutes=self._provider.state_ttl_minutes),
             )
             await self._audit(
-                session,
+                transaction,
                 CREATED,
                 link,
                 actor=caller.actor(),
@@ -175,8 +175,8 @@ class BankLinkService:
         return CreatedLink(link, oauth.authorize_url(self._provider, state=state, challenge=pkce.challenge))
 
     async def get(self, caller: Caller, link_id: str) -> BankLink:
-        async with unit_of_work(self._sessions) as session:
-            link = await repo.get_link(session, caller.merchant_id, link_id)
+        async with self._db.connection() as connection:
+            link = await repo.get_link(connection, caller.merchant_id, link_id)
         if link is None or link.livemode != caller.livemode:
             raise BankLinkNotFound(f"No such bank link: '{link_id}'.", param="id")
         return link
@@ -196,13 +196,15 @@ class BankLinkService:
             await self._refused(origin, "state_missing", link=None)
             raise CallbackRefused("The callback carries no state parameter.", param="state", code="state_missing")
         digest = oauth.state_digest(state)
-        async with unit_of_work(self._sessions) as session:
-            consumed = await repo.consume_state(session, digest)
-            used = None if consumed is not None else await repo.used_state(session, digest)
-            link = None if consumed is None else await repo.get_link(session, consumed.merchant_id, consumed.link_id)
+        async with self._db.transaction() as transaction:
+            consumed = await repo.consume_state(transaction, digest)
+            used = None if consumed is not None else await repo.used_state(transaction, digest)
+            link = None
+            if consumed is not None:
+                link = await repo.get_link(transaction, consumed.merchant_id, consumed.link_id)
             refusal = _early_refusal(consumed, link, code=code, error=error, error_description=error_description)
             if consumed is not None and link is not None and refusal is not None:
-                return await self._fail(session, link, *refusal, origin=origin)
+                return await self._fail(transaction, link, *refusal, origin=origin)
         if consumed is None or link is None:
             reason = "state_used" if used else "state_unknown"
             await self._refused(origin, reason, link=used)
@@ -226,14 +228,14 @@ class BankLinkService:
             log.warning("bank link %s: refresh token not stored: %s", link.id, exc)
             message = "The refresh token could not be stored; the link must be started again."
             return await self._fail_in_transaction(link, "secrets_store_unavailable", message, origin)
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.transaction() as transaction:
             active = await repo.mark_active(
-                session, link.merchant_id, link.id, secret_name=name, secret_version=version
+                transaction, link.merchant_id, link.id, secret_name=name, secret_version=version
             )
             if active is None:
                 raise CallbackRefused("This bank link is no longer pending.", code="bank_link_not_pending")
             await self._audit(
-                session,
+                transaction,
                 COMPLETED,
                 active,
                 actor=end_user_actor(active),
@@ -244,15 +246,15 @@ class BankLinkService:
         return CallbackOutcome(link.id, completed=True)
 
     async def _fail_in_transaction(self, link: BankLink, code: str, message: str, origin: Origin) -> CallbackOutcome:
-        async with unit_of_work(self._sessions) as session:
-            return await self._fail(session, link, code, message, origin=origin)
+        async with self._db.transaction() as transaction:
+            return await self._fail(transaction, link, code, message, origin=origin)
 
     async def _fail(
-        self, session: AsyncSession, link: BankLink, code: str, message: str, *, origin: Origin
+        self, transaction: Connection, link: BankLink, code: str, message: str, *, origin: Origin
     ) -> CallbackOutcome:
-        failed = await repo.mark_failed(session, link.merchant_id, link.id, code=code, message=message)
+        failed = await repo.mark_failed(transaction, link.merchant_id, link.id, code=code, message=message)
         await self._audit(
-            session,
+            transaction,
             FAILED,
             failed or link,
             actor=end_user_actor(link),
@@ -267,9 +269,9 @@ class BankLinkService:
         """Audit a callback refused before any link could be touched (``link``: the (merchant, link)
         a reused state belonged to). The link itself is left as it is: a replayed callback URL must
         not be able to fail a link someone else completed."""
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.transaction() as transaction:
             await record(
-                session,
+                transaction,
                 AuditEvent(
                     actor=Actor(merchant_id=link[0], user="anonymous:browser")
                     if link
@@ -292,9 +294,9 @@ class BankLinkService:
         stored as a new secret version before the link records it. Raises ``RefreshFailed``."""
         origin = origin or Origin()
         lease = dt.timedelta(seconds=self._config.refresh_lease_seconds)
-        async with unit_of_work(self._sessions) as session:
-            link = await repo.take_refresh_lease(session, merchant_id, link_id, lease)
-            current = link or await repo.get_link(session, merchant_id, link_id)
+        async with self._db.transaction() as transaction:
+            link = await repo.take_refresh_lease(transaction, merchant_id, link_id, lease)
+            current = link or await repo.get_link(transaction, merchant_id, link_id)
         if current is None:
             raise BankLinkNotFound(f"No such bank link: '{link_id}'.", param="id")
         if link is None:
@@ -329,12 +331,12 @@ class BankLinkService:
                 raise RefreshFailed(
                     "The rotated refresh token could not be stored.", code="rotated_token_not_stored"
                 ) from None
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.transaction() as transaction:
             updated = await repo.finish_refresh(
-                session, merchant_id, link_id, secret_version=version, secret_generation=generation
+                transaction, merchant_id, link_id, secret_version=version, secret_generation=generation
             )
             await self._audit(
-                session,
+                transaction,
                 REFRESHED,
                 updated or link,
                 actor=actor,
@@ -347,26 +349,26 @@ class BankLinkService:
     async def _refresh_failed(
         self, link: BankLink, code: str, message: str, actor: Actor, origin: Origin, *, dead: bool
     ) -> None:
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.transaction() as transaction:
             if dead:
                 failed = await repo.mark_failed(
-                    session, link.merchant_id, link.id, code=code, message=message, from_statuses=("active",)
+                    transaction, link.merchant_id, link.id, code=code, message=message, from_statuses=("active",)
                 )
                 await self._audit(
-                    session, FAILED, failed or link, actor=actor, origin=origin, outcome="failure",
+                    transaction, FAILED, failed or link, actor=actor, origin=origin, outcome="failure",
                     details={"reason": code, "message": message, "status_before": link.status},
                 )  # fmt: skip
             else:
-                await repo.finish_refresh(session, link.merchant_id, link.id, refreshed=False)
+                await repo.release_refresh_lease(transaction, link.merchant_id, link.id)
             await self._audit(
-                session, REFRESHED, link, actor=actor, origin=origin, outcome="failure",
+                transaction, REFRESHED, link, actor=actor, origin=origin, outcome="failure",
                 details={"reason": code, "message": message},
             )  # fmt: skip
         log.warning("bank link %s refresh failed: %s (%s)", link.id, code, message)
 
     async def _audit(
         self,
-        session: AsyncSession,
+        transaction: Connection,
         action: str,
         link: BankLink,
         *,
@@ -376,7 +378,7 @@ class BankLinkService:
         details: dict[str, object] | None = None,
     ) -> None:
         await record(
-            session,
+            transaction,
             AuditEvent(
                 actor=actor,
                 action=action,

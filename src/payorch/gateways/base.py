@@ -1,9 +1,9 @@
 """The one seam between payorch and a payment gateway.
 
-Every adapter (sandbox, Stripe, Braintree, Adyen) implements :class:`Gateway` and answers with
-:class:`GatewayResult`. An adapter never raises a gateway-specific exception past itself: a network
-failure, a malformed answer or an SDK error becomes an ``Outcome`` that says what is known about
-whether money moved. The executor decides what to do next from the outcome alone.
+Every adapter implements :class:`Gateway` and answers with :class:`GatewayResult`; its package
+declares what it can do as :class:`Capabilities`. An adapter never raises a gateway-specific
+exception past itself: a network failure, a malformed answer or an SDK error becomes an ``Outcome``
+that says what is known about whether money moved. The executor decides what to do next from the outcome alone.
 """
 
 from __future__ import annotations
@@ -100,6 +100,30 @@ class GatewayNotification:
     reference: str | None = None
     amount: int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a gateway package implements, declared by the package so the core asks, never assumes."""
+
+    authorize: bool = True
+    """Charge (authorize and capture at once) or authorize only."""
+    partial_capture: bool = False
+    """Capture less than the authorized amount."""
+    multiple_captures: bool = False
+    """Capture one authorization in several parts."""
+    void: bool = False
+    """Release an authorization that was not captured."""
+    refund: bool = False
+    """Refund part or all of a captured payment."""
+    vault: bool = False
+    """Exchange a single-use frontend token for a reusable one."""
+    lookup: bool = False
+    """Find out what became of an attempt (by replay or by search)."""
+    notifications: bool = False
+    """Send inbound notifications that :meth:`Gateway.parse_webhook` can verify."""
+    customer_authentication: bool = False
+    """Carry a charge through a customer authentication (3-D Secure) and back."""
 
 
 class GatewayError(Exception):

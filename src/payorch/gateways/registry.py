@@ -1,28 +1,61 @@
-"""Builds the configured gateways once, in order, at start."""
+"""The gateway packages payorch knows (one line each), and the configured gateways built from them.
+
+Adding a gateway is one package under ``gateways/`` and one line in :data:`PLUGINS`
+(docs/adding_a_gateway.md). Nothing else names a gateway: the settings' gateway list is the union of
+the plugins' config models, and adapters are built by the plugin of each config's ``kind``.
+"""
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
-from payorch.gateways.base import Gateway
-from payorch.settings import GatewayConfig
-from payorch.storage.engine import SessionFactory
-from payorch.storage.sandbox import SandboxLedger
+from pydantic import Field
 
-ADAPTER_MARGIN_SECONDS = 0.75
-"""How much longer than its own timeout a gateway call is raced (at least; 10% for long timeouts).
+from payorch.gateways import adyen, braintree, sandbox, stripe
+from payorch.gateways.base import Capabilities, Gateway
+from payorch.gateways.config import GatewayConfig
+from payorch.gateways.plugin import GatewayPlugin, GatewayServices
 
-Every adapter sets its HTTP client's timeout to the gateway's timeout. Racing the call for exactly
-that long would let the race win ties and report a bare ``timeout`` where the adapter would have
-told a refused connection (not sent, safe to fail over) from a read timeout (unknown). The margin
-covers the Braintree adapter's worker-thread grace (0.5 s) and scheduling jitter; the race still
-bounds an answer that keeps trickling in, which a per-read HTTP timeout alone never would."""
+PLUGINS: Final[tuple[GatewayPlugin[Any], ...]] = (
+    sandbox.PLUGIN,
+    stripe.PLUGIN,
+    braintree.PLUGIN,
+    adyen.PLUGIN,
+)
+"""In this order in generated text (OpenAPI, settings docs)."""
+
+_BY_KIND: Final = {plugin.kind: plugin for plugin in PLUGINS}
+
+# One gateway's settings: the config model of the plugin its ``kind`` names. Type checkers see the
+# shared base; pydantic validates against the union (an unknown kind is refused with the known ones).
+if TYPE_CHECKING:
+    AnyGatewayConfig = GatewayConfig
+else:
+    AnyGatewayConfig = Annotated[
+        functools.reduce(operator.or_, (plugin.config for plugin in PLUGINS)), Field(discriminator="kind")
+    ]
 
 
-def race_timeout(timeout: float) -> float:
-    """Seconds a call to a gateway whose own timeout is ``timeout`` is raced by the executor."""
-    return timeout + max(ADAPTER_MARGIN_SECONDS, timeout * 0.1)
+def plugin_for(kind: str) -> GatewayPlugin[Any]:
+    """The plugin of a config's ``kind``; a kind no plugin has is refused when settings load."""
+    try:
+        return _BY_KIND[kind]
+    except KeyError:
+        raise ValueError(f"gateway kind {kind!r} is not available in this build") from None
+
+
+def embedded_gateways() -> list[GatewayConfig]:
+    """What runs when no gateway is configured: the plugins' embedded configurations, in order."""
+    return [plugin.config(name=name) for plugin in PLUGINS for name in plugin.embedded_names]
+
+
+def notifying_plugins() -> list[GatewayPlugin[Any]]:
+    """The plugins whose gateways send verifiable notifications, in registry order."""
+    return [plugin for plugin in PLUGINS if plugin.capabilities.notifications]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +75,12 @@ class Configured:
     @property
     def race_timeout(self) -> float:
         """How long the executor and reconciler wait for a call: the adapter's timeout fires first."""
-        return race_timeout(self.config.timeout)
+        return self.config.race_timeout
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this gateway's package implements."""
+        return plugin_for(self.config.kind).capabilities
 
 
 class GatewayRegistry:
@@ -70,37 +108,15 @@ class GatewayRegistry:
             await configured.gateway.aclose()
 
 
-def build_gateway(config: GatewayConfig, sessions: SessionFactory) -> Gateway:
-    """The adapter for one configured gateway.
+def build_gateway(config: GatewayConfig, services: GatewayServices) -> Gateway:
+    """The adapter for one configured gateway, made by the plugin of its ``kind``.
 
     Each adapter sets its own HTTP timeout to ``config.timeout``; the executor races the call a
-    little longer (:func:`race_timeout`) so the adapter's timeout fires first and the adapter
+    little longer (``config.race_timeout``) so the adapter's timeout fires first and the adapter
     classifies the failure itself (a connect timeout is not sent, a read timeout is unknown).
-    SDKs are imported here, not at module import, so a build without a gateway never loads its SDK.
     """
-    match config.kind:
-        case "sandbox":
-            from payorch.gateways.sandbox import SandboxGateway
-
-            # The sandbox has no HTTP client of its own to time out: its simulated hang must outlast
-            # the executor's race, so it is given the race's length as "the timeout" it hangs past.
-            return SandboxGateway(config.name, SandboxLedger(sessions), timeout=race_timeout(config.timeout))
-        case "stripe":
-            from payorch.gateways.stripe import StripeGateway
-
-            return StripeGateway(
-                config, webhook_secret=config.webhook_secret, webhook_tolerance=config.webhook_tolerance_seconds
-            )
-        case "braintree":
-            from payorch.gateways.braintree import BraintreeAdapter
-
-            return BraintreeAdapter(config)
-        case "adyen":
-            from payorch.gateways.adyen import AdyenGateway
-
-            return AdyenGateway(config, hmac_key=config.webhook_secret)
-    raise ValueError(f"gateway kind {config.kind!r} is not available in this build")
+    return plugin_for(config.kind).build(config, services)
 
 
-def build_registry(configs: list[GatewayConfig], sessions: SessionFactory) -> GatewayRegistry:
-    return GatewayRegistry([Configured(config, build_gateway(config, sessions)) for config in configs])
+def build_registry(configs: list[GatewayConfig], services: GatewayServices) -> GatewayRegistry:
+    return GatewayRegistry([Configured(config, build_gateway(config, services)) for config in configs])

@@ -20,7 +20,7 @@ from payorch.ids import new_id
 from payorch.observability.logging import bind_request, clear_request
 from payorch.observability.metrics import Metrics
 
-log = logging.getLogger("payorch.http")
+log = logging.getLogger(__name__)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

@@ -22,9 +22,9 @@ from prometheus_client.registry import Collector
 
 from payorch.storage import audit as audit_repo
 from payorch.storage import charges as charges_repo
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
 
-log = logging.getLogger("payorch.metrics")
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -175,18 +175,19 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-async def refresh_database_gauges(metrics: Metrics, sessions: SessionFactory, sinks: Sequence[str]) -> None:
-    """Set the backlog and outbox-lag gauges from the database (one short read-only transaction).
+async def refresh_database_gauges(
+    metrics: Metrics, db: Database, sinks: Sequence[str]
+) -> None:
+    """Set the backlog and outbox-lag gauges from the database (a few short reads).
     A failed read keeps the last values and counts a scrape error; the scrape itself still answers."""
     try:
-        async with asyncio.timeout(_SCRAPE_READ_TIMEOUT_S), unit_of_work(sessions) as session:
-            metrics.set_backlog(await charges_repo.count_unresolved_attempts(session))
-            cursors = await audit_repo.get_cursors(session)
-            now = await audit_repo.database_now(session)
-            lag: dict[str, float] = {}
-            for sink in sorted(set(sinks) | set(cursors)):
-                oldest = await audit_repo.oldest_unshipped(session, cursors.get(sink, 0))
-                lag[sink] = (now - oldest).total_seconds() if oldest is not None else 0.0
+        async with asyncio.timeout(_SCRAPE_READ_TIMEOUT_S), db.connection() as connection:
+            metrics.set_backlog(await charges_repo.count_unresolved_attempts(connection))
+            cursors = await audit_repo.get_cursors(connection)
+            lag = {
+                sink: await audit_repo.unshipped_lag(connection, cursors.get(sink, 0))
+                for sink in sorted(set(sinks) | set(cursors))
+            }
             metrics.set_outbox_lag(lag)
     except Exception:
         log.warning("reading reconciler backlog and audit lag for /metrics failed", exc_info=True)

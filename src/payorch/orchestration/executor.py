@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest, VaultResult
+from payorch.orchestration.config import RoutingConfig
 from payorch.orchestration.routing import Candidate
-from payorch.settings import RoutingConfig
 
-log = logging.getLogger("payorch.executor")
+log = logging.getLogger(__name__)
 
 LOOKUP_PAUSE_SECONDS = 0.2
 
@@ -194,3 +194,22 @@ async def _race(call: Awaitable[GatewayResult], limit: float, deadline: float) -
         # An adapter must not raise; if one does, money may have moved: treat as unknown.
         log.exception("gateway call raised")
         return GatewayResult(Outcome.UNKNOWN, code="adapter_error", message="The gateway adapter failed.")
+
+
+R = TypeVar("R", GatewayResult, VaultResult)
+
+NO_ANSWER = GatewayResult(Outcome.UNKNOWN, code="timeout", message="No answer from the gateway before the timeout.")
+
+
+async def call_once(call: Awaitable[R], seconds: float, unknown: R) -> R:
+    """A follow-up operation at the gateway that holds the money (capture, void, refund, vault):
+    one call, raced against ``seconds``, never raising, never failing over. ``unknown`` if it did
+    not answer in time or raised (an adapter must not raise; if one does, it may have happened)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError:
+        return unknown
+    except Exception:
+        log.exception("gateway call raised")
+        return unknown

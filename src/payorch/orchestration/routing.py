@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from payorch.gateways.registry import Configured, GatewayRegistry
-from payorch.settings import RoutingConfig
+from payorch.orchestration.config import RoutingConfig
 
 
 @dataclass(frozen=True, slots=True)

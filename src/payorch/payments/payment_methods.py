@@ -15,25 +15,27 @@ answer lists them, and the audit event names the ones that did not and why. If n
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from payorch.audit.events import AuditEvent, Resource, record
+from payorch.audit.events import AuditEvent, Resource, record_many
 from payorch.errors import ApiError, InvalidRequest, NoGatewayAvailable, NotFound
 from payorch.gateways.base import CardSummary, Outcome, VaultResult
 from payorch.gateways.registry import GatewayRegistry
 from payorch.ids import new_id
-from payorch.payments import idempotency, replay
-from payorch.payments.gateway_calls import bounded
+from payorch.orchestration.executor import call_once
+from payorch.payments.operations import OperationRequest, OperationRunner, Reply, error_reply, reply, store_reply
 from payorch.payments.schemas import CardOut, GatewayName, StrictModel, Token
-from payorch.payments.service import Reply
 from payorch.security.api_keys import Caller
-from payorch.settings import IdempotencyConfig
+from payorch.storage import idempotency as keys
 from payorch.storage import payment_methods as repo
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.idempotency import KeyExists
 from payorch.storage.payment_methods import PaymentMethod
+from payorch.storage.sql import Connection
 
 VAULT_UNKNOWN = VaultResult(Outcome.UNKNOWN, code="timeout", message="No answer from the gateway before the timeout.")
 
@@ -87,13 +89,112 @@ def _refusal(results: dict[str, VaultResult]) -> ApiError:
     )
 
 
-class PaymentMethodService:
-    def __init__(
-        self, sessions: SessionFactory, registry: GatewayRegistry, idempotency_config: IdempotencyConfig
-    ) -> None:
-        self._sessions = sessions
+@dataclass(frozen=True, slots=True)
+class OpenedVault:
+    payment_method_id: str
+    tokens: dict[str, str]
+
+
+class VaultPaymentMethod:
+    """``POST /v1/payment_methods`` on the operation runner."""
+
+    def __init__(self, db: Database, registry: GatewayRegistry) -> None:
+        self._db = db
         self._registry = registry
-        self._idem = idempotency_config
+
+    async def open(self, request: OperationRequest[PaymentMethodCreate]) -> OpenedVault | KeyExists:
+        unknown = sorted(name for name in request.params.tokens if name not in self._registry)
+        if unknown:
+            raise InvalidRequest(
+                f"No gateway named '{unknown[0]}' is configured.",
+                param=f"tokens.{unknown[0]}",
+                code="gateway_not_configured",
+            )
+        # The id is chosen, and bound to the key, before any gateway is called: a retry after a crash
+        # replays the same vault calls instead of spending the single-use tokens twice.
+        payment_method_id = new_id("pm")
+        if request.key is not None:
+            async with self._db.connection() as connection:
+                taken = await keys.take(connection, request.key, payment_method_id)
+            if taken is not None:
+                return taken
+        return OpenedVault(payment_method_id, request.params.tokens)
+
+    async def resume(
+        self, connection: Connection, request: OperationRequest[PaymentMethodCreate], object_id: str | None
+    ) -> OpenedVault:
+        if object_id is None:
+            object_id = new_id("pm")
+            if request.key is not None:
+                await keys.relock(connection, request.key.merchant_id, request.key.key, object_id)
+        return OpenedVault(object_id, request.params.tokens)
+
+    async def execute(self, opened: OpenedVault) -> dict[str, VaultResult]:
+        """Each token at its own gateway, concurrently, with ``<pm id>_<gateway>`` as the key."""
+        holders = [configured for configured in self._registry if configured.name in opened.tokens]
+        calls = [
+            call_once(
+                configured.gateway.vault(
+                    opened.tokens[configured.name], f"{opened.payment_method_id}_{configured.name}"
+                ),
+                configured.timeout,
+                VAULT_UNKNOWN,
+            )
+            for configured in holders
+        ]
+        return dict(zip([c.name for c in holders], await asyncio.gather(*calls), strict=True))
+
+    async def close(
+        self, request: OperationRequest[PaymentMethodCreate], opened: OpenedVault, results: dict[str, VaultResult]
+    ) -> Reply:
+        caller = request.caller
+        vaulted = {name: r for name, r in results.items() if r.outcome is Outcome.APPROVED and r.token}
+        event = _event(caller, opened.payment_method_id, results, vaulted)
+        async with self._db.transaction() as tx:
+            if vaulted:
+                stored = await repo.insert_or_get(tx, self._payment_method(caller, opened.payment_method_id, vaulted))
+                answer = reply(201, render_payment_method(stored, self._registry.names))
+            else:
+                answer = error_reply(_refusal(results), request.request_id)
+            await record_many(tx, [event])
+            await store_reply(tx, request, answer, opened.payment_method_id)
+        return answer
+
+    def _payment_method(self, caller: Caller, payment_method_id: str, vaulted: dict[str, VaultResult]) -> PaymentMethod:
+        ordered = [name for name in self._registry.names if name in vaulted]
+        card = next((vaulted[n].card for n in ordered if vaulted[n].card is not None), None) or CardSummary()
+        return PaymentMethod(
+            id=payment_method_id,
+            merchant_id=caller.merchant_id,
+            livemode=caller.livemode,
+            tokens={name: str(vaulted[name].token) for name in ordered},
+            card_brand=card.brand,
+            card_last4=card.last4,
+            card_exp_month=card.exp_month,
+            card_exp_year=card.exp_year,
+            created_at=datetime.now(UTC),
+        )
+
+
+def _event(
+    caller: Caller, payment_method_id: str, results: dict[str, VaultResult], vaulted: dict[str, VaultResult]
+) -> AuditEvent:
+    not_vaulted = {name: r.code or r.outcome.value for name, r in results.items() if name not in vaulted}
+    return AuditEvent(
+        actor=caller.actor(),
+        origin=caller.origin(),
+        action="payment_method.vaulted",
+        resource=Resource(type="payment_method", id=payment_method_id),
+        outcome="success" if vaulted else "failure",
+        details={"gateways": sorted(vaulted), "not_vaulted": not_vaulted},
+    )
+
+
+class PaymentMethodService:
+    def __init__(self, db: Database, runner: OperationRunner, registry: GatewayRegistry) -> None:
+        self._db = db
+        self._runner = runner
+        self._registry = registry
 
     async def create(
         self,
@@ -106,109 +207,16 @@ class PaymentMethodService:
         path: str,
     ) -> Reply:
         """Vault each token at its gateway and store the reusable ones under one ``pm_`` id."""
-        unknown = sorted(name for name in params.tokens if name not in self._registry)
-        if unknown:
-            raise InvalidRequest(
-                f"No gateway named '{unknown[0]}' is configured.",
-                param=f"tokens.{unknown[0]}",
-                code="gateway_not_configured",
-            )
-        payment_method_id = new_id("pm")
-        if idempotency_key is not None:
-            print_ = idempotency.fingerprint("POST", path, raw_body, caller.livemode)
-            async with unit_of_work(self._sessions) as session:
-                taken = await replay.take_key(
-                    session,
-                    caller.merchant_id,
-                    idempotency_key,
-                    print_,
-                    path,
-                    stale_after_seconds=self._idem.stale_after_seconds,
-                )
-                if isinstance(taken, Reply):
-                    return taken
-                if isinstance(taken, replay.Resume):
-                    payment_method_id = taken.object_id
-                else:
-                    await replay.attach(session, caller.merchant_id, idempotency_key, payment_method_id)
-        results = await self._vault_all(payment_method_id, params.tokens)
-        vaulted = {name: r for name, r in results.items() if r.outcome is Outcome.APPROVED and r.token}
-        async with unit_of_work(self._sessions) as session:
-            if vaulted:
-                payment_method = await self._store(session, caller, payment_method_id, vaulted)
-                reply = Reply(201, replay.dumps(render_payment_method(payment_method, self._registry.names)))
-            else:
-                reply = Reply(*self._error_reply(_refusal(results), request_id))
-            await self._audit(session, caller, payment_method_id, results, vaulted)
-            if idempotency_key is not None:
-                await replay.complete(session, caller.merchant_id, idempotency_key, reply, payment_method_id)
-        return reply
-
-    @staticmethod
-    def _error_reply(error: ApiError, request_id: str) -> tuple[int, bytes]:
-        return error.status, replay.dumps(error.body(request_id))
-
-    async def _vault_all(self, payment_method_id: str, tokens: dict[str, str]) -> dict[str, VaultResult]:
-        holders = [configured for configured in self._registry if configured.name in tokens]
-        names = [configured.name for configured in holders]
-        calls = [
-            bounded(
-                configured.gateway.vault(tokens[configured.name], f"{payment_method_id}_{configured.name}"),
-                configured.timeout,
-                VAULT_UNKNOWN,
-            )
-            for configured in holders
-        ]
-        return dict(zip(names, await asyncio.gather(*calls), strict=True))
-
-    async def _store(
-        self, session: AsyncSession, caller: Caller, payment_method_id: str, vaulted: dict[str, VaultResult]
-    ) -> PaymentMethod:
-        existing = await repo.get_payment_method(
-            session, caller.merchant_id, payment_method_id, livemode=caller.livemode
+        request = self._runner.request(
+            caller, params, request_id=request_id, idempotency_key=idempotency_key, raw_body=raw_body, path=path
         )
-        if existing is not None:  # a resumed request whose first run had stored it
-            return existing
-        ordered = [name for name in self._registry.names if name in vaulted]
-        card = next((vaulted[n].card for n in ordered if vaulted[n].card is not None), None) or CardSummary()
-        return await repo.insert_payment_method(
-            session,
-            id=payment_method_id,
-            merchant_id=caller.merchant_id,
-            livemode=caller.livemode,
-            tokens={name: str(vaulted[name].token) for name in ordered},
-            card_brand=card.brand,
-            card_last4=card.last4,
-            card_exp_month=card.exp_month,
-            card_exp_year=card.exp_year,
-        )
-
-    @staticmethod
-    async def _audit(
-        session: AsyncSession,
-        caller: Caller,
-        payment_method_id: str,
-        results: dict[str, VaultResult],
-        vaulted: dict[str, VaultResult],
-    ) -> None:
-        not_vaulted = {name: r.code or r.outcome.value for name, r in results.items() if name not in vaulted}
-        await record(
-            session,
-            AuditEvent(
-                actor=caller.actor(),
-                origin=caller.origin(),
-                action="payment_method.vaulted",
-                resource=Resource(type="payment_method", id=payment_method_id),
-                outcome="success" if vaulted else "failure",
-                details={"gateways": sorted(vaulted), "not_vaulted": not_vaulted},
-            ),
-        )
+        return await self._runner.run(VaultPaymentMethod(self._db, self._registry), request)
 
     async def get(self, caller: Caller, payment_method_id: str) -> dict[str, Any]:
         """The rendered payment method; another merchant's or another mode's id is not found."""
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.connection() as connection:
             payment_method = await repo.get_payment_method(
-                session, caller.merchant_id, payment_method_id, livemode=caller.livemode
+                connection, caller.merchant_id, payment_method_id, livemode=caller.livemode
             )
         if payment_method is None:
             raise NotFound(f"No such payment_method: '{payment_method_id}'", param="id")

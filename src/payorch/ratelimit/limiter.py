@@ -23,7 +23,7 @@ from typing import Protocol
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
-logger = logging.getLogger("payorch.ratelimit")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from payorch.ratelimit.config import ROUTE_KEY, Limit, RateLimitConfig, RoutePolicy
 from payorch.ratelimit.limiter import Decision, Limiter, hit_all
 
-logger = logging.getLogger("payorch.ratelimit")
+logger = logging.getLogger(__name__)
 
 Identify = Callable[[Scope], str | None]
 MerchantFor = Callable[[str], Awaitable[str | None]]

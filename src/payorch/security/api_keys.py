@@ -14,12 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from payorch.audit.events import Actor, Origin
 from payorch.ids import new_id
 from payorch.storage import merchants as repo
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.sql import Connection
 
 Mode = Literal["test", "live"]
 _ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -72,12 +71,12 @@ def parse(key: str) -> tuple[Mode, str] | None:
     return None
 
 
-async def create_key(session: AsyncSession, merchant_id: str, mode: Mode = "test") -> NewKey:
+async def create_key(connection: Connection, merchant_id: str, mode: Mode = "test") -> NewKey:
     lookup = _random(_LOOKUP_LEN)
     secret = f"sk_{mode}_{lookup}{_random(_SECRET_LEN)}"
     key_id = new_id("key")
     await repo.insert_api_key(
-        session,
+        connection,
         key_id=key_id,
         merchant_id=merchant_id,
         lookup=lookup,
@@ -92,8 +91,8 @@ class KeyAuthenticator:
     """Resolves a presented key to a :class:`Caller`. Rows are cached for a few seconds, so a
     revocation takes at most ``cache_seconds`` to apply on every API process."""
 
-    def __init__(self, sessions: SessionFactory, *, cache_seconds: float = 5.0) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, *, cache_seconds: float = 5.0) -> None:
+        self._db = db
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, repo.ApiKeyRecord | None]] = {}
         # Lookups in flight: when a key's entry expires under load, the requests that find it missing
@@ -132,8 +131,8 @@ class KeyAuthenticator:
 
     async def _load(self, lookup: str) -> repo.ApiKeyRecord | None:
         now = time.monotonic()
-        async with unit_of_work(self._sessions) as session:
-            record = await repo.find_api_key(session, lookup)
+        async with self._db.connection() as connection:
+            record = await repo.find_api_key(connection, lookup)
         if self._cache_seconds > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()

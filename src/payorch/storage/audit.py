@@ -1,70 +1,18 @@
 """Repository for the audit outbox, the hash chain and the per-sink cursors (migration 0002_audit).
 
-The only SQL the audit trail runs. Functions take a session or connection and never commit: the
-caller owns the transaction.
+The only SQL the audit trail runs. Functions take a connection and never commit: the caller owns
+the transaction. The outbox's insert is also a fragment (``outbox_insert``) that other repositories
+compose into their own one-statement writes, so an action and its audit events share a statement.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    MetaData,
-    String,
-    Table,
-    Text,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
-metadata = MetaData()
-
-audit_outbox = Table(
-    "audit_outbox",
-    metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", Text, nullable=False, unique=True),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("merchant_id", Text),
-    Column("payload", JSONB, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-audit_chain = Table(
-    "audit_chain",
-    metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("event_id", Text, nullable=False, unique=True),
-    Column("outbox_seq", BigInteger, nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False, unique=True),
-    Column("canonical", Text, nullable=False),
-    Column("chained_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-audit_sink_cursors = Table(
-    "audit_sink_cursors",
-    metadata,
-    Column("sink", Text, primary_key=True),
-    Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+from payorch.storage.sql import Connection, Statement, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +25,20 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One position of the chain, as the shipper computed it for an outbox row."""
+
+    seq: int
+    event_id: str
+    outbox_seq: int
+    occurred_at: dt.datetime
+    recorded_at: dt.datetime
+    prev_hash: str
+    hash: str
+    canonical: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChainRow:
     seq: int
     event_id: str
@@ -86,172 +48,161 @@ class ChainRow:
     recorded_at: dt.datetime
 
 
-async def insert_outbox(
-    session: AsyncSession,
-    *,
-    event_id: str,
-    occurred_at: dt.datetime,
-    merchant_id: str | None,
-    payload: Mapping[str, Any],
-) -> int:
-    """Add one (already redacted) event to the outbox; returns its outbox seq."""
-    result = await session.execute(
-        insert(audit_outbox)
-        .values(event_id=event_id, occurred_at=occurred_at, merchant_id=merchant_id, payload=dict(payload))
-        .returning(audit_outbox.c.seq)
-    )
-    return int(result.scalar_one())
+OUTBOX_PARAMS = ("audit_event_ids", "audit_occurred_at", "audit_merchant_ids", "audit_payloads", "audit_conditional")
+"""The parameters of ``outbox_insert``: ids, times, merchants, payloads, and the conditional flags."""
 
 
-async def insert_outbox_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add several (already redacted) events in one multi-row INSERT: one round trip per transaction
-    however many events it records. Keys: ``event_id``, ``occurred_at``, ``merchant_id``, ``payload``."""
-    if rows:
-        # Parameters as a list (executemany) rather than ``.values([...])``: SQLAlchemy still sends one
-        # multi-row INSERT, but compiles it once and caches it; a multi-VALUES construct has no cache
-        # key and was compiled afresh on every charge (docs/benchmarks.md).
-        await session.execute(insert(audit_outbox), [dict(row) for row in rows])
-
-
-OutboxColumns = tuple[list[str], list[dt.datetime], list[str | None], list[str]]
-"""Redacted audit events as column arrays: ids, times, merchants, payloads as JSON text."""
-
-
-def outbox_insert_sql(first: int, condition: str = "true") -> str:
-    """A data-modifying CTE body that adds audit events to the outbox inside a larger statement, in
-    that statement's transaction. Its parameters, from ``$first`` on: event ids (text[]), times
-    (timestamptz[]), merchants (text[]), redacted payloads as JSON text (text[]), and whether each
-    event is written only when ``condition`` holds (boolean[]; the others are written regardless).
-    Their order is kept: outbox ``seq`` and so chain order follow the arrays."""
-    ids, times, merchants, payloads, conditional = (f"${first + n}" for n in range(5))
+def outbox_insert(condition: str = "true") -> str:
+    """A data-modifying CTE body that adds redacted audit events to the outbox inside a larger
+    statement, in that statement's transaction. Its named parameters (``OUTBOX_PARAMS``): event ids
+    (text[]), times (timestamptz[]), merchants (text[]), payloads as JSON text (text[]), and whether
+    each event is written only when ``condition`` holds (boolean[]; the others are written
+    regardless). Their order is kept: outbox ``seq`` and so chain order follow the arrays."""
     return f"""
         INSERT INTO audit_outbox (event_id, occurred_at, merchant_id, payload)
         SELECT e.event_id, e.occurred_at, e.merchant_id, CAST(e.payload AS jsonb)
-          FROM unnest({ids}::text[], {times}::timestamptz[], {merchants}::text[], {payloads}::text[],
-                      {conditional}::boolean[])
+          FROM unnest(:audit_event_ids::text[], :audit_occurred_at::timestamptz[], :audit_merchant_ids::text[],
+                      :audit_payloads::text[], :audit_conditional::boolean[])
                WITH ORDINALITY AS e(event_id, occurred_at, merchant_id, payload, conditional, ord)
          WHERE NOT e.conditional OR ({condition})
          ORDER BY e.ord
-        """  # noqa: S608 - placeholders only; every value is bound
+        """
 
 
-async def count_outbox(session: AsyncSession, *, event_id: str | None = None) -> int:
-    stmt = select(func.count()).select_from(audit_outbox)
-    if event_id is not None:
-        stmt = stmt.where(audit_outbox.c.event_id == event_id)
-    return int((await session.execute(stmt)).scalar_one())
+INSERT_OUTBOX = Statement(outbox_insert())
+"""The outbox insert on its own: the events of a transaction that writes nothing else in the same
+statement (one multi-row INSERT however many events it records)."""
+
+_COUNT_OUTBOX = Statement("""
+    SELECT count(*) FROM audit_outbox WHERE :event_id::text IS NULL OR event_id = :event_id::text
+""")
+
+_FETCH_UNCHAINED = Statement("""
+    SELECT seq, event_id, occurred_at, payload, created_at FROM audit_outbox ORDER BY seq LIMIT :limit::integer
+""")
+
+_CHAIN_TIP = Statement("SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1 FOR UPDATE")
+
+_APPEND_CHAIN = Statement("""
+    WITH chained AS (
+        INSERT INTO audit_chain (seq, event_id, outbox_seq, occurred_at, recorded_at, prev_hash, hash, canonical)
+        SELECT * FROM unnest(:seqs::bigint[], :event_ids::text[], :outbox_seqs::bigint[],
+                             :occurred_at::timestamptz[], :recorded_at::timestamptz[], :prev_hashes::text[],
+                             :hashes::text[], :canonicals::text[])
+        RETURNING outbox_seq
+    )
+    DELETE FROM audit_outbox WHERE seq IN (SELECT outbox_seq FROM chained)
+""")
+
+_CHAIN_AFTER = Statement("""
+    SELECT seq, event_id, prev_hash, hash, canonical, recorded_at FROM audit_chain
+     WHERE seq > :after_seq::bigint ORDER BY seq LIMIT :limit::integer
+""")
+
+_CHAIN_HASHES = Statement("""
+    SELECT seq, hash FROM audit_chain
+     WHERE seq >= :first_seq::bigint AND (:last_seq::bigint IS NULL OR seq <= :last_seq::bigint)
+""")
+
+_ENSURE_CURSORS = Statement("""
+    INSERT INTO audit_sink_cursors (sink) SELECT unnest(:sinks::text[]) ON CONFLICT (sink) DO NOTHING
+""")
+
+_GET_CURSORS = Statement("SELECT sink, last_seq FROM audit_sink_cursors")
+
+_ADVANCE_CURSOR = Statement("""
+    UPDATE audit_sink_cursors SET last_seq = :to_seq::bigint, updated_at = now()
+     WHERE sink = :sink::text AND last_seq = :from_seq::bigint
+""")
+
+_UNSHIPPED_LAG = Statement("""
+    SELECT greatest(extract(epoch FROM now() - least(
+               (SELECT min(recorded_at) FROM audit_chain WHERE seq > :after_seq::bigint),
+               (SELECT min(created_at) FROM audit_outbox))), 0)::float8
+""")
+
+_TRY_ADVISORY_LOCK = Statement("SELECT pg_try_advisory_lock(:key::bigint)")
+_ADVISORY_UNLOCK = Statement("SELECT pg_advisory_unlock(:key::bigint)")
+_PING = Statement("SELECT 1")
 
 
-async def fetch_unchained(session: AsyncSession, limit: int) -> list[OutboxRow]:
+async def count_outbox(connection: Connection, *, event_id: str | None = None) -> int:
+    return int(await _COUNT_OUTBOX.fetchval(connection, event_id=event_id))
+
+
+async def fetch_unchained(connection: Connection, limit: int) -> list[OutboxRow]:
     """Committed outbox rows in outbox order. A row whose transaction commits later than a row with a
     higher seq is simply taken in a later round: nothing is skipped for good."""
-    rows = await session.execute(
-        select(
-            audit_outbox.c.seq,
-            audit_outbox.c.event_id,
-            audit_outbox.c.occurred_at,
-            audit_outbox.c.payload,
-            audit_outbox.c.created_at,
-        )
-        .order_by(audit_outbox.c.seq)
-        .limit(limit)
-    )
-    return [OutboxRow(r.seq, r.event_id, r.occurred_at, r.payload, r.created_at) for r in rows]
+    return [row_to(OutboxRow, row) for row in await _FETCH_UNCHAINED.fetch(connection, limit=limit)]
 
 
-async def chain_tip(session: AsyncSession) -> tuple[int, str | None]:
+async def chain_tip(connection: Connection) -> tuple[int, str | None]:
     """(last seq, its hash), or (0, None) for an empty chain. Locks the tip row so two chainers
     cannot both extend it."""
-    row = (
-        await session.execute(
-            select(audit_chain.c.seq, audit_chain.c.hash).order_by(audit_chain.c.seq.desc()).limit(1).with_for_update()
-        )
-    ).first()
-    return (0, None) if row is None else (int(row.seq), str(row.hash))
+    row = await _CHAIN_TIP.fetchrow(connection)
+    return (0, None) if row is None else (int(row["seq"]), str(row["hash"]))
 
 
-async def append_chain(session: AsyncSession, links: Sequence[Mapping[str, Any]]) -> None:
-    """Insert chain rows (keys as the ``audit_chain`` columns) and remove their outbox rows."""
+async def append_chain(connection: Connection, links: Sequence[ChainLink]) -> None:
+    """Insert chain rows and remove their outbox rows, in one statement."""
     if not links:
         return
-    await session.execute(insert(audit_chain), [dict(link) for link in links])
-    await session.execute(
-        delete(audit_outbox).where(audit_outbox.c.seq.in_(bindparam("seqs", expanding=True))),
-        {"seqs": [link["outbox_seq"] for link in links]},
+    await _APPEND_CHAIN.execute(
+        connection,
+        seqs=[link.seq for link in links],
+        event_ids=[link.event_id for link in links],
+        outbox_seqs=[link.outbox_seq for link in links],
+        occurred_at=[link.occurred_at for link in links],
+        recorded_at=[link.recorded_at for link in links],
+        prev_hashes=[link.prev_hash for link in links],
+        hashes=[link.hash for link in links],
+        canonicals=[link.canonical for link in links],
     )
 
 
-async def chain_after(session: AsyncSession, after_seq: int, limit: int) -> list[ChainRow]:
-    rows = await session.execute(
-        select(
-            audit_chain.c.seq,
-            audit_chain.c.event_id,
-            audit_chain.c.prev_hash,
-            audit_chain.c.hash,
-            audit_chain.c.canonical,
-            audit_chain.c.recorded_at,
-        )
-        .where(audit_chain.c.seq > after_seq)
-        .order_by(audit_chain.c.seq)
-        .limit(limit)
-    )
-    return [ChainRow(r.seq, r.event_id, r.prev_hash, r.hash, r.canonical, r.recorded_at) for r in rows]
+async def chain_after(connection: Connection, after_seq: int, limit: int) -> list[ChainRow]:
+    rows = await _CHAIN_AFTER.fetch(connection, after_seq=after_seq, limit=limit)
+    return [row_to(ChainRow, row) for row in rows]
 
 
-async def chain_hashes(session: AsyncSession, first_seq: int = 1, last_seq: int | None = None) -> dict[int, str]:
+async def chain_hashes(connection: Connection, first_seq: int = 1, last_seq: int | None = None) -> dict[int, str]:
     """seq -> hash as the database recorded them: the anchor ``verify`` compares a sink against."""
-    stmt = select(audit_chain.c.seq, audit_chain.c.hash).where(audit_chain.c.seq >= first_seq)
-    if last_seq is not None:
-        stmt = stmt.where(audit_chain.c.seq <= last_seq)
-    return {int(r.seq): str(r.hash) for r in await session.execute(stmt)}
+    rows = await _CHAIN_HASHES.fetch(connection, first_seq=first_seq, last_seq=last_seq)
+    return {int(row["seq"]): str(row["hash"]) for row in rows}
 
 
-async def ensure_cursors(session: AsyncSession, sinks: Sequence[str]) -> None:
+async def ensure_cursors(connection: Connection, sinks: Sequence[str]) -> None:
     if sinks:
-        stmt = pg_insert(audit_sink_cursors).values([{"sink": name} for name in sinks])
-        await session.execute(stmt.on_conflict_do_nothing(index_elements=["sink"]))
+        await _ENSURE_CURSORS.execute(connection, sinks=list(sinks))
 
 
-async def get_cursors(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(audit_sink_cursors.c.sink, audit_sink_cursors.c.last_seq))
-    return {str(r.sink): int(r.last_seq) for r in rows}
+async def get_cursors(connection: Connection) -> dict[str, int]:
+    return {str(row["sink"]): int(row["last_seq"]) for row in await _GET_CURSORS.fetch(connection)}
 
 
-async def advance_cursor(session: AsyncSession, sink: str, *, from_seq: int, to_seq: int) -> bool:
+async def advance_cursor(connection: Connection, sink: str, *, from_seq: int, to_seq: int) -> bool:
     """Compare-and-set: move ``sink``'s cursor from ``from_seq`` to ``to_seq``. False when another
     shipper moved it first."""
-    result = await session.execute(
-        update(audit_sink_cursors)
-        .where(audit_sink_cursors.c.sink == sink, audit_sink_cursors.c.last_seq == from_seq)
-        .values(last_seq=to_seq, updated_at=func.now())
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return await _ADVANCE_CURSOR.execute(connection, sink=sink, from_seq=from_seq, to_seq=to_seq) == 1
 
 
-async def oldest_unshipped(session: AsyncSession, after_seq: int) -> dt.datetime | None:
-    """When the oldest event not yet shipped past ``after_seq`` was recorded (chained or not)."""
-    chained = select(func.min(audit_chain.c.recorded_at)).where(audit_chain.c.seq > after_seq).scalar_subquery()
-    pending = select(func.min(audit_outbox.c.created_at)).scalar_subquery()
-    value = (await session.execute(select(func.least(chained, pending)))).scalar_one()
-    return value if isinstance(value, dt.datetime) else None
+async def unshipped_lag(connection: Connection, after_seq: int) -> float:
+    """Seconds since the oldest event not yet shipped past ``after_seq`` was recorded (chained or
+    not), by the database's clock; 0 when there is none."""
+    lag = await _UNSHIPPED_LAG.fetchval(connection, after_seq=after_seq)
+    return 0.0 if lag is None else float(lag)
 
 
-async def database_now(session: AsyncSession) -> dt.datetime:
-    value = (await session.execute(select(func.now()))).scalar_one()
-    if not isinstance(value, dt.datetime):
-        raise TypeError(f"now() returned {type(value).__name__}")
-    return value
+async def try_advisory_lock(connection: Connection, key: int) -> bool:
+    """Session-level ``pg_try_advisory_lock`` (on a dedicated connection): held until unlocked or
+    the connection closes."""
+    return bool(await _TRY_ADVISORY_LOCK.fetchval(connection, key=key))
 
 
-async def try_advisory_lock(connection: AsyncConnection, key: int) -> bool:
-    """Session-level ``pg_try_advisory_lock``: held until unlocked or the connection closes."""
-    result = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
-    return bool(result.scalar_one())
+async def advisory_unlock(connection: Connection, key: int) -> None:
+    await _ADVISORY_UNLOCK.fetchval(connection, key=key)
 
 
-async def advisory_unlock(connection: AsyncConnection, key: int) -> None:
-    await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+async def ping(connection: Connection) -> None:
+    await _PING.fetchval(connection)
 
-
-async def ping(connection: AsyncConnection) -> None:
-    await connection.execute(text("SELECT 1"))

@@ -1,70 +1,19 @@
 """Bank links and their single-use OAuth states (migration 0005_bank_links): the only SQL for both.
 
-``bank_links`` is hash-partitioned on merchant_id and every query on it names the merchant.
-``bank_link_states`` is a small unpartitioned lookup keyed by the SHA-256 of ``state``: the browser
-callback carries no API key, so the state's digest is how it finds the merchant and link, and its
-primary key makes a digest globally unique. Functions flush, never commit.
+``bank_links`` is hash-partitioned on merchant_id and every query on it names the merchant, but for
+``merchant_of`` (the operator's lookup by link id). ``bank_link_states`` is a small unpartitioned
+lookup keyed by the SHA-256 of ``state``: the browser callback carries no API key, so the state's
+digest is how it finds the merchant and link, and its primary key makes a digest globally unique.
+Functions take a connection and never commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    Integer,
-    LargeBinary,
-    MetaData,
-    Table,
-    Text,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession
-
-metadata = MetaData()
-
-bank_links = Table(
-    "bank_links",
-    metadata,
-    Column("id", Text, primary_key=True),
-    Column("merchant_id", Text, primary_key=True),
-    Column("livemode", Boolean, nullable=False),
-    Column("user_reference", Text, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("scopes", ARRAY(Text), nullable=False),
-    Column("api_key_id", Text),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("failure_code", Text),
-    Column("failure_message", Text),
-    Column("secret_name", Text),
-    Column("secret_version", Text),
-    Column("secret_generation", Integer, nullable=False),
-    Column("refresh_lease_until", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True)),
-    Column("updated_at", DateTime(timezone=True)),
-    Column("linked_at", DateTime(timezone=True)),
-    Column("refreshed_at", DateTime(timezone=True)),
-)
-
-bank_link_states = Table(
-    "bank_link_states",
-    metadata,
-    Column("state_hash", LargeBinary, primary_key=True),
-    Column("merchant_id", Text, nullable=False),
-    Column("link_id", Text, nullable=False),
-    Column("verifier_sealed", LargeBinary),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("consumed_at", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True)),
-)
+from payorch.storage.sql import Connection, Record, Statement, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +45,91 @@ class ConsumedState:
     expired: bool
 
 
-_LINK_COLUMNS = [c for c in bank_links.c if c.name != "refresh_lease_until"]
+_LINK = ", ".join(field.name for field in fields(BankLink))
+_WHERE_LINK = "merchant_id = :merchant_id::text AND id = :link_id::text"
+
+# The link and its state in one statement, both expiring ``ttl`` from the database's clock.
+_INSERT_LINK = Statement(f"""
+    WITH link AS (
+        INSERT INTO bank_links (id, merchant_id, livemode, user_reference, status, scopes, api_key_id, expires_at,
+                                secret_generation)
+        VALUES (:link_id::text, :merchant_id::text, :livemode::boolean, :user_reference::text, 'pending',
+                :scopes::text[], :api_key_id::text, now() + :ttl::interval, 0)
+        RETURNING {_LINK}
+    ), state AS (
+        INSERT INTO bank_link_states (state_hash, merchant_id, link_id, verifier_sealed, expires_at)
+        SELECT :state_hash::bytea, merchant_id, id, :verifier_sealed::bytea, expires_at FROM link
+    )
+    SELECT {_LINK} FROM link
+""")
+
+# Guarded by ``consumed_at IS NULL``: of two concurrent callbacks with one state, the second blocks
+# on the row lock, re-reads the row, sees it consumed and updates nothing.
+_CONSUME_STATE = Statement("""
+    UPDATE bank_link_states SET consumed_at = now()
+     WHERE state_hash = :state_hash::bytea AND consumed_at IS NULL
+    RETURNING merchant_id, link_id, verifier_sealed, expires_at <= now() AS expired
+""")
+# The sealed verifier is needed once, when the state is consumed: then it is dropped from the row.
+_DROP_VERIFIER = Statement("UPDATE bank_link_states SET verifier_sealed = NULL WHERE state_hash = :state_hash::bytea")
+
+_USED_STATE = Statement("""
+    SELECT merchant_id, link_id FROM bank_link_states WHERE state_hash = :state_hash::bytea AND consumed_at IS NOT NULL
+""")
+
+_GET_LINK = Statement(f"SELECT {_LINK} FROM bank_links WHERE {_WHERE_LINK}")
+
+_MERCHANT_OF = Statement("SELECT merchant_id FROM bank_links WHERE id = :link_id::text LIMIT 1")
+
+_MARK_FAILED = Statement(f"""
+    UPDATE bank_links
+       SET status = 'failed', failure_code = :code::text, failure_message = :message::text,
+           refresh_lease_until = NULL, updated_at = now()
+     WHERE {_WHERE_LINK} AND status = ANY (:from_statuses::text[])
+    RETURNING {_LINK}
+""")
+
+_MARK_ACTIVE = Statement(f"""
+    UPDATE bank_links
+       SET status = 'active', secret_name = :secret_name::text, secret_version = :secret_version::text,
+           secret_generation = 1, linked_at = now(), updated_at = now()
+     WHERE {_WHERE_LINK} AND status = 'pending'
+    RETURNING {_LINK}
+""")
+
+_TAKE_REFRESH_LEASE = Statement(f"""
+    UPDATE bank_links SET refresh_lease_until = now() + :lease::interval
+     WHERE {_WHERE_LINK} AND status = 'active' AND (refresh_lease_until IS NULL OR refresh_lease_until < now())
+    RETURNING {_LINK}
+""")
+
+# A rotated refresh token comes with its new secret version and generation; otherwise both are NULL
+# and the link keeps the ones it has.
+_FINISH_REFRESH = Statement(f"""
+    UPDATE bank_links
+       SET refresh_lease_until = NULL, refreshed_at = now(), updated_at = now(),
+           secret_version = COALESCE(:secret_version::text, secret_version),
+           secret_generation = COALESCE(:secret_generation::integer, secret_generation)
+     WHERE {_WHERE_LINK}
+    RETURNING {_LINK}
+""")
+
+_RELEASE_REFRESH_LEASE = Statement(f"""
+    UPDATE bank_links SET refresh_lease_until = NULL, updated_at = now() WHERE {_WHERE_LINK}
+""")
 
 
-def _link(row: object) -> BankLink:
-    values = {c.name: getattr(row, c.name) for c in _LINK_COLUMNS}
-    values["scopes"] = tuple(values["scopes"] or ())
-    return BankLink(**values)
+def _link(row: Record) -> BankLink:
+    link = row_to(BankLink, row)
+    return replace(link, scopes=tuple(link.scopes or ()))
+
+
+def _found(row: Record | None) -> BankLink | None:
+    return None if row is None else _link(row)
 
 
 async def insert_link(
-    session: AsyncSession,
+    connection: Connection,
     *,
     link_id: str,
     merchant_id: str,
@@ -119,95 +142,50 @@ async def insert_link(
     ttl: dt.timedelta,
 ) -> BankLink:
     """A pending link and its state, both expiring ``ttl`` from the database's clock."""
-    expires_at = func.now() + ttl
-    row = (
-        await session.execute(
-            insert(bank_links)
-            .values(
-                id=link_id,
-                merchant_id=merchant_id,
-                livemode=livemode,
-                user_reference=user_reference,
-                status="pending",
-                scopes=list(scopes),
-                api_key_id=api_key_id,
-                expires_at=expires_at,
-                secret_generation=0,
-            )
-            .returning(*_LINK_COLUMNS)
-        )
-    ).one()
-    link = _link(row)
-    await session.execute(
-        insert(bank_link_states).values(
-            state_hash=state_hash,
-            merchant_id=merchant_id,
-            link_id=link_id,
-            verifier_sealed=verifier_sealed,
-            expires_at=link.expires_at,
-        )
+    (row,) = await _INSERT_LINK.fetch(
+        connection,
+        link_id=link_id,
+        merchant_id=merchant_id,
+        livemode=livemode,
+        user_reference=user_reference,
+        scopes=list(scopes),
+        api_key_id=api_key_id,
+        ttl=ttl,
+        state_hash=state_hash,
+        verifier_sealed=verifier_sealed,
     )
-    return link
+    return _link(row)
 
 
-async def consume_state(session: AsyncSession, state_hash: bytes) -> ConsumedState | None:
-    """Mark an unused state used and return it; None when it is unknown or already used.
-
-    One UPDATE guarded by ``consumed_at IS NULL``: of two concurrent callbacks with one state, the
-    second blocks on the row lock, re-reads the row, sees it consumed and updates nothing.
-    """
-    row = (
-        await session.execute(
-            update(bank_link_states)
-            .where(bank_link_states.c.state_hash == state_hash, bank_link_states.c.consumed_at.is_(None))
-            .values(consumed_at=func.now())
-            .returning(
-                bank_link_states.c.merchant_id,
-                bank_link_states.c.link_id,
-                bank_link_states.c.verifier_sealed,
-                (bank_link_states.c.expires_at <= func.now()).label("expired"),
-            )
-        )
-    ).one_or_none()
+async def consume_state(connection: Connection, state_hash: bytes) -> ConsumedState | None:
+    """Mark an unused state used and return it (its sealed verifier then dropped from the row); None
+    when it is unknown or already used."""
+    row = await _CONSUME_STATE.fetchrow(connection, state_hash=state_hash)
     if row is None:
         return None
-    # The sealed verifier is needed once, now: drop it from the row.
-    await session.execute(
-        update(bank_link_states).where(bank_link_states.c.state_hash == state_hash).values(verifier_sealed=None)
-    )
-    sealed = bytes(row.verifier_sealed) if row.verifier_sealed is not None else None
-    return ConsumedState(row.merchant_id, row.link_id, sealed, bool(row.expired))
+    await _DROP_VERIFIER.execute(connection, state_hash=state_hash)
+    sealed = bytes(row["verifier_sealed"]) if row["verifier_sealed"] is not None else None
+    return ConsumedState(row["merchant_id"], row["link_id"], sealed, bool(row["expired"]))
 
 
-async def used_state(session: AsyncSession, state_hash: bytes) -> tuple[str, str] | None:
+async def used_state(connection: Connection, state_hash: bytes) -> tuple[str, str] | None:
     """(merchant id, link id) of a state that was already consumed; None for an unknown one."""
-    row = (
-        await session.execute(
-            select(bank_link_states.c.merchant_id, bank_link_states.c.link_id).where(
-                bank_link_states.c.state_hash == state_hash, bank_link_states.c.consumed_at.is_not(None)
-            )
-        )
-    ).one_or_none()
-    return None if row is None else (str(row.merchant_id), str(row.link_id))
+    row = await _USED_STATE.fetchrow(connection, state_hash=state_hash)
+    return None if row is None else (str(row["merchant_id"]), str(row["link_id"]))
 
 
-async def get_link(session: AsyncSession, merchant_id: str, link_id: str) -> BankLink | None:
-    row = (
-        await session.execute(
-            select(*_LINK_COLUMNS).where(bank_links.c.merchant_id == merchant_id, bank_links.c.id == link_id)
-        )
-    ).one_or_none()
-    return None if row is None else _link(row)
+async def get_link(connection: Connection, merchant_id: str, link_id: str) -> BankLink | None:
+    return _found(await _GET_LINK.fetchrow(connection, merchant_id=merchant_id, link_id=link_id))
 
 
-async def merchant_of(session: AsyncSession, link_id: str) -> str | None:
+async def merchant_of(connection: Connection, link_id: str) -> str | None:
     """The merchant owning ``link_id``: the operator CLI's lookup, the one query across partitions."""
-    row = (await session.execute(select(bank_links.c.merchant_id).where(bank_links.c.id == link_id))).first()
-    return None if row is None else str(row.merchant_id)
+    merchant_id = await _MERCHANT_OF.fetchval(connection, link_id=link_id)
+    return None if merchant_id is None else str(merchant_id)
 
 
 async def mark_failed(
-    session: AsyncSession,
+    connection: Connection,
     merchant_id: str,
     link_id: str,
     *,
@@ -216,94 +194,55 @@ async def mark_failed(
     from_statuses: Sequence[str] = ("pending",),
 ) -> BankLink | None:
     """Fail a link that is in one of ``from_statuses``; None when it is not (nothing changes)."""
-    row = (
-        await session.execute(
-            update(bank_links)
-            .where(
-                bank_links.c.merchant_id == merchant_id,
-                bank_links.c.id == link_id,
-                bank_links.c.status.in_(list(from_statuses)),
-            )
-            .values(
-                status="failed",
-                failure_code=code,
-                failure_message=message,
-                refresh_lease_until=None,
-                updated_at=func.now(),
-            )
-            .returning(*_LINK_COLUMNS)
-        )
-    ).one_or_none()
-    return None if row is None else _link(row)
+    row = await _MARK_FAILED.fetchrow(
+        connection,
+        merchant_id=merchant_id,
+        link_id=link_id,
+        code=code,
+        message=message,
+        from_statuses=list(from_statuses),
+    )
+    return _found(row)
 
 
 async def mark_active(
-    session: AsyncSession, merchant_id: str, link_id: str, *, secret_name: str, secret_version: str
+    connection: Connection, merchant_id: str, link_id: str, *, secret_name: str, secret_version: str
 ) -> BankLink | None:
-    row = (
-        await session.execute(
-            update(bank_links)
-            .where(
-                bank_links.c.merchant_id == merchant_id,
-                bank_links.c.id == link_id,
-                bank_links.c.status == "pending",
-            )
-            .values(
-                status="active",
-                secret_name=secret_name,
-                secret_version=secret_version,
-                secret_generation=1,
-                linked_at=func.now(),
-                updated_at=func.now(),
-            )
-            .returning(*_LINK_COLUMNS)
-        )
-    ).one_or_none()
-    return None if row is None else _link(row)
+    row = await _MARK_ACTIVE.fetchrow(
+        connection, merchant_id=merchant_id, link_id=link_id, secret_name=secret_name, secret_version=secret_version
+    )
+    return _found(row)
 
 
 async def take_refresh_lease(
-    session: AsyncSession, merchant_id: str, link_id: str, lease: dt.timedelta
+    connection: Connection, merchant_id: str, link_id: str, lease: dt.timedelta
 ) -> BankLink | None:
     """Hold an active link for one refresh; None when it is not active or another refresh holds it."""
-    row = (
-        await session.execute(
-            update(bank_links)
-            .where(
-                bank_links.c.merchant_id == merchant_id,
-                bank_links.c.id == link_id,
-                bank_links.c.status == "active",
-                (bank_links.c.refresh_lease_until.is_(None)) | (bank_links.c.refresh_lease_until < func.now()),
-            )
-            .values(refresh_lease_until=func.now() + lease)
-            .returning(*_LINK_COLUMNS)
-        )
-    ).one_or_none()
-    return None if row is None else _link(row)
+    return _found(await _TAKE_REFRESH_LEASE.fetchrow(connection, merchant_id=merchant_id, link_id=link_id, lease=lease))
 
 
 async def finish_refresh(
-    session: AsyncSession,
+    connection: Connection,
     merchant_id: str,
     link_id: str,
     *,
     secret_version: str | None = None,
     secret_generation: int | None = None,
-    refreshed: bool = True,
 ) -> BankLink | None:
-    """Release the refresh lease; record the new secret version when the refresh token rotated."""
-    values: dict[str, object] = {"refresh_lease_until": None, "updated_at": func.now()}
-    if refreshed:
-        values["refreshed_at"] = func.now()
-    if secret_version is not None and secret_generation is not None:
-        values["secret_version"] = secret_version
-        values["secret_generation"] = secret_generation
-    row = (
-        await session.execute(
-            update(bank_links)
-            .where(bank_links.c.merchant_id == merchant_id, bank_links.c.id == link_id)
-            .values(**values)
-            .returning(*_LINK_COLUMNS)
-        )
-    ).one_or_none()
-    return None if row is None else _link(row)
+    """A refresh that got an access token: release the lease, and record the new secret version
+    when the refresh token rotated (``secret_version`` and ``secret_generation`` together)."""
+    if (secret_version is None) != (secret_generation is None):
+        raise ValueError("a rotated secret has both a version and a generation")
+    row = await _FINISH_REFRESH.fetchrow(
+        connection,
+        merchant_id=merchant_id,
+        link_id=link_id,
+        secret_version=secret_version,
+        secret_generation=secret_generation,
+    )
+    return _found(row)
+
+
+async def release_refresh_lease(connection: Connection, merchant_id: str, link_id: str) -> None:
+    """A refresh that failed but left the link usable: release the lease, nothing else."""
+    await _RELEASE_REFRESH_LEASE.execute(connection, merchant_id=merchant_id, link_id=link_id)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from payorch.storage.tables import api_keys, merchants
+from payorch.storage.sql import Connection, Record, Statement, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,23 +26,45 @@ class ApiKeyRecord:
     revoked_at: datetime | None
 
 
-async def insert_merchant(session: AsyncSession, merchant_id: str, name: str) -> Merchant:
-    row = (await session.execute(insert(merchants).values(id=merchant_id, name=name).returning(merchants))).one()
-    return Merchant(id=row.id, name=row.name, created_at=row.created_at)
+_INSERT_MERCHANT = Statement("""
+    INSERT INTO merchants (id, name) VALUES (:merchant_id::text, :name::text) RETURNING id, name, created_at
+""")
+_GET_MERCHANT = Statement("SELECT id, name, created_at FROM merchants WHERE id = :merchant_id::text")
+_FIRST_MERCHANT = Statement("SELECT id, name, created_at FROM merchants ORDER BY id LIMIT 1")
+
+_INSERT_API_KEY = Statement("""
+    INSERT INTO api_keys (id, merchant_id, lookup, secret_hash, mode, scopes)
+    VALUES (:key_id::text, :merchant_id::text, :lookup::text, :secret_hash::bytea, :mode::text, :scopes::text[])
+""")
+# By lookup alone: the presented key names no merchant; the lookup is unique across them.
+_FIND_API_KEY = Statement("""
+    SELECT id, merchant_id, lookup, secret_hash, mode, scopes, revoked_at FROM api_keys WHERE lookup = :lookup::text
+""")
+_REVOKE_API_KEY = Statement("""
+    UPDATE api_keys SET revoked_at = now() WHERE id = :key_id::text AND revoked_at IS NULL RETURNING merchant_id
+""")
+_TOUCH_API_KEY = Statement("UPDATE api_keys SET last_used_at = now() WHERE id = :key_id::text")
 
 
-async def get_merchant(session: AsyncSession, merchant_id: str) -> Merchant | None:
-    row = (await session.execute(select(merchants).where(merchants.c.id == merchant_id))).one_or_none()
-    return None if row is None else Merchant(id=row.id, name=row.name, created_at=row.created_at)
+def _merchant(row: Record | None) -> Merchant | None:
+    return None if row is None else row_to(Merchant, row)
 
 
-async def first_merchant(session: AsyncSession) -> Merchant | None:
-    row = (await session.execute(select(merchants).order_by(merchants.c.id).limit(1))).one_or_none()
-    return None if row is None else Merchant(id=row.id, name=row.name, created_at=row.created_at)
+async def insert_merchant(connection: Connection, merchant_id: str, name: str) -> Merchant:
+    (row,) = await _INSERT_MERCHANT.fetch(connection, merchant_id=merchant_id, name=name)
+    return row_to(Merchant, row)
+
+
+async def get_merchant(connection: Connection, merchant_id: str) -> Merchant | None:
+    return _merchant(await _GET_MERCHANT.fetchrow(connection, merchant_id=merchant_id))
+
+
+async def first_merchant(connection: Connection) -> Merchant | None:
+    return _merchant(await _FIRST_MERCHANT.fetchrow(connection))
 
 
 async def insert_api_key(
-    session: AsyncSession,
+    connection: Connection,
     *,
     key_id: str,
     merchant_id: str,
@@ -54,44 +73,37 @@ async def insert_api_key(
     mode: str,
     scopes: tuple[str, ...],
 ) -> None:
-    await session.execute(
-        insert(api_keys).values(
-            id=key_id,
-            merchant_id=merchant_id,
-            lookup=lookup,
-            secret_hash=secret_hash,
-            mode=mode,
-            scopes=list(scopes),
-        )
+    await _INSERT_API_KEY.execute(
+        connection,
+        key_id=key_id,
+        merchant_id=merchant_id,
+        lookup=lookup,
+        secret_hash=secret_hash,
+        mode=mode,
+        scopes=list(scopes),
     )
 
 
-async def find_api_key(session: AsyncSession, lookup: str) -> ApiKeyRecord | None:
-    row = (await session.execute(select(api_keys).where(api_keys.c.lookup == lookup))).one_or_none()
+async def find_api_key(connection: Connection, lookup: str) -> ApiKeyRecord | None:
+    row = await _FIND_API_KEY.fetchrow(connection, lookup=lookup)
     if row is None:
         return None
     return ApiKeyRecord(
-        id=row.id,
-        merchant_id=row.merchant_id,
-        lookup=row.lookup,
-        secret_hash=bytes(row.secret_hash),
-        mode=row.mode,
-        scopes=tuple(row.scopes),
-        revoked_at=row.revoked_at,
+        id=row["id"],
+        merchant_id=row["merchant_id"],
+        lookup=row["lookup"],
+        secret_hash=bytes(row["secret_hash"]),
+        mode=row["mode"],
+        scopes=tuple(row["scopes"]),
+        revoked_at=row["revoked_at"],
     )
 
 
-async def revoke_api_key(session: AsyncSession, key_id: str) -> str | None:
+async def revoke_api_key(connection: Connection, key_id: str) -> str | None:
     """Revoke a key; returns its merchant id, or None if there is no such active key."""
-    result = await session.execute(
-        update(api_keys)
-        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-        .returning(api_keys.c.merchant_id)
-    )
-    merchant_id: str | None = result.scalar_one_or_none()
+    merchant_id: str | None = await _REVOKE_API_KEY.fetchval(connection, key_id=key_id)
     return merchant_id
 
 
-async def touch_api_key(session: AsyncSession, key_id: str) -> None:
-    await session.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=func.now()))
+async def touch_api_key(connection: Connection, key_id: str) -> None:
+    await _TOUCH_API_KEY.execute(connection, key_id=key_id)

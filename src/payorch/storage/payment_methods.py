@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from payorch.storage.tables import payment_methods
+from payorch.storage.sql import Connection, Statement, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,49 +22,46 @@ class PaymentMethod:
     created_at: datetime
 
 
-def _payment_method(row: Row[Any]) -> PaymentMethod:
-    mapping = row._mapping
-    return PaymentMethod(**{name: mapping[name] for name in PaymentMethod.__slots__})
+_COLUMNS = ", ".join(f.name for f in fields(PaymentMethod))
 
+_GET = Statement(
+    f"""
+    SELECT {_COLUMNS} FROM payment_methods
+     WHERE merchant_id = :merchant_id::text AND id = :id::text AND livemode = :livemode::boolean
+    """
+)
 
-async def insert_payment_method(
-    session: AsyncSession,
-    *,
-    id: str,
-    merchant_id: str,
-    livemode: bool,
-    tokens: dict[str, str],
-    card_brand: str | None,
-    card_last4: str | None,
-    card_exp_month: int | None,
-    card_exp_year: int | None,
-) -> PaymentMethod:
-    row = (
-        await session.execute(
-            insert(payment_methods)
-            .values(
-                id=id,
-                merchant_id=merchant_id,
-                livemode=livemode,
-                tokens=tokens,
-                card_brand=card_brand,
-                card_last4=card_last4,
-                card_exp_month=card_exp_month,
-                card_exp_year=card_exp_year,
-            )
-            .returning(payment_methods)
-        )
-    ).one()
-    return _payment_method(row)
+# A resumed request whose first run had stored it finds it again, and answers with it.
+_INSERT_OR_GET = Statement(
+    f"""
+    WITH p AS (
+        INSERT INTO payment_methods (id, merchant_id, livemode, tokens, card_brand, card_last4, card_exp_month,
+                                     card_exp_year, created_at)
+        VALUES (:id::text, :merchant_id::text, :livemode::boolean, :tokens::jsonb, :card_brand::text,
+                :card_last4::text, :card_exp_month::integer, :card_exp_year::integer, :created_at::timestamptz)
+        ON CONFLICT (merchant_id, id) DO NOTHING
+        RETURNING {_COLUMNS}
+    )
+    SELECT {_COLUMNS} FROM p
+     UNION ALL
+    SELECT {_COLUMNS} FROM payment_methods
+     WHERE merchant_id = :merchant_id::text AND id = :id::text AND NOT EXISTS (SELECT 1 FROM p)
+    """
+)
 
 
 async def get_payment_method(
-    session: AsyncSession, merchant_id: str, payment_method_id: str, *, livemode: bool
+    connection: Connection, merchant_id: str, payment_method_id: str, *, livemode: bool
 ) -> PaymentMethod | None:
-    query = select(payment_methods).where(
-        payment_methods.c.merchant_id == merchant_id,
-        payment_methods.c.id == payment_method_id,
-        payment_methods.c.livemode == livemode,
+    row = await _GET.fetchrow(connection, merchant_id=merchant_id, id=payment_method_id, livemode=livemode)
+    return None if row is None else row_to(PaymentMethod, row)
+
+
+async def insert_or_get(connection: Connection, payment_method: PaymentMethod) -> PaymentMethod:
+    """Store ``payment_method``, or return the one an earlier run of the same request stored."""
+    row = await _INSERT_OR_GET.fetchrow(
+        connection, **{f.name: getattr(payment_method, f.name) for f in fields(PaymentMethod)}
     )
-    row = (await session.execute(query)).one_or_none()
-    return None if row is None else _payment_method(row)
+    if row is None:
+        raise RuntimeError("storing a payment method returned no row")
+    return row_to(PaymentMethod, row)

@@ -1,16 +1,17 @@
-"""Refunds: the only SQL for them, and for the refunded total they add to their charge. Every query
-filters on ``merchant_id`` so the planner prunes to one hash partition."""
+"""Refunds: the only SQL for them. Every query on one merchant's refunds filters on ``merchant_id``,
+so the planner prunes to one hash partition. A succeeded refund's amount is counted on its charge
+in the same statement, through the charge repository's fragment (``charge_writes.ADD_REFUNDED``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from payorch.storage.tables import charges, refunds
+from payorch.storage.audit import outbox_insert
+from payorch.storage.charge_writes import ADD_REFUNDED
+from payorch.storage.idempotency import complete_key
+from payorch.storage.sql import Connection, Statement, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,88 +46,149 @@ class NewRefund:
     metadata: dict[str, str]
 
 
-def _refund(row: Row[Any]) -> Refund:
-    mapping = row._mapping
-    return Refund(**{name: mapping[name] for name in Refund.__slots__})
+_COLUMNS = ", ".join(f.name for f in fields(Refund))
+
+_INSERT = Statement(
+    f"""
+    WITH r AS (
+        INSERT INTO refunds (id, merchant_id, charge_id, livemode, amount, currency, status, reason, gateway, metadata)
+        VALUES (:id::text, :merchant_id::text, :charge_id::text, :livemode::boolean, :amount::bigint,
+                :currency::text, 'pending', :reason::text, :gateway::text, :metadata::jsonb)
+        RETURNING {_COLUMNS}
+    ), o AS ({outbox_insert()})
+    SELECT {_COLUMNS} FROM r
+    """
+)
+
+_GET = Statement(
+    f"""
+    SELECT {_COLUMNS} FROM refunds
+     WHERE merchant_id = :merchant_id::text AND id = :id::text
+       AND (:livemode::boolean IS NULL OR livemode = :livemode::boolean)
+    """
+)
+
+_COMMITTED = Statement(
+    """
+    SELECT coalesce(sum(amount), 0) FROM refunds
+     WHERE merchant_id = :merchant_id::text AND charge_id = :charge_id::text AND status <> 'failed'
+    """
+)
+
+_CLOSE = Statement(
+    f"""
+    WITH r AS (
+        UPDATE refunds
+           SET status = :status::text, gateway_reference = coalesce(:gateway_reference::text, gateway_reference),
+               failure_code = :failure_code::text, failure_message = :failure_message::text,
+               updated_at = :updated_at::timestamptz
+         WHERE merchant_id = :merchant_id::text AND id = :refund_id::text AND status = :expected_status::text
+        RETURNING {_COLUMNS}
+    ), c AS ({ADD_REFUNDED.format(condition="EXISTS (SELECT 1 FROM r) AND :status::text = 'succeeded'")}),
+    k AS ({complete_key("EXISTS (SELECT 1 FROM r) AND :final::boolean", "refund_id")}),
+    o AS ({outbox_insert("EXISTS (SELECT 1 FROM r)")})
+    SELECT {_COLUMNS} FROM r
+    """
+)
+
+_LEASE_UNRESOLVED = Statement(
+    f"""
+    UPDATE refunds AS r
+       SET updated_at = now() + make_interval(secs => :lease_seconds::double precision)
+      FROM (SELECT merchant_id, id FROM refunds
+             WHERE (status = 'pending' AND updated_at < :pending_before::timestamptz)
+                OR (status = 'processing' AND updated_at < :processing_before::timestamptz)
+             ORDER BY updated_at
+             LIMIT :limit::integer
+             FOR UPDATE SKIP LOCKED) AS due
+     WHERE r.merchant_id = due.merchant_id AND r.id = due.id
+    RETURNING {", ".join(f"r.{name}" for name in _COLUMNS.split(", "))}
+    """
+)
+
+# A gateway's notification names its own refund id (or the payment's), never the merchant.
+_BY_REFERENCE = Statement(
+    f"""
+    SELECT {_COLUMNS} FROM refunds
+     WHERE gateway = :gateway::text AND gateway_reference = :reference::text AND status IN ('pending', 'processing')
+    """
+)
 
 
-async def insert_refund(session: AsyncSession, new: NewRefund) -> Refund:
-    """Write a ``pending`` refund: it exists before the gateway is asked, so a crash leaves it visible."""
-    values = {name: getattr(new, name) for name in NewRefund.__slots__}
-    row = (await session.execute(insert(refunds).values(status="pending", **values).returning(refunds))).one()
-    return _refund(row)
+async def insert_refund(connection: Connection, new: NewRefund, audit: dict[str, list[Any]]) -> Refund:
+    """Write a ``pending`` refund with its audit events: it exists before the gateway is asked, so a
+    crash leaves it visible."""
+    row = await _INSERT.fetchrow(connection, **{f.name: getattr(new, f.name) for f in fields(NewRefund)}, **audit)
+    if row is None:
+        raise RuntimeError("inserting a refund returned no row")
+    return row_to(Refund, row)
 
 
 async def get_refund(
-    session: AsyncSession, merchant_id: str, refund_id: str, *, livemode: bool | None = None
+    connection: Connection, merchant_id: str, refund_id: str, *, livemode: bool | None = None
 ) -> Refund | None:
-    query = select(refunds).where(refunds.c.merchant_id == merchant_id, refunds.c.id == refund_id)
-    if livemode is not None:
-        query = query.where(refunds.c.livemode == livemode)
-    row = (await session.execute(query)).one_or_none()
-    return None if row is None else _refund(row)
+    row = await _GET.fetchrow(connection, merchant_id=merchant_id, id=refund_id, livemode=livemode)
+    return None if row is None else row_to(Refund, row)
 
 
-async def committed_amount(session: AsyncSession, merchant_id: str, charge_id: str) -> int:
+async def committed_amount(connection: Connection, merchant_id: str, charge_id: str) -> int:
     """What the charge's refunds hold: succeeded ones and those still in flight (pending, processing).
-
-    Called under the charge's row lock, so two refunds can never both take the same remainder."""
-    query = select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
-        refunds.c.merchant_id == merchant_id, refunds.c.charge_id == charge_id, refunds.c.status != "failed"
-    )
-    return int((await session.execute(query)).scalar_one())
+    Read under the charge's row lock, so two refunds can never both take the same remainder."""
+    return int(await _COMMITTED.fetchval(connection, merchant_id=merchant_id, charge_id=charge_id))
 
 
-async def update_refund(
-    session: AsyncSession, merchant_id: str, refund_id: str, *, expected_status: str, **values: Any
+async def close_refund(
+    connection: Connection,
+    updated: Refund,
+    *,
+    expected_status: str,
+    key: str | None,
+    reply_status: int,
+    reply_body: bytes,
+    audit: dict[str, list[Any]],
 ) -> Refund | None:
-    """Change a refund only if it is still in ``expected_status``; None means someone else moved it."""
-    row = (
-        await session.execute(
-            update(refunds)
-            .where(refunds.c.merchant_id == merchant_id, refunds.c.id == refund_id, refunds.c.status == expected_status)
-            .values(updated_at=func.now(), **values)
-            .returning(refunds)
-        )
-    ).one_or_none()
-    return None if row is None else _refund(row)
-
-
-async def add_to_charge(session: AsyncSession, merchant_id: str, charge_id: str, amount: int) -> None:
-    """Count a succeeded refund on its charge (in the same transaction as the refund's success)."""
-    await session.execute(
-        update(charges)
-        .where(charges.c.merchant_id == merchant_id, charges.c.id == charge_id)
-        .values(amount_refunded=charges.c.amount_refunded + amount, updated_at=func.now())
+    """Move a refund from ``expected_status`` to ``updated`` (its state as the caller rendered it);
+    a succeeded one is counted on its charge, a final one's reply is stored for ``key``, and the
+    conditional ``audit`` events written, all only if it moved. None: someone else (a concurrent
+    resend) moved it first."""
+    row = await _CLOSE.fetchrow(
+        connection,
+        merchant_id=updated.merchant_id,
+        refund_id=updated.id,
+        charge_id=updated.charge_id,
+        refund_amount=updated.amount,
+        expected_status=expected_status,
+        status=updated.status,
+        gateway_reference=updated.gateway_reference,
+        failure_code=updated.failure_code,
+        failure_message=updated.failure_message,
+        updated_at=updated.updated_at,
+        final=updated.status in ("succeeded", "failed"),
+        key=key,
+        reply_status=reply_status,
+        reply_body=reply_body,
+        **audit,
     )
+    return None if row is None else row_to(Refund, row)
 
 
 async def lease_unresolved(
-    session: AsyncSession, *, limit: int, pending_before: datetime, processing_before: datetime, lease_seconds: float
+    connection: Connection, *, limit: int, pending_before: datetime, processing_before: datetime, lease_seconds: float
 ) -> list[Refund]:
     """Claim refunds whose request died (``pending`` since before ``pending_before``) or whose gateway
     answer was unknown (``processing``, last tried before ``processing_before``). Each is leased by
     pushing its ``updated_at`` forward, so several workers never resend one refund at once."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE refunds AS r
-               SET updated_at = now() + make_interval(secs => :lease)
-              FROM (SELECT merchant_id, id FROM refunds
-                     WHERE (status = 'pending' AND updated_at < :pending_before)
-                        OR (status = 'processing' AND updated_at < :processing_before)
-                     ORDER BY updated_at
-                     LIMIT :limit
-                     FOR UPDATE SKIP LOCKED) AS due
-             WHERE r.merchant_id = due.merchant_id AND r.id = due.id
-            RETURNING r.*
-            """
-        ),
-        {
-            "lease": lease_seconds,
-            "pending_before": pending_before,
-            "processing_before": processing_before,
-            "limit": limit,
-        },
+    rows = await _LEASE_UNRESOLVED.fetch(
+        connection,
+        limit=limit,
+        pending_before=pending_before,
+        processing_before=processing_before,
+        lease_seconds=lease_seconds,
     )
-    return [_refund(r) for r in result.all()]
+    return [row_to(Refund, row) for row in rows]
+
+
+async def unresolved_by_reference(connection: Connection, gateway: str, reference: str) -> list[Refund]:
+    """Refunds still open at ``gateway`` under its ``reference``."""
+    rows = await _BY_REFERENCE.fetch(connection, gateway=gateway, reference=reference)
+    return [row_to(Refund, row) for row in rows]

@@ -7,14 +7,11 @@ dies mid-delivery only delays it until its lease runs out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from payorch.storage.charges import Attempt
+from payorch.storage.sql import Connection, Record, Statement, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +59,67 @@ class ClaimedDelivery:
     previous_secret_expires_at: datetime | None
 
 
-def _fields(cls: Any, row: Row[Any]) -> Any:
-    mapping = row._mapping
-    return cls(**{name: mapping[name] for name in cls.__slots__})
+def _columns(cls: Any, alias: str = "") -> str:
+    """The select list of a result dataclass: one column per field."""
+    return ", ".join(f"{alias}{field.name}" for field in fields(cls))
 
+
+_ENDPOINT = _columns(Endpoint)
+_DELIVERY = _columns(Delivery)
 
 # -- endpoints ------------------------------------------------------------------------------------
 
+_INSERT_ENDPOINT = Statement(f"""
+    INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, enabled_events, description, secret_ciphertext)
+    VALUES (:endpoint_id::text, :merchant_id::text, :livemode::boolean, :url::text, :enabled_events::text[],
+            :description::text, :secret_ciphertext::bytea)
+    RETURNING {_ENDPOINT}
+""")
+
+_COUNT_ENDPOINTS = Statement("""
+    SELECT count(*) FROM webhook_endpoints
+     WHERE merchant_id = :merchant_id::text AND livemode = :livemode::boolean AND deleted_at IS NULL
+""")
+
+_LIST_ENDPOINTS = Statement(f"""
+    SELECT {_ENDPOINT} FROM webhook_endpoints
+     WHERE merchant_id = :merchant_id::text AND livemode = :livemode::boolean AND deleted_at IS NULL
+     ORDER BY id DESC
+""")
+
+_GET_ENDPOINT_SQL = f"""
+    SELECT {_ENDPOINT} FROM webhook_endpoints
+     WHERE merchant_id = :merchant_id::text AND livemode = :livemode::boolean AND id = :endpoint_id::text
+       AND deleted_at IS NULL
+"""
+_GET_ENDPOINT = Statement(_GET_ENDPOINT_SQL)
+_GET_ENDPOINT_FOR_UPDATE = Statement(_GET_ENDPOINT_SQL + " FOR UPDATE")
+
+# Soft-delete the endpoint (its deliveries stay readable) and cancel what it still had queued.
+_DELETE_ENDPOINT = Statement("""
+    WITH deleted AS (
+        UPDATE webhook_endpoints SET deleted_at = now()
+         WHERE merchant_id = :merchant_id::text AND id = :endpoint_id::text AND deleted_at IS NULL
+    )
+    UPDATE webhook_deliveries SET status = 'canceled', next_attempt_at = NULL, updated_at = now()
+     WHERE merchant_id = :merchant_id::text AND endpoint_id = :endpoint_id::text AND status = 'pending'
+""")
+
+_ROTATE_SECRET = Statement(f"""
+    UPDATE webhook_endpoints
+       SET secret_ciphertext = :secret_ciphertext::bytea, previous_secret_ciphertext = :previous_ciphertext::bytea,
+           previous_secret_expires_at = :previous_expires_at::timestamptz
+     WHERE merchant_id = :merchant_id::text AND id = :endpoint_id::text AND deleted_at IS NULL
+    RETURNING {_ENDPOINT}
+""")
+
+
+def _endpoint(row: Record | None) -> Endpoint | None:
+    return None if row is None else row_to(Endpoint, row)
+
 
 async def insert_endpoint(
-    session: AsyncSession,
+    connection: Connection,
     *,
     endpoint_id: str,
     merchant_id: str,
@@ -81,89 +129,45 @@ async def insert_endpoint(
     description: str | None,
     secret_ciphertext: bytes,
 ) -> Endpoint:
-    result = await session.execute(
-        text(
-            """
-            INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, enabled_events, description,
-                                           secret_ciphertext)
-            VALUES (:id, :merchant_id, :livemode, :url, :enabled_events, :description, :secret)
-            RETURNING *
-            """
-        ),
-        {
-            "id": endpoint_id,
-            "merchant_id": merchant_id,
-            "livemode": livemode,
-            "url": url,
-            "enabled_events": enabled_events,
-            "description": description,
-            "secret": secret_ciphertext,
-        },
+    (row,) = await _INSERT_ENDPOINT.fetch(
+        connection,
+        endpoint_id=endpoint_id,
+        merchant_id=merchant_id,
+        livemode=livemode,
+        url=url,
+        enabled_events=enabled_events,
+        description=description,
+        secret_ciphertext=secret_ciphertext,
     )
-    endpoint: Endpoint = _fields(Endpoint, result.one())
-    return endpoint
+    return row_to(Endpoint, row)
 
 
-async def count_endpoints(session: AsyncSession, merchant_id: str, livemode: bool) -> int:
-    result = await session.execute(
-        text(
-            "SELECT count(*) FROM webhook_endpoints "
-            "WHERE merchant_id = :merchant_id AND livemode = :livemode AND deleted_at IS NULL"
-        ),
-        {"merchant_id": merchant_id, "livemode": livemode},
-    )
-    return int(result.scalar_one())
+async def count_endpoints(connection: Connection, merchant_id: str, livemode: bool) -> int:
+    return int(await _COUNT_ENDPOINTS.fetchval(connection, merchant_id=merchant_id, livemode=livemode))
 
 
-async def list_endpoints(session: AsyncSession, merchant_id: str, livemode: bool) -> list[Endpoint]:
+async def list_endpoints(connection: Connection, merchant_id: str, livemode: bool) -> list[Endpoint]:
     """Newest first."""
-    result = await session.execute(
-        text(
-            "SELECT * FROM webhook_endpoints WHERE merchant_id = :merchant_id AND livemode = :livemode "
-            "AND deleted_at IS NULL ORDER BY id DESC"
-        ),
-        {"merchant_id": merchant_id, "livemode": livemode},
-    )
-    return [_fields(Endpoint, row) for row in result.all()]
+    rows = await _LIST_ENDPOINTS.fetch(connection, merchant_id=merchant_id, livemode=livemode)
+    return [row_to(Endpoint, row) for row in rows]
 
 
 async def get_endpoint(
-    session: AsyncSession, merchant_id: str, livemode: bool, endpoint_id: str, *, for_update: bool = False
+    connection: Connection, merchant_id: str, livemode: bool, endpoint_id: str, *, for_update: bool = False
 ) -> Endpoint | None:
-    query = (
-        "SELECT * FROM webhook_endpoints WHERE merchant_id = :merchant_id AND livemode = :livemode "
-        "AND id = :id AND deleted_at IS NULL"
-    )
-    result = await session.execute(
-        text(query + " FOR UPDATE" if for_update else query),
-        {"merchant_id": merchant_id, "livemode": livemode, "id": endpoint_id},
-    )
-    row = result.one_or_none()
-    return None if row is None else _fields(Endpoint, row)
+    statement = _GET_ENDPOINT_FOR_UPDATE if for_update else _GET_ENDPOINT
+    row = await statement.fetchrow(connection, merchant_id=merchant_id, livemode=livemode, endpoint_id=endpoint_id)
+    return _endpoint(row)
 
 
-async def delete_endpoint(session: AsyncSession, merchant_id: str, endpoint_id: str) -> int:
+async def delete_endpoint(connection: Connection, merchant_id: str, endpoint_id: str) -> int:
     """Soft-delete the endpoint (its deliveries stay readable) and cancel what it still had queued.
     Returns how many deliveries were canceled."""
-    await session.execute(
-        text(
-            "UPDATE webhook_endpoints SET deleted_at = now() "
-            "WHERE merchant_id = :merchant_id AND id = :id AND deleted_at IS NULL"
-        ),
-        {"merchant_id": merchant_id, "id": endpoint_id},
-    )
-    result = await session.execute(
-        text(
-            "UPDATE webhook_deliveries SET status = 'canceled', next_attempt_at = NULL, updated_at = now() "
-            "WHERE merchant_id = :merchant_id AND endpoint_id = :id AND status = 'pending'"
-        ),
-        {"merchant_id": merchant_id, "id": endpoint_id},
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await _DELETE_ENDPOINT.execute(connection, merchant_id=merchant_id, endpoint_id=endpoint_id)
 
 
 async def rotate_secret(
-    session: AsyncSession,
+    connection: Connection,
     merchant_id: str,
     endpoint_id: str,
     *,
@@ -171,95 +175,114 @@ async def rotate_secret(
     previous_secret_ciphertext: bytes,
     previous_expires_at: datetime,
 ) -> Endpoint | None:
-    result = await session.execute(
-        text(
-            """
-            UPDATE webhook_endpoints
-               SET secret_ciphertext = :secret, previous_secret_ciphertext = :previous,
-                   previous_secret_expires_at = :expires_at
-             WHERE merchant_id = :merchant_id AND id = :id AND deleted_at IS NULL
-            RETURNING *
-            """
-        ),
-        {
-            "merchant_id": merchant_id,
-            "id": endpoint_id,
-            "secret": secret_ciphertext,
-            "previous": previous_secret_ciphertext,
-            "expires_at": previous_expires_at,
-        },
+    row = await _ROTATE_SECRET.fetchrow(
+        connection,
+        merchant_id=merchant_id,
+        endpoint_id=endpoint_id,
+        secret_ciphertext=secret_ciphertext,
+        previous_ciphertext=previous_secret_ciphertext,
+        previous_expires_at=previous_expires_at,
     )
-    row = result.one_or_none()
-    return None if row is None else _fields(Endpoint, row)
+    return _endpoint(row)
 
 
 # -- deliveries -----------------------------------------------------------------------------------
 
+_CLAIM_DUE = Statement(f"""
+    WITH due AS (
+        SELECT merchant_id, id FROM webhook_deliveries
+         WHERE status = 'pending' AND next_attempt_at <= now()
+         ORDER BY next_attempt_at
+         LIMIT :limit::integer
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE webhook_deliveries AS d
+       SET next_attempt_at = now() + make_interval(secs => :lease_seconds::float8), attempts = d.attempts + 1,
+           updated_at = now()
+      FROM due, events AS e, webhook_endpoints AS w
+     WHERE d.merchant_id = due.merchant_id AND d.id = due.id
+       AND e.merchant_id = d.merchant_id AND e.id = d.event_id
+       AND w.merchant_id = d.merchant_id AND w.id = d.endpoint_id
+    RETURNING {_columns(Delivery, "d.")}, e.livemode, e.type AS event_type, e.payload AS event_payload,
+              e.created_at AS event_created_at, w.url, w.secret_ciphertext,
+              w.previous_secret_ciphertext, w.previous_secret_expires_at
+""")
 
-async def claim_due(session: AsyncSession, *, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
+_MARK_DELIVERED = Statement("""
+    UPDATE webhook_deliveries
+       SET status = 'succeeded', delivered_at = now(), next_attempt_at = NULL,
+           last_status_code = :status_code::smallint, last_error = NULL, updated_at = now()
+     WHERE merchant_id = :merchant_id::text AND id = :delivery_id::text AND status = 'pending'
+""")
+
+# Only the current claimant (same attempt count) may write: a dispatcher whose lease ran out must
+# not reschedule another's attempt.
+_MARK_FAILED_ATTEMPT = Statement("""
+    UPDATE webhook_deliveries
+       SET status = CASE WHEN :next_attempt_at::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+           next_attempt_at = :next_attempt_at::timestamptz, last_status_code = :status_code::smallint,
+           last_error = :error::text, updated_at = now()
+     WHERE merchant_id = :merchant_id::text AND id = :delivery_id::text AND status = 'pending'
+       AND attempts = :attempts::integer
+    RETURNING status
+""")
+
+_LIST_DELIVERIES = Statement(f"""
+    SELECT {_DELIVERY} FROM webhook_deliveries
+     WHERE merchant_id = :merchant_id::text AND endpoint_id = :endpoint_id::text
+     ORDER BY id DESC LIMIT :limit::integer
+""")
+
+# By id alone (operators' CLI): the id index finds it in whichever partition.
+_FIND_DELIVERY = Statement(f"""
+    SELECT {_DELIVERY} FROM webhook_deliveries WHERE id = :delivery_id::text
+""")
+
+_REQUEUE_DELIVERY = Statement(f"""
+    UPDATE webhook_deliveries AS d
+       SET status = 'pending', next_attempt_at = now(), last_error = NULL,
+           give_up_after = now() + make_interval(secs => :window_seconds::float8), updated_at = now()
+      FROM webhook_endpoints AS w
+     WHERE d.merchant_id = :merchant_id::text AND d.id = :delivery_id::text
+       AND w.merchant_id = d.merchant_id AND w.id = d.endpoint_id AND w.deleted_at IS NULL
+    RETURNING {_columns(Delivery, "d.")}
+""")
+
+
+def _delivery(row: Record | None) -> Delivery | None:
+    return None if row is None else row_to(Delivery, row)
+
+
+async def claim_due(connection: Connection, *, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
     """Lease up to ``limit`` due deliveries: each one's next attempt is pushed past the lease and its
-    attempt count incremented, in the claiming transaction."""
-    result = await session.execute(
-        text(
-            """
-            WITH due AS (
-                SELECT merchant_id, id FROM webhook_deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at
-                 LIMIT :limit
-                 FOR UPDATE SKIP LOCKED
-            )
-            UPDATE webhook_deliveries AS d
-               SET next_attempt_at = now() + make_interval(secs => :lease), attempts = d.attempts + 1,
-                   updated_at = now()
-              FROM due, events AS e, webhook_endpoints AS w
-             WHERE d.merchant_id = due.merchant_id AND d.id = due.id
-               AND e.merchant_id = d.merchant_id AND e.id = d.event_id
-               AND w.merchant_id = d.merchant_id AND w.id = d.endpoint_id
-            RETURNING d.*, e.livemode, e.type AS event_type, e.payload AS event_payload,
-                      e.created_at AS event_created_at, w.url, w.secret_ciphertext,
-                      w.previous_secret_ciphertext, w.previous_secret_expires_at
-            """
-        ),
-        {"limit": limit, "lease": lease_seconds},
-    )
-    claimed = []
-    for row in result.all():
-        mapping = row._mapping
-        claimed.append(
-            ClaimedDelivery(
-                delivery=_fields(Delivery, row),
-                livemode=mapping["livemode"],
-                event_type=mapping["event_type"],
-                event_payload=mapping["event_payload"],
-                event_created_at=mapping["event_created_at"],
-                url=mapping["url"],
-                secret_ciphertext=mapping["secret_ciphertext"],
-                previous_secret_ciphertext=mapping["previous_secret_ciphertext"],
-                previous_secret_expires_at=mapping["previous_secret_expires_at"],
-            )
+    attempt count incremented, in the claiming statement."""
+    rows = await _CLAIM_DUE.fetch(connection, limit=limit, lease_seconds=lease_seconds)
+    return [
+        ClaimedDelivery(
+            delivery=row_to(Delivery, row),
+            livemode=row["livemode"],
+            event_type=row["event_type"],
+            event_payload=row["event_payload"],
+            event_created_at=row["event_created_at"],
+            url=row["url"],
+            secret_ciphertext=row["secret_ciphertext"],
+            previous_secret_ciphertext=row["previous_secret_ciphertext"],
+            previous_secret_expires_at=row["previous_secret_expires_at"],
         )
-    return claimed
+        for row in rows
+    ]
 
 
-async def mark_delivered(session: AsyncSession, merchant_id: str, delivery_id: str, status_code: int) -> bool:
+async def mark_delivered(connection: Connection, merchant_id: str, delivery_id: str, status_code: int) -> bool:
     """The endpoint took it (2xx). Whoever sent it, a pending delivery is done."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE webhook_deliveries
-               SET status = 'succeeded', delivered_at = now(), next_attempt_at = NULL, last_status_code = :code,
-                   last_error = NULL, updated_at = now()
-             WHERE merchant_id = :merchant_id AND id = :id AND status = 'pending'
-            """
-        ),
-        {"merchant_id": merchant_id, "id": delivery_id, "code": status_code},
+    updated = await _MARK_DELIVERED.execute(
+        connection, merchant_id=merchant_id, delivery_id=delivery_id, status_code=status_code
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return updated > 0
 
 
 async def mark_failed_attempt(
-    session: AsyncSession,
+    connection: Connection,
     merchant_id: str,
     delivery_id: str,
     *,
@@ -269,76 +292,60 @@ async def mark_failed_attempt(
     next_attempt_at: datetime | None,
 ) -> str | None:
     """Record a failed attempt: schedule the next one, or dead-letter (``failed``) when
-    ``next_attempt_at`` is None. Only the current claimant (same attempt count) may write: a
-    dispatcher whose lease ran out must not reschedule another's attempt. Returns the new status."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE webhook_deliveries
-               SET status = CASE WHEN CAST(:next_at AS timestamptz) IS NULL THEN 'failed' ELSE 'pending' END,
-                   next_attempt_at = :next_at, last_status_code = :code, last_error = :error, updated_at = now()
-             WHERE merchant_id = :merchant_id AND id = :id AND status = 'pending' AND attempts = :attempts
-            RETURNING status
-            """
-        ),
-        {
-            "merchant_id": merchant_id,
-            "id": delivery_id,
-            "attempts": attempts,
-            "code": status_code,
-            "error": error[:500],
-            "next_at": next_attempt_at,
-        },
+    ``next_attempt_at`` is None. Only the current claimant (same attempt count) may write. Returns
+    the new status, or None when the delivery was no longer this claimant's."""
+    status = await _MARK_FAILED_ATTEMPT.fetchval(
+        connection,
+        merchant_id=merchant_id,
+        delivery_id=delivery_id,
+        attempts=attempts,
+        status_code=status_code,
+        error=error[:500],
+        next_attempt_at=next_attempt_at,
     )
-    status = result.scalar_one_or_none()
     return None if status is None else str(status)
 
 
-async def list_deliveries(session: AsyncSession, merchant_id: str, endpoint_id: str, *, limit: int) -> list[Delivery]:
-    result = await session.execute(
-        text(
-            "SELECT * FROM webhook_deliveries WHERE merchant_id = :merchant_id AND endpoint_id = :endpoint_id "
-            "ORDER BY id DESC LIMIT :limit"
-        ),
-        {"merchant_id": merchant_id, "endpoint_id": endpoint_id, "limit": limit},
-    )
-    return [_fields(Delivery, row) for row in result.all()]
+async def list_deliveries(connection: Connection, merchant_id: str, endpoint_id: str, *, limit: int) -> list[Delivery]:
+    rows = await _LIST_DELIVERIES.fetch(connection, merchant_id=merchant_id, endpoint_id=endpoint_id, limit=limit)
+    return [row_to(Delivery, row) for row in rows]
 
 
-async def find_delivery(session: AsyncSession, delivery_id: str) -> Delivery | None:
+async def find_delivery(connection: Connection, delivery_id: str) -> Delivery | None:
     """By id alone (operators' CLI): the id index finds it in whichever partition."""
-    result = await session.execute(text("SELECT * FROM webhook_deliveries WHERE id = :id"), {"id": delivery_id})
-    row = result.one_or_none()
-    return None if row is None else _fields(Delivery, row)
+    return _delivery(await _FIND_DELIVERY.fetchrow(connection, delivery_id=delivery_id))
 
 
 async def requeue_delivery(
-    session: AsyncSession, merchant_id: str, delivery_id: str, *, retry_window_seconds: float
+    connection: Connection, merchant_id: str, delivery_id: str, *, retry_window_seconds: float
 ) -> Delivery | None:
     """Send again now, with a fresh retry window, whatever its state (a live endpoint only)."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE webhook_deliveries AS d
-               SET status = 'pending', next_attempt_at = now(), last_error = NULL,
-                   give_up_after = now() + make_interval(secs => :window), updated_at = now()
-              FROM webhook_endpoints AS w
-             WHERE d.merchant_id = :merchant_id AND d.id = :id
-               AND w.merchant_id = d.merchant_id AND w.id = d.endpoint_id AND w.deleted_at IS NULL
-            RETURNING d.*
-            """
-        ),
-        {"merchant_id": merchant_id, "id": delivery_id, "window": retry_window_seconds},
+    row = await _REQUEUE_DELIVERY.fetchrow(
+        connection, merchant_id=merchant_id, delivery_id=delivery_id, window_seconds=retry_window_seconds
     )
-    row = result.one_or_none()
-    return None if row is None else _fields(Delivery, row)
+    return _delivery(row)
 
 
 # -- inbound gateway notifications ----------------------------------------------------------------
 
+_RECORD_NOTIFICATION = Statement("""
+    INSERT INTO gateway_notifications (gateway, event_id, kind, attempt_id, reference, outcome)
+    VALUES (:gateway::text, :event_id::text, :kind::text, :attempt_id::text, :reference::text, :outcome::text)
+    ON CONFLICT (gateway, event_id) DO NOTHING
+""")
+
+_SET_NOTIFICATION_OUTCOME = Statement("""
+    UPDATE gateway_notifications SET outcome = :outcome::text
+     WHERE gateway = :gateway::text AND event_id = :event_id::text
+""")
+
+_FORGET_NOTIFICATION = Statement("""
+    DELETE FROM gateway_notifications WHERE gateway = :gateway::text AND event_id = :event_id::text
+""")
+
 
 async def record_notification(
-    session: AsyncSession,
+    connection: Connection,
     *,
     gateway: str,
     event_id: str,
@@ -348,80 +355,22 @@ async def record_notification(
     outcome: str,
 ) -> bool:
     """Remember a gateway's event id; False if it was already seen (a duplicate delivery)."""
-    result = await session.execute(
-        text(
-            """
-            INSERT INTO gateway_notifications (gateway, event_id, kind, attempt_id, reference, outcome)
-            VALUES (:gateway, :event_id, :kind, :attempt_id, :reference, :outcome)
-            ON CONFLICT (gateway, event_id) DO NOTHING
-            RETURNING 1
-            """
-        ),
-        {
-            "gateway": gateway,
-            "event_id": event_id,
-            "kind": kind,
-            "attempt_id": attempt_id,
-            "reference": reference,
-            "outcome": outcome,
-        },
+    inserted = await _RECORD_NOTIFICATION.execute(
+        connection,
+        gateway=gateway,
+        event_id=event_id,
+        kind=kind,
+        attempt_id=attempt_id,
+        reference=reference,
+        outcome=outcome,
     )
-    return result.scalar_one_or_none() is not None
+    return inserted == 1
 
 
-async def set_notification_outcome(session: AsyncSession, gateway: str, event_id: str, outcome: str) -> None:
-    await session.execute(
-        text("UPDATE gateway_notifications SET outcome = :outcome WHERE gateway = :gateway AND event_id = :event_id"),
-        {"gateway": gateway, "event_id": event_id, "outcome": outcome},
-    )
+async def set_notification_outcome(connection: Connection, gateway: str, event_id: str, outcome: str) -> None:
+    await _SET_NOTIFICATION_OUTCOME.execute(connection, gateway=gateway, event_id=event_id, outcome=outcome)
 
 
-async def forget_notification(session: AsyncSession, gateway: str, event_id: str) -> None:
+async def forget_notification(connection: Connection, gateway: str, event_id: str) -> None:
     """Applying it failed: let the gateway's own retry be applied."""
-    await session.execute(
-        text("DELETE FROM gateway_notifications WHERE gateway = :gateway AND event_id = :event_id"),
-        {"gateway": gateway, "event_id": event_id},
-    )
-
-
-async def find_attempt(
-    session: AsyncSession, gateway: str, *, attempt_id: str | None, reference: str | None
-) -> Attempt | None:
-    """The attempt a notification names: by our attempt id, else by the gateway's reference."""
-    if attempt_id is not None:
-        query, params = "SELECT * FROM charge_attempts WHERE id = :id AND gateway = :gateway", {"id": attempt_id}
-    elif reference is not None:
-        query = "SELECT * FROM charge_attempts WHERE gateway = :gateway AND gateway_reference = :reference"
-        params = {"reference": reference}
-    else:
-        return None
-    rows = (await session.execute(text(query + " LIMIT 2"), {"gateway": gateway, **params})).all()
-    return _fields(Attempt, rows[0]) if len(rows) == 1 else None
-
-
-async def schedule_check_now(session: AsyncSession, attempt_id: str) -> bool:
-    """An unresolved attempt's next lookup, now (an unverified hint never changes state itself)."""
-    result = await session.execute(
-        text(
-            "UPDATE charge_attempts SET next_check_at = now(), updated_at = now() "
-            "WHERE id = :id AND status = 'unknown' AND next_check_at > now()"
-        ),
-        {"id": attempt_id},
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def settle_refund(session: AsyncSession, gateway: str, reference: str, status: str) -> list[tuple[str, str]]:
-    """A refund the gateway reports final: pending/processing -> succeeded/failed (the trigger writes
-    the event). Returns (merchant_id, refund id) of each refund moved."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE refunds SET status = :status, updated_at = now()
-             WHERE gateway = :gateway AND gateway_reference = :reference AND status IN ('pending', 'processing')
-            RETURNING merchant_id, id
-            """
-        ),
-        {"gateway": gateway, "reference": reference, "status": status},
-    )
-    return [(row.merchant_id, row.id) for row in result.all()]
+    await _FORGET_NOTIFICATION.execute(connection, gateway=gateway, event_id=event_id)

@@ -1,6 +1,6 @@
 """The dispatcher: events -> deliveries -> signed POSTs to merchant endpoints.
 
-It LISTENs on the triggers' channel (a dedicated asyncpg connection, reconnected when lost) and also
+It LISTENs on the triggers' channel (a dedicated connection, reconnected when lost) and also
 polls, so a lost NOTIFY delays nothing beyond one poll interval. Each round it fans new events out
 to matching endpoints (``webhook_deliveries``, the outbox) and claims due deliveries with a lease
 (``FOR UPDATE SKIP LOCKED``): any number of dispatchers share the work and never send one delivery at
@@ -22,21 +22,19 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpcore
 import httpx
-from sqlalchemy.engine import make_url
 
 from payorch.storage import events as events_repo
 from payorch.storage import webhooks as repo
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
 from payorch.storage.webhooks import ClaimedDelivery
 from payorch.webhooks import signing, urls
 from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.signing import SecretBox
 from payorch.webhooks.transport import PinnedTransport
 
-log = logging.getLogger("payorch.webhooks.dispatcher")
+log = logging.getLogger(__name__)
 
 OutcomeHook = Callable[[str], None]
 """Called once per attempt with its outcome: ``delivered``, ``retry`` or ``dead_lettered``."""
@@ -58,11 +56,6 @@ _TRANSPORT_ERRORS = (
 )
 
 
-def asyncpg_dsn(database_url: str) -> str:
-    """The SQLAlchemy URL as a plain libpq DSN for asyncpg's own connection."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def event_body(claimed: ClaimedDelivery) -> bytes:
     """What the merchant receives: the event with its snapshot, as compact JSON."""
     payload = {
@@ -79,19 +72,17 @@ def event_body(claimed: ClaimedDelivery) -> bytes:
 class Dispatcher:
     def __init__(
         self,
-        sessions: SessionFactory,
+        db: Database,
         config: WebhooksConfig,
         box: SecretBox,
-        database_url: str,
         *,
         on_outcome: OutcomeHook | None = None,
         resolver: urls.Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._config = config
         self._box = box
-        self._dsn = asyncpg_dsn(database_url)
         self._on_outcome = on_outcome
         self._guard = urls.UrlGuard.for_config(config, resolver)
         self._ssl_context = ssl_context
@@ -164,30 +155,26 @@ class Dispatcher:
         """Hold a LISTEN connection; on loss, reconnect with backoff. Polling covers the gaps."""
         delay = 0.5
         while not stop.is_set():
-            connection: asyncpg.Connection | None = None
             try:
-                connection = await asyncpg.connect(self._dsn, timeout=10)
-                lost = asyncio.Event()
-                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await connection.add_listener(events_repo.CHANNEL, lambda *_args: wake.set())
-                self.listening.set()
-                wake.set()  # whatever was written while we were not listening
-                delay = 0.5
-                while not stop.is_set() and not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(PING_SECONDS):
-                            await _first(stop.wait(), lost.wait())
-                    if not stop.is_set() and not lost.is_set():
-                        await connection.execute("SELECT 1", timeout=5)  # a dead TCP peer shows up here
+                async with self._db.dedicated() as connection:
+                    lost = asyncio.Event()
+                    connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+                    await connection.add_listener(events_repo.CHANNEL, lambda *_args: wake.set())
+                    self.listening.set()
+                    wake.set()  # whatever was written while we were not listening
+                    delay = 0.5
+                    while not stop.is_set() and not lost.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(PING_SECONDS):
+                                await _first(stop.wait(), lost.wait())
+                        if not stop.is_set() and not lost.is_set():
+                            await connection.execute("SELECT 1", timeout=5)  # a dead TCP peer shows up here
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("webhook LISTEN connection failed (%s); retrying in %.1fs", type(error).__name__, delay)
             finally:
                 self.listening.clear()
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(connection.close(), timeout=5)
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -197,9 +184,9 @@ class Dispatcher:
 
     async def _fan_out(self) -> None:
         while True:
-            async with unit_of_work(self._sessions) as session:
+            async with self._db.connection() as connection:
                 result = await events_repo.fan_out(
-                    session,
+                    connection,
                     limit=self._config.batch_size,
                     retry_window_seconds=self._config.retry_window_hours * 3600,
                 )
@@ -207,8 +194,8 @@ class Dispatcher:
                 return
 
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
-        async with unit_of_work(self._sessions) as session:
-            return await repo.claim_due(session, limit=limit, lease_seconds=self.lease_seconds)
+        async with self._db.connection() as connection:
+            return await repo.claim_due(connection, limit=limit, lease_seconds=self.lease_seconds)
 
     def _secrets(self, claimed: ClaimedDelivery) -> list[str]:
         live = [self._box.open(claimed.secret_ciphertext)]
@@ -255,8 +242,8 @@ class Dispatcher:
 
     async def _record_success(self, claimed: ClaimedDelivery, status_code: int) -> None:
         delivery = claimed.delivery
-        async with unit_of_work(self._sessions) as session:
-            await repo.mark_delivered(session, delivery.merchant_id, delivery.id, status_code)
+        async with self._db.connection() as connection:
+            await repo.mark_delivered(connection, delivery.merchant_id, delivery.id, status_code)
         log.info("delivered %s (%s) to endpoint %s", delivery.event_id, claimed.event_type, delivery.endpoint_id)
         self._observe("delivered")
 
@@ -266,9 +253,9 @@ class Dispatcher:
         delivery = claimed.delivery
         now = max(datetime.now(UTC), not_before)
         next_at = self.next_attempt_at(delivery.attempts, delivery.give_up_after, now)
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.connection() as connection:
             status = await repo.mark_failed_attempt(
-                session,
+                connection,
                 delivery.merchant_id,
                 delivery.id,
                 attempts=delivery.attempts,

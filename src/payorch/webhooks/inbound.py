@@ -2,7 +2,7 @@
 ``parse_webhook``), deduplicated by the gateway's event id, applied through the state machine.
 
 - ``payment.succeeded`` / ``payment.authorized`` / ``payment.failed`` for an attempt still unresolved
-  (unknown, review) are applied by the reconciler's own code (``Reconciler.apply_result``): the same
+  (unknown, review) are applied by the charge lifecycle's recovery (``AttemptSettler``): the same
   transitions, late-success reversal and idempotent-reply completion as a lookup's answer.
 - ``refund.succeeded`` / ``refund.failed`` settle a pending refund with that gateway reference.
 - ``dispute.created`` raises a ``charge.disputed`` event.
@@ -19,21 +19,22 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Protocol
 
 from payorch.audit.events import Actor, AuditEvent, Resource, record
 from payorch.errors import InvalidRequest, NotFound
 from payorch.gateways.base import GatewayError, GatewayNotification, GatewayResult, Outcome
 from payorch.gateways.registry import GatewayRegistry
-from payorch.orchestration.reconcile import Reconciler
-from payorch.payments.states import AttemptStatus
+from payorch.orchestration.reconcile import Decision
+from payorch.storage import attempts as attempts_repo
+from payorch.storage import charges as charges_repo
 from payorch.storage import events as events_repo
 from payorch.storage import webhooks as repo
 from payorch.storage.charges import Attempt
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.sql import Connection
 
-log = logging.getLogger("payorch.webhooks.inbound")
+log = logging.getLogger(__name__)
 
 PARSE_TIMEOUT_SECONDS = 10.0
 _ATTEMPT_ID = re.compile(rb"att_[0-9a-z]{26}")
@@ -42,7 +43,19 @@ _RESULTS = {
     "payment.authorized": GatewayResult(Outcome.APPROVED, captured=False),
     "payment.failed": GatewayResult(Outcome.HARD_DECLINE, code="payment_failed", decline_code="card_declined"),
 }
-_APPLICABLE = frozenset({AttemptStatus.UNKNOWN, AttemptStatus.REVIEW})
+_APPLICABLE = frozenset({"unknown", "review"})
+
+
+class AttemptSettler(Protocol):
+    """The charge lifecycle's recovery, applying what a gateway reports became of an attempt."""
+
+    async def apply_result(self, attempt: Attempt, result: GatewayResult) -> Decision: ...
+
+
+class RefundSettler(Protocol):
+    """The refund lifecycle, settling a refund the gateway reports final."""
+
+    async def settle_by_reference(self, gateway: str, reference: str, status: str) -> bool: ...
 
 
 class UnverifiableNotification(InvalidRequest):
@@ -63,10 +76,13 @@ class Received:
 
 
 class InboundService:
-    def __init__(self, sessions: SessionFactory, registry: GatewayRegistry, reconciler: Reconciler) -> None:
-        self._sessions = sessions
+    def __init__(
+        self, db: Database, registry: GatewayRegistry, attempts: AttemptSettler, refunds: RefundSettler
+    ) -> None:
+        self._db = db
         self._registry = registry
-        self._reconciler = reconciler
+        self._attempts = attempts
+        self._refunds = refunds
 
     async def receive(self, gateway: str, headers: Mapping[str, str], body: bytes) -> Received:
         """Verify, deduplicate and apply one notification; raise a 4xx ApiError if it cannot be trusted."""
@@ -82,9 +98,9 @@ class InboundService:
             raise UnverifiableNotification(
                 "The notification's signature could not be verified.", param="signature"
             ) from error
-        async with unit_of_work(self._sessions) as session:
+        async with self._db.connection() as connection:
             fresh = await repo.record_notification(
-                session,
+                connection,
                 gateway=gateway,
                 event_id=notification.event_id,
                 kind=notification.kind,
@@ -97,36 +113,36 @@ class InboundService:
         try:
             outcome = await self._apply(gateway, notification)
         except Exception:
-            async with unit_of_work(self._sessions) as session:  # let the gateway's retry apply it
-                await repo.forget_notification(session, gateway, notification.event_id)
+            async with self._db.connection() as connection:  # let the gateway's retry apply it
+                await repo.forget_notification(connection, gateway, notification.event_id)
             raise
-        async with unit_of_work(self._sessions) as session:
-            await repo.set_notification_outcome(session, gateway, notification.event_id, outcome)
-            await _audit(session, gateway, notification, outcome)
+        async with self._db.transaction() as transaction:
+            await repo.set_notification_outcome(transaction, gateway, notification.event_id, outcome)
+            await _audit(transaction, gateway, notification, outcome)
         log.info("%s notification %s (%s): %s", gateway, notification.event_id, notification.kind, outcome)
         return Received(notification.event_id, notification.kind, outcome)
 
     async def _apply(self, gateway: str, notification: GatewayNotification) -> str:
         if notification.kind.startswith("refund."):
             return await self._refund(gateway, notification)
-        async with unit_of_work(self._sessions) as session:
-            attempt = await repo.find_attempt(
-                session, gateway, attempt_id=notification.attempt_id, reference=notification.reference
+        async with self._db.connection() as connection:
+            attempt = await charges_repo.find_attempt(
+                connection, gateway, attempt_id=notification.attempt_id, reference=notification.reference
             )
             if attempt is None:
                 return "unknown_attempt"
-            if notification.kind == "dispute.created":
-                return await self._dispute(session, gateway, attempt, notification)
+        if notification.kind == "dispute.created":
+            async with self._db.transaction() as tx:
+                return await self._dispute(tx, gateway, attempt, notification)
         template = _RESULTS.get(notification.kind)
-        status = AttemptStatus(attempt.status)
         if template is None:
-            async with unit_of_work(self._sessions) as session:
-                scheduled = await repo.schedule_check_now(session, attempt.id)
+            async with self._db.connection() as connection:
+                scheduled = await attempts_repo.check_now(connection, attempt.id)
             return "lookup_scheduled" if scheduled else "ignored"
-        if status not in _APPLICABLE:
+        if attempt.status not in _APPLICABLE:
             # Final already (the request or a lookup got there first), or pending: its request is
             # running and will record the answer itself; if it died, the reconciler finds it.
-            return "in_flight" if status is AttemptStatus.PENDING else "already_final"
+            return "in_flight" if attempt.status == "pending" else "already_final"
         result = GatewayResult(
             template.outcome,
             reference=notification.reference,
@@ -134,7 +150,7 @@ class InboundService:
             decline_code=template.decline_code,
             captured=template.captured,
         )
-        decision = await self._reconciler.apply_result(attempt, result)
+        decision = await self._attempts.apply_result(attempt, result)
         return "applied" if decision.action == "resolved" else decision.action
 
     async def _refund(self, gateway: str, notification: GatewayNotification) -> str:
@@ -142,14 +158,15 @@ class InboundService:
         if target is None:
             return "ignored"
         references = [r for r in (notification.extra.get("object_id"), notification.reference) if r]
-        async with unit_of_work(self._sessions) as session:
-            for reference in references:
-                if await repo.settle_refund(session, gateway, reference, target):
-                    return "refund_settled"
+        for reference in references:
+            if await self._refunds.settle_by_reference(gateway, reference, target):
+                return "refund_settled"
         return "ignored"
 
     @staticmethod
-    async def _dispute(session: AsyncSession, gateway: str, attempt: Attempt, notification: GatewayNotification) -> str:
+    async def _dispute(
+        connection: Connection, gateway: str, attempt: Attempt, notification: GatewayNotification
+    ) -> str:
         dispute = {
             "gateway": gateway,
             "gateway_event": notification.event_id,
@@ -157,7 +174,7 @@ class InboundService:
             "amount": notification.amount,
         }
         event_id = await events_repo.emit_for_charge(
-            session, attempt.merchant_id, attempt.charge_id, "charge.disputed", {"dispute": dispute}
+            connection, attempt.merchant_id, attempt.charge_id, "charge.disputed", {"dispute": dispute}
         )
         return "disputed" if event_id is not None else "unknown_attempt"
 
@@ -165,16 +182,16 @@ class InboundService:
         """An unverified body naming our attempt: look it up now rather than at its scheduled time."""
         for match in _ATTEMPT_ID.findall(body[:65536])[:3]:
             try:
-                async with unit_of_work(self._sessions) as session:
-                    if await repo.schedule_check_now(session, match.decode()):
+                async with self._db.connection() as connection:
+                    if await attempts_repo.check_now(connection, match.decode()):
                         log.info("unverified notification: lookup of attempt %s brought forward", match.decode())
             except Exception:
                 log.exception("could not schedule a lookup from an unverified notification")
 
 
-async def _audit(session: AsyncSession, gateway: str, notification: GatewayNotification, outcome: str) -> None:
+async def _audit(transaction: Connection, gateway: str, notification: GatewayNotification, outcome: str) -> None:
     await record(
-        session,
+        transaction,
         AuditEvent(
             actor=Actor(user=f"gateway:{gateway}"),
             action="gateway_notification.received",

@@ -6,21 +6,20 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from payorch.audit.events import Actor, AuditAction, AuditEvent, Resource, record
 from payorch.errors import InvalidRequest, NotFound
 from payorch.ids import new_id
 from payorch.security.api_keys import Caller
 from payorch.storage import webhooks as repo
-from payorch.storage.engine import SessionFactory, unit_of_work
+from payorch.storage.database import Database
+from payorch.storage.sql import Connection
 from payorch.storage.webhooks import Delivery, Endpoint
 from payorch.webhooks import urls
 from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.schemas import RotateSecret, WebhookEndpointCreate
 from payorch.webhooks.signing import SecretBox, new_secret
 
-log = logging.getLogger("payorch.webhooks")
+log = logging.getLogger(__name__)
 
 
 class WebhookEndpointNotFound(NotFound):
@@ -29,9 +28,9 @@ class WebhookEndpointNotFound(NotFound):
 
 class WebhookService:
     def __init__(
-        self, sessions: SessionFactory, config: WebhooksConfig, box: SecretBox, *, resolver: urls.Resolver | None = None
+        self, db: Database, config: WebhooksConfig, box: SecretBox, *, resolver: urls.Resolver | None = None
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._config = config
         self._box = box
         self._guard = urls.UrlGuard.for_config(config, resolver)
@@ -51,8 +50,8 @@ class WebhookService:
         if "*" in events and len(events) > 1:
             raise InvalidRequest('"*" already enables every event type.', param="enabled_events")
         secret = new_secret()
-        async with unit_of_work(self._sessions) as session:
-            if await repo.count_endpoints(session, caller.merchant_id, caller.livemode) >= (
+        async with self._db.transaction() as transaction:
+            if await repo.count_endpoints(transaction, caller.merchant_id, caller.livemode) >= (
                 self._config.max_endpoints_per_mode
             ):
                 raise InvalidRequest(
@@ -60,7 +59,7 @@ class WebhookService:
                     code="resource_limit_exceeded",
                 )
             endpoint = await repo.insert_endpoint(
-                session,
+                transaction,
                 endpoint_id=new_id("whe"),
                 merchant_id=caller.merchant_id,
                 livemode=caller.livemode,
@@ -69,24 +68,24 @@ class WebhookService:
                 description=params.description,
                 secret_ciphertext=self._box.seal(secret),
             )
-            await self._audit(session, caller, AuditAction.WEBHOOK_ENDPOINT_CREATED, endpoint.id, url=endpoint.url)
+            await self._audit(transaction, caller, AuditAction.WEBHOOK_ENDPOINT_CREATED, endpoint.id, url=endpoint.url)
         return endpoint, secret
 
     async def list_endpoints(self, caller: Caller) -> list[Endpoint]:
-        async with unit_of_work(self._sessions) as session:
-            return await repo.list_endpoints(session, caller.merchant_id, caller.livemode)
+        async with self._db.connection() as connection:
+            return await repo.list_endpoints(connection, caller.merchant_id, caller.livemode)
 
     async def get(self, caller: Caller, endpoint_id: str) -> Endpoint:
-        async with unit_of_work(self._sessions) as session:
-            return await self._get(session, caller, endpoint_id)
+        async with self._db.connection() as connection:
+            return await self._get(connection, caller, endpoint_id)
 
     async def delete(self, caller: Caller, endpoint_id: str) -> Endpoint:
         """Stop sending to it; deliveries still queued for it are canceled."""
-        async with unit_of_work(self._sessions) as session:
-            endpoint = await self._get(session, caller, endpoint_id, for_update=True)
-            canceled = await repo.delete_endpoint(session, caller.merchant_id, endpoint_id)
+        async with self._db.transaction() as transaction:
+            endpoint = await self._get(transaction, caller, endpoint_id, for_update=True)
+            canceled = await repo.delete_endpoint(transaction, caller.merchant_id, endpoint_id)
             await self._audit(
-                session, caller, AuditAction.WEBHOOK_ENDPOINT_DELETED, endpoint_id, canceled_deliveries=canceled
+                transaction, caller, AuditAction.WEBHOOK_ENDPOINT_DELETED, endpoint_id, canceled_deliveries=canceled
             )
         return endpoint
 
@@ -98,10 +97,10 @@ class WebhookService:
             else self._config.secret_overlap_hours * 3600
         )
         secret = new_secret()
-        async with unit_of_work(self._sessions) as session:
-            current = await self._get(session, caller, endpoint_id, for_update=True)
+        async with self._db.transaction() as transaction:
+            current = await self._get(transaction, caller, endpoint_id, for_update=True)
             rotated = await repo.rotate_secret(
-                session,
+                transaction,
                 caller.merchant_id,
                 endpoint_id,
                 secret_ciphertext=self._box.seal(secret),
@@ -111,7 +110,7 @@ class WebhookService:
             if rotated is None:
                 raise WebhookEndpointNotFound(f"No such webhook endpoint: '{endpoint_id}'", param="id")
             await self._audit(
-                session,
+                transaction,
                 caller,
                 AuditAction.WEBHOOK_ENDPOINT_UPDATED,
                 endpoint_id,
@@ -121,37 +120,37 @@ class WebhookService:
         return rotated, secret
 
     async def list_deliveries(self, caller: Caller, endpoint_id: str, *, limit: int) -> tuple[list[Delivery], bool]:
-        async with unit_of_work(self._sessions) as session:
-            await self._get(session, caller, endpoint_id)
-            rows = await repo.list_deliveries(session, caller.merchant_id, endpoint_id, limit=limit + 1)
+        async with self._db.connection() as connection:
+            await self._get(connection, caller, endpoint_id)
+            rows = await repo.list_deliveries(connection, caller.merchant_id, endpoint_id, limit=limit + 1)
         return rows[:limit], len(rows) > limit
 
     async def redeliver(self, caller: Caller, endpoint_id: str, delivery_id: str) -> Delivery:
         """Queue a delivery again now (a dead-lettered one, or one the merchant lost), same webhook-id."""
-        async with unit_of_work(self._sessions) as session:
-            await self._get(session, caller, endpoint_id)
+        async with self._db.transaction() as transaction:
+            await self._get(transaction, caller, endpoint_id)
             delivery = await repo.requeue_delivery(
-                session, caller.merchant_id, delivery_id, retry_window_seconds=self.retry_window_seconds
+                transaction, caller.merchant_id, delivery_id, retry_window_seconds=self.retry_window_seconds
             )
             if delivery is None or delivery.endpoint_id != endpoint_id:
                 raise NotFound(f"No such webhook delivery: '{delivery_id}'", param="delivery_id")
             await self._audit(
-                session, caller, AuditAction.WEBHOOK_ENDPOINT_UPDATED, endpoint_id, redelivered=delivery_id
+                transaction, caller, AuditAction.WEBHOOK_ENDPOINT_UPDATED, endpoint_id, redelivered=delivery_id
             )
         return delivery
 
     async def redeliver_by_id(self, delivery_id: str, *, operator: str) -> Delivery | None:
         """The operator's ``payorch webhooks redeliver``: by delivery id alone."""
-        async with unit_of_work(self._sessions) as session:
-            found = await repo.find_delivery(session, delivery_id)
+        async with self._db.transaction() as transaction:
+            found = await repo.find_delivery(transaction, delivery_id)
             if found is None:
                 return None
             delivery = await repo.requeue_delivery(
-                session, found.merchant_id, delivery_id, retry_window_seconds=self.retry_window_seconds
+                transaction, found.merchant_id, delivery_id, retry_window_seconds=self.retry_window_seconds
             )
             if delivery is not None:
                 await record(
-                    session,
+                    transaction,
                     AuditEvent(
                         actor=Actor(merchant_id=found.merchant_id, user=operator),
                         action=AuditAction.WEBHOOK_ENDPOINT_UPDATED,
@@ -162,10 +161,10 @@ class WebhookService:
         return delivery
 
     async def _get(
-        self, session: AsyncSession, caller: Caller, endpoint_id: str, *, for_update: bool = False
+        self, connection: Connection, caller: Caller, endpoint_id: str, *, for_update: bool = False
     ) -> Endpoint:
         endpoint = await repo.get_endpoint(
-            session, caller.merchant_id, caller.livemode, endpoint_id, for_update=for_update
+            connection, caller.merchant_id, caller.livemode, endpoint_id, for_update=for_update
         )
         if endpoint is None:
             raise WebhookEndpointNotFound(f"No such webhook endpoint: '{endpoint_id}'", param="id")
@@ -173,10 +172,10 @@ class WebhookService:
 
     @staticmethod
     async def _audit(
-        session: AsyncSession, caller: Caller, action: AuditAction, endpoint_id: str, **details: object
+        transaction: Connection, caller: Caller, action: AuditAction, endpoint_id: str, **details: object
     ) -> None:
         await record(
-            session,
+            transaction,
             AuditEvent(
                 actor=caller.actor(),
                 action=action,

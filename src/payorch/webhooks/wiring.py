@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from payorch.gateways.registry import GatewayRegistry
-from payorch.orchestration.reconcile import Reconciler
-from payorch.settings import Settings
-from payorch.storage.engine import SessionFactory
+from payorch.storage.database import Database
+from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.dispatcher import Dispatcher, OutcomeHook
-from payorch.webhooks.inbound import InboundService
+from payorch.webhooks.inbound import AttemptSettler, InboundService, RefundSettler
 from payorch.webhooks.service import WebhookService
 from payorch.webhooks.signing import SecretBox
 
@@ -24,19 +24,20 @@ class Webhooks:
 
 
 def build_webhooks(
-    settings: Settings,
-    sessions: SessionFactory,
+    config: WebhooksConfig,
+    db: Database,
     registry: GatewayRegistry,
-    reconciler: Reconciler,
-    database_url: str,
+    attempts: AttemptSettler,
+    refunds: RefundSettler,
     *,
+    data_dir: Path,
     on_outcome: OutcomeHook | None = None,
 ) -> Webhooks:
-    config = settings.webhooks
+    """``data_dir`` holds the key that seals endpoints' signing secrets when none is configured."""
     configured_key = config.secret_key.get_secret_value() if config.secret_key is not None else None
-    box = SecretBox.from_setting(configured_key, settings.data_dir / KEY_FILE)
+    box = SecretBox.from_setting(configured_key, data_dir / KEY_FILE)
     return Webhooks(
-        endpoints=WebhookService(sessions, config, box),
-        dispatcher=Dispatcher(sessions, config, box, database_url, on_outcome=on_outcome),
-        inbound=InboundService(sessions, registry, reconciler),
+        endpoints=WebhookService(db, config, box),
+        dispatcher=Dispatcher(db, config, box, on_outcome=on_outcome),
+        inbound=InboundService(db, registry, attempts, refunds),
     )

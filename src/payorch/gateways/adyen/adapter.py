@@ -12,6 +12,7 @@ import httpx
 from pydantic import SecretStr
 
 from payorch.gateways.adyen import mapping
+from payorch.gateways.adyen.config import AdyenConfig
 from payorch.gateways.base import (
     GatewayError,
     GatewayNotification,
@@ -20,7 +21,7 @@ from payorch.gateways.base import (
     PaymentRequest,
     VaultResult,
 )
-from payorch.settings import GatewayConfig
+from payorch.gateways.transport import transport_outcome
 
 _log = logging.getLogger(__name__)
 
@@ -39,15 +40,13 @@ class _Answer:
 class AdyenGateway:
     """An Adyen merchant account: ``/payments`` with the attempt id as reference and Idempotency-Key."""
 
-    def __init__(self, config: GatewayConfig, *, hmac_key: SecretStr | None = None) -> None:
-        if config.api_key is None or not config.merchant_account:
-            raise ValueError(f"gateway {config.name}: Adyen needs api_key and merchant_account")
+    def __init__(self, config: AdyenConfig) -> None:
         if config.base_url is None and config.environment not in ("sandbox", "test"):
             raise ValueError(f"gateway {config.name}: live Adyen needs base_url (the account's live prefix)")
         self.name = config.name
         self._api_key: SecretStr = config.api_key
         self._merchant_account = config.merchant_account
-        self._hmac_key = hmac_key
+        self._hmac_key = config.webhook_secret
         self._http = httpx.AsyncClient(
             base_url=(config.base_url or TEST_BASE_URL).rstrip("/"),
             timeout=httpx.Timeout(config.timeout),
@@ -155,7 +154,7 @@ class AdyenGateway:
         try:
             response = await self._http.post(path, json=body, headers=headers)
         except httpx.HTTPError as error:
-            outcome = mapping.transport_outcome(error)
+            outcome = transport_outcome(error)
             return _Answer(None, failure=GatewayResult(outcome, code=type(error).__name__, message="network error"))
         try:
             return _Answer(response.status_code, response.json())

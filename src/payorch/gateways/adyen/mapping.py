@@ -2,7 +2,8 @@
 
 Which answers count as NOT_SENT (provably never executed):
 
-- a transport error before the request was written (refused, DNS, connect timeout, TLS, pool);
+- a transport error before the request was written (refused, DNS, connect timeout, TLS, pool:
+  :func:`payorch.gateways.transport.transport_outcome`);
 - HTTP 401/403 (the API key was refused), HTTP 429, and HTTP 400/404/422 validation errors other
   than ``errorCode`` 704 (Adyen validates before processing and keeps no idempotent result).
 
@@ -20,8 +21,6 @@ import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, PaymentRequest
 
@@ -72,17 +71,6 @@ _NOTIFICATION_FIELDS = (
     "eventCode",
     "success",
 )
-
-
-_NOT_SENT_TRANSPORT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-def transport_outcome(error: BaseException) -> Outcome:
-    """NOT_SENT only for failures before a byte was written (refused, DNS, TLS, connect/pool timeout).
-
-    Same rule as the Stripe adapter's; both belong in a shared gateways module.
-    """
-    return Outcome.NOT_SENT if isinstance(error, _NOT_SENT_TRANSPORT) else Outcome.UNKNOWN
 
 
 def payment_method_from_token(token: str) -> tuple[dict[str, Any], str | None]:

@@ -30,7 +30,8 @@ from payorch.gateways.base import (
     VaultResult,
 )
 from payorch.gateways.braintree import mapping
-from payorch.settings import GatewayConfig
+from payorch.gateways.braintree.config import BraintreeConfig
+from payorch.money import to_major_string
 
 with warnings.catch_warnings():
     # braintree 4.x warns from its own class bodies while importing (dispute.py), not about any call
@@ -80,7 +81,7 @@ class _ClosableHttp(Http):  # type: ignore[misc]  # braintree is untyped
             session.close()
 
 
-def _environment(config: GatewayConfig) -> Any:
+def _environment(config: BraintreeConfig) -> Any:
     if config.base_url is None:
         return braintree.Environment.parse_environment(config.environment)
     parts = urlsplit(config.base_url)
@@ -94,9 +95,7 @@ def _environment(config: GatewayConfig) -> Any:
     return braintree.Environment(config.name, parts.hostname, str(port), "", tls, certifi.where() if tls else None)
 
 
-def _sdk_configuration(config: GatewayConfig) -> Any:
-    if not (config.merchant_account and config.public_key and config.private_key):
-        raise ValueError(f"gateway {config.name}: braintree needs merchant_account, public_key and private_key")
+def _sdk_configuration(config: BraintreeConfig) -> Any:
     return braintree.Configuration(
         environment=_environment(config),
         merchant_id=config.merchant_account,
@@ -119,7 +118,7 @@ def _error_codes(result: Any) -> set[str]:
 class BraintreeAdapter:
     """The :class:`~payorch.gateways.base.Gateway` for Braintree."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: BraintreeConfig) -> None:
         self.name = config.name
         self._timeout = config.timeout
         sdk_config = _sdk_configuration(config)
@@ -130,7 +129,7 @@ class BraintreeAdapter:
         """Sell (``capture=True``) or authorize ``request.amount``; ``order_id`` is the attempt id."""
         source = "payment_method_token" if request.token.startswith(VAULT_TOKEN_PREFIX) else "payment_method_nonce"
         params = {
-            "amount": mapping.to_major(request.amount, request.currency),
+            "amount": to_major_string(request.amount, request.currency),
             "order_id": request.attempt_id,
             source: request.token,
             "options": {"submit_for_settlement": request.capture},
@@ -144,7 +143,7 @@ class BraintreeAdapter:
         and is then confirmed by reading the transaction back.
         """
         del idempotency_key  # resolved by state instead, see above
-        major = mapping.to_major(amount, currency)
+        major = to_major_string(amount, currency)
 
         def submit() -> GatewayResult:
             result = mapping.capture_result(self._gateway.transaction.submit_for_settlement(reference, major))
@@ -167,7 +166,7 @@ class BraintreeAdapter:
 
         Braintree refuses to refund a sale that has not settled yet (code 91506): cancel it instead.
         """
-        params = {"amount": mapping.to_major(amount, currency), "order_id": idempotency_key}
+        params = {"amount": to_major_string(amount, currency), "order_id": idempotency_key}
         return await self._run(
             "refund", lambda: self._gateway.transaction.refund(reference, params), mapping.refund_result
         )

@@ -4,158 +4,24 @@ The functions here read the objects the ``braintree`` SDK builds from Braintree'
 ``ErrorResult``, ``CreditCard``, ``WebhookNotification``) by attribute, so unit tests feed them the
 SDK's own parser output and never need a server.
 
-Decline classification follows Braintree's documented processor responses (hard vs soft), with two
-deliberate overrides where payorch's policy (DESIGN.md section 5) is stricter than "may succeed on a
-later retry": insufficient funds (2001) and duplicate transaction (2016) are hard, because retrying
-either at another gateway cannot help and, for a duplicate, could charge the customer twice.
+Decline codes are classified in :mod:`payorch.gateways.braintree.declines`; amounts convert through
+:mod:`payorch.money`, which owns the currencies' exponents.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any, Final
 
 from urllib3.exceptions import ConnectTimeoutError, SSLError
 
 from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, VaultResult
-
-# --- money -------------------------------------------------------------------------------------------
-
-# Only the exceptions to the ISO 4217 two-decimal default; payorch/money.py owns the full table.
-_ZERO_DECIMAL: Final = frozenset("bif clp djf gnf isk jpy kmf krw pyg rwf ugx uyi vnd vuv xaf xof xpf".split())
-_THREE_DECIMAL: Final = frozenset("bhd iqd jod kwd lyd omr tnd".split())
-
-
-def _exponent(currency: str) -> int:
-    code = currency.lower()
-    if code in _ZERO_DECIMAL:
-        return 0
-    if code in _THREE_DECIMAL:
-        return 3
-    return 2
-
-
-def to_major(amount: int, currency: str) -> str:
-    """Integer minor units -> Braintree's decimal string in the major unit (1050 USD -> "10.50")."""
-    exponent = _exponent(currency)
-    return format(Decimal(amount).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)), "f")
-
-
-def to_minor(value: Decimal | str, currency: str) -> int:
-    """Braintree's decimal amount -> integer minor units; refuses anything finer than the currency allows."""
-    scaled = Decimal(value).scaleb(_exponent(currency))
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{value} has more precision than {currency.upper()} allows")
-    return int(scaled)
-
-
-# --- declines ----------------------------------------------------------------------------------------
-
-_HARD: Final = True
-_SOFT: Final = False
-
-# code -> (hard?, normalised decline code). Hard/soft as Braintree documents them unless noted.
-_PROCESSOR_DECLINES: Final[dict[int, tuple[bool, str]]] = {
-    2000: (_SOFT, "do_not_honor"),
-    2001: (_HARD, "insufficient_funds"),  # Braintree: soft. payorch: the card said no (DESIGN.md 5)
-    2002: (_SOFT, "card_velocity_exceeded"),
-    2003: (_SOFT, "card_velocity_exceeded"),
-    2004: (_HARD, "expired_card"),
-    2005: (_HARD, "incorrect_number"),
-    2006: (_HARD, "invalid_expiry_year"),
-    2007: (_HARD, "invalid_account"),
-    2008: (_HARD, "incorrect_number"),
-    2009: (_HARD, "invalid_account"),
-    2010: (_HARD, "incorrect_cvc"),
-    2011: (_HARD, "call_issuer"),
-    2012: (_HARD, "lost_card"),
-    2013: (_HARD, "stolen_card"),
-    2014: (_HARD, "fraudulent"),
-    2015: (_HARD, "transaction_not_allowed"),
-    2016: (_HARD, "duplicate_transaction"),  # Braintree: soft. A sibling went through: never retry
-    2017: (_HARD, "stop_payment_order"),
-    2018: (_HARD, "stop_payment_order"),
-    2019: (_HARD, "card_declined"),
-    2020: (_HARD, "security_violation"),
-    2021: (_HARD, "security_violation"),
-    2022: (_HARD, "card_declined"),
-    2023: (_HARD, "card_not_supported"),
-    2024: (_HARD, "card_not_supported"),
-    2025: (_SOFT, "processing_error"),
-    2026: (_SOFT, "processing_error"),
-    2027: (_HARD, "invalid_amount"),
-    2028: (_HARD, "processing_error"),
-    2029: (_HARD, "processing_error"),
-    2030: (_HARD, "processing_error"),
-    2031: (_HARD, "processing_error"),
-    2032: (_HARD, "transaction_not_allowed"),
-    2033: (_HARD, "card_declined"),
-    2034: (_SOFT, "generic_decline"),
-    2035: (_SOFT, "card_declined"),
-    2036: (_HARD, "processing_error"),
-    2037: (_HARD, "processing_error"),
-    2038: (_SOFT, "generic_decline"),
-    2039: (_HARD, "card_declined"),
-    2040: (_SOFT, "processing_error"),
-    2041: (_HARD, "call_issuer"),
-    2042: (_SOFT, "processing_error"),
-    2043: (_HARD, "do_not_try_again"),
-    2044: (_HARD, "call_issuer"),
-    2045: (_HARD, "processing_error"),
-    2046: (_SOFT, "generic_decline"),
-    2047: (_HARD, "pickup_card"),
-    2048: (_SOFT, "invalid_amount"),
-    2053: (_HARD, "lost_card"),
-    2057: (_SOFT, "restricted_card"),
-    2059: (_HARD, "incorrect_zip"),
-    2060: (_HARD, "incorrect_cvc"),
-    2064: (_HARD, "currency_not_supported"),
-    2067: (_HARD, "authorization_expired"),
-    2099: (_HARD, "authentication_required"),
-    3000: (_SOFT, "try_again_later"),  # processor network unavailable: nothing was charged
-}
-
-_GATEWAY_REJECTIONS: Final[dict[str, tuple[bool, str]]] = {
-    "avs": (_HARD, "incorrect_zip"),
-    "cvv": (_HARD, "incorrect_cvc"),
-    "avs_and_cvv": (_HARD, "incorrect_cvc"),
-    "fraud": (_HARD, "fraudulent"),
-    "risk_threshold": (_HARD, "fraudulent"),
-    "duplicate": (_HARD, "duplicate_transaction"),
-    "three_d_secure": (_HARD, "authentication_required"),
-    "excessive_retry": (_HARD, "do_not_try_again"),
-    # Merchant-side setup problems, not the card's fault: an operator may cascade these.
-    "token_issuance": (_SOFT, "processing_error"),
-    "application_incomplete": (_SOFT, "processing_error"),
-}
-
-# Unknown decline codes are hard: never retry what we do not understand.
-_UNKNOWN_DECLINE: Final = (_HARD, "card_declined")
-
-
-def _decline_outcome(hard: bool) -> Outcome:
-    return Outcome.HARD_DECLINE if hard else Outcome.SOFT_DECLINE
-
-
-def classify_processor_code(code: str | None) -> tuple[Outcome, str | None]:
-    """A processor response code -> (outcome, normalised decline code); approvals carry no decline code."""
-    try:
-        number = int(code or "")
-    except ValueError:
-        return _decline_outcome(_UNKNOWN_DECLINE[0]), _UNKNOWN_DECLINE[1]
-    if 1000 <= number < 2000:
-        return Outcome.APPROVED, None
-    hard, decline_code = _PROCESSOR_DECLINES.get(number, _UNKNOWN_DECLINE)
-    return _decline_outcome(hard), decline_code
-
-
-def classify_gateway_rejection(reason: str | None) -> tuple[Outcome, str]:
-    """A ``gateway_rejection_reason`` -> (outcome, normalised decline code)."""
-    hard, decline_code = _GATEWAY_REJECTIONS.get(reason or "", _UNKNOWN_DECLINE)
-    return _decline_outcome(hard), decline_code
-
+from payorch.gateways.braintree.declines import classify_gateway_rejection, classify_processor_code
+from payorch.gateways.transport import causes, transport_outcome
+from payorch.money import UnknownCurrency, from_major_string
 
 # --- transactions ------------------------------------------------------------------------------------
 
@@ -352,33 +218,28 @@ _NOT_SENT_ERRORS: Final = frozenset(
 )
 
 
-def _causes(exc: BaseException) -> Iterable[BaseException]:
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
-        pending.extend(item for item in linked if isinstance(item, BaseException))
+_URLLIB3_BEFORE_WRITING: Final[tuple[type[BaseException], ...]] = (
+    ConnectTimeoutError,
+    SSLError,
+    ConnectionRefusedError,
+)
+"""The SDK's transport (requests over urllib3) raises these before a byte of the request is written:
+urllib3's ``NewConnectionError`` and ``NameResolutionError`` are ``ConnectTimeoutError`` subclasses."""
 
 
 def failure_outcome(exc: BaseException) -> tuple[Outcome, str]:
     """An exception out of the SDK -> (outcome, short code) saying whether the request may have run.
 
     Only failures that happen before a byte of the request leaves us are ``NOT_SENT``: connection
-    refused, DNS, connect timeout, TLS handshake (urllib3's ``NewConnectionError`` and
-    ``NameResolutionError`` are ``ConnectTimeoutError`` subclasses), or a status that says so.
+    refused, DNS, connect timeout, TLS handshake, wrapped at any depth by the SDK, or a status that
+    says so.
     """
     name = type(exc).__name__
     if name in _NOT_SENT_ERRORS:
         return Outcome.NOT_SENT, _snake(name)
-    for cause in _causes(exc):
-        if isinstance(cause, ConnectTimeoutError | SSLError | ConnectionRefusedError):
-            return Outcome.NOT_SENT, "connect_failed"
-    for cause in _causes(exc):
+    if any(transport_outcome(cause, _URLLIB3_BEFORE_WRITING) is Outcome.NOT_SENT for cause in causes(exc)):
+        return Outcome.NOT_SENT, "connect_failed"
+    for cause in causes(exc):
         if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
             return Outcome.UNKNOWN, "timeout"
     if isinstance(exc, KeyError | AttributeError | TypeError | ValueError | InvalidOperation) or (name == "ExpatError"):
@@ -446,9 +307,16 @@ def _transaction_fields(transaction: Any) -> tuple[str | None, str | None, int |
     reference = _field(transaction, "id")
     raw_amount = _field(transaction, "amount")
     currency = _field(transaction, "currency_iso_code")
-    amount = to_minor(str(raw_amount), str(currency)) if raw_amount is not None and currency else None
+    amount = _minor_units(str(raw_amount), str(currency)) if raw_amount is not None and currency else None
     return (
         str(order_id) if order_id else None,
         str(reference) if reference else None,
         amount,
     )
+
+
+def _minor_units(amount: str, currency: str) -> int | None:
+    # A currency payorch does not know: the notification still counts, without an amount.
+    with contextlib.suppress(UnknownCurrency):
+        return from_major_string(amount, currency)
+    return None

@@ -1,5 +1,32 @@
-"""Stripe gateway adapter (official SDK, PaymentIntents)."""
+"""Stripe gateway (official SDK, PaymentIntents). The SDK is imported only when one is built."""
 
-from payorch.gateways.stripe.adapter import StripeGateway
+from __future__ import annotations
 
-__all__ = ["StripeGateway"]
+from payorch.gateways.base import Capabilities, Gateway
+from payorch.gateways.plugin import GatewayPlugin, GatewayServices
+from payorch.gateways.stripe.config import StripeConfig
+
+
+def _build(config: StripeConfig, services: GatewayServices) -> Gateway:
+    del services  # Stripe keeps its own books
+    from payorch.gateways.stripe.adapter import StripeGateway
+
+    return StripeGateway(config)
+
+
+PLUGIN = GatewayPlugin(
+    kind="stripe",
+    title="Stripe",
+    config=StripeConfig,
+    capabilities=Capabilities(
+        authorize=True,
+        partial_capture=True,
+        void=True,
+        refund=True,
+        vault=True,
+        lookup=True,
+        notifications=True,
+    ),
+    build=_build,
+    notification_scheme="Stripe-Signature with timestamp tolerance",
+)

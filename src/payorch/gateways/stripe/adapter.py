@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import stripe
-from pydantic import SecretStr
 
 from payorch.gateways.base import (
     GatewayError,
@@ -19,7 +18,7 @@ from payorch.gateways.base import (
     VaultResult,
 )
 from payorch.gateways.stripe import mapping
-from payorch.settings import GatewayConfig
+from payorch.gateways.stripe.config import StripeConfig
 
 _log = logging.getLogger(__name__)
 
@@ -47,14 +46,10 @@ class _ContentHTTPXClient(stripe.HTTPXClient):
 class StripeGateway:
     """A Stripe account: PaymentIntents created and confirmed in one call, keyed by the attempt id."""
 
-    def __init__(
-        self, config: GatewayConfig, *, webhook_secret: SecretStr | None = None, webhook_tolerance: int = 300
-    ) -> None:
-        if config.api_key is None:
-            raise ValueError(f"gateway {config.name}: Stripe needs api_key")
+    def __init__(self, config: StripeConfig) -> None:
         self.name = config.name
-        self._webhook_secret = webhook_secret
-        self._webhook_tolerance = webhook_tolerance
+        self._webhook_secret = config.webhook_secret
+        self._webhook_tolerance = config.webhook_tolerance_seconds
         # The SDK never retries (max_network_retries=0): a retry is the executor's decision, made with
         # the same idempotency key through lookup(). One timeout for connect, write, read and pool.
         self._http = _ContentHTTPXClient(timeout=httpx.Timeout(config.timeout))

@@ -6,7 +6,8 @@ status, headers and JSON body, a webhook event) and says what it means for money
 Which answers count as NOT_SENT (provably never executed), and why:
 
 - a transport error raised before the request was written: connection refused, DNS failure,
-  connect timeout, TLS handshake failure, pool timeout (:func:`transport_outcome`);
+  connect timeout, TLS handshake failure, pool timeout
+  (:func:`payorch.gateways.transport.transport_outcome`);
 - HTTP 429: Stripe's rate limiter answers before any endpoint runs;
 - HTTP 503 carrying ``Stripe-Should-Retry: true``: Stripe's statement that nothing was executed and
   that the same request may be sent again;
@@ -25,11 +26,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, cast
 
-import httpx
 import stripe
 from stripe.params import PaymentIntentCreateParams
 
 from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.transport import transport_outcome
 
 HARD_DECLINE_CODES = frozenset(
     {
@@ -91,18 +92,6 @@ SOFT_DECLINE_CODES = frozenset(
     }
 )
 """Declines that may succeed when tried again later (or elsewhere, if configured cascadable)."""
-
-_NOT_SENT_TRANSPORT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-def transport_outcome(error: BaseException | None) -> Outcome:
-    """A network failure's meaning: NOT_SENT only if the request cannot have reached the gateway.
-
-    httpx raises ConnectError for refused connections, DNS failures and TLS handshake failures, and
-    ConnectTimeout / PoolTimeout before a byte of the request is written. A read timeout, a reset or
-    a protocol error after writing may follow a request the gateway executed.
-    """
-    return Outcome.NOT_SENT if isinstance(error, _NOT_SENT_TRANSPORT) else Outcome.UNKNOWN
 
 
 def payment_intent_params(request: PaymentRequest) -> PaymentIntentCreateParams:

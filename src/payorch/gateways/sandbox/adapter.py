@@ -1,7 +1,7 @@
-"""The sandbox processor: a simulated gateway for the embedded mode, tests and benchmarks.
+"""The sandbox processor's adapter: a simulated gateway for the embedded mode, tests and benchmarks.
 
-It keeps its own books (``sandbox_payments``) and reacts to test tokens the way Stripe's test cards
-do (DESIGN.md section 5):
+It keeps its own books (:class:`~payorch.gateways.sandbox.books.SandboxBooks`) and reacts to test
+tokens the way Stripe's test cards do (DESIGN.md section 5):
 
 =====================  ==============================================================
 ``tok_visa``           approves (also ``tok_mastercard``, ``tok_amex``)
@@ -31,8 +31,8 @@ from payorch.gateways.base import (
     PaymentRequest,
     VaultResult,
 )
+from payorch.gateways.sandbox.books import BookedPayment, PaymentEntry, SandboxBooks
 from payorch.ids import new_id
-from payorch.storage.sandbox import SandboxLedger, SandboxPayment
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +69,14 @@ def _test_card(token: str) -> _TestCard | None:
 
 
 class SandboxGateway:
-    """A :class:`~payorch.gateways.base.Gateway` backed by the sandbox ledger."""
+    """A :class:`~payorch.gateways.base.Gateway` backed by the sandbox's books."""
 
-    def __init__(self, name: str, ledger: SandboxLedger, *, timeout: float) -> None:
+    def __init__(self, name: str, ledger: SandboxBooks, *, timeout: float) -> None:
         self.name = name
         self._ledger = ledger
         # A late success answers after the caller has given up on it.
         self._late_after = timeout + 0.5
-        self._late: set[asyncio.Task[SandboxPayment]] = set()
+        self._late: set[asyncio.Task[BookedPayment]] = set()
 
     async def authorize(self, request: PaymentRequest) -> GatewayResult:
         """Charge or authorize per the test token's behaviour."""
@@ -114,7 +114,7 @@ class SandboxGateway:
             return GatewayResult(Outcome.UNKNOWN, code="500", message="Sandbox error after processing.")
         return self._result(payment, test.card)
 
-    async def _settle_late(self, request: PaymentRequest) -> SandboxPayment:
+    async def _settle_late(self, request: PaymentRequest) -> BookedPayment:
         await asyncio.sleep(self._late_after)
         status = self._approved_status(request)
         return await self._ledger.settle(
@@ -125,9 +125,9 @@ class SandboxGateway:
     def _approved_status(request: PaymentRequest) -> str:
         return "captured" if request.capture else "authorized"
 
-    def _payment(self, request: PaymentRequest, status: str, decline_code: str | None) -> SandboxPayment:
+    def _payment(self, request: PaymentRequest, status: str, decline_code: str | None) -> PaymentEntry:
         captured = request.amount if status == "captured" else 0
-        return SandboxPayment(
+        return PaymentEntry(
             gateway=self.name,
             reference=request.attempt_id,
             payment_id=new_id("sbx"),
@@ -143,7 +143,7 @@ class SandboxGateway:
         )
 
     @staticmethod
-    def _result(payment: SandboxPayment, card: CardSummary | None) -> GatewayResult:
+    def _result(payment: BookedPayment, card: CardSummary | None) -> GatewayResult:
         if payment.status == "processing":
             return GatewayResult(Outcome.UNKNOWN, reference=payment.payment_id, message="Still processing.")
         if payment.status == "declined":
@@ -191,7 +191,15 @@ class SandboxGateway:
 
     async def lookup(self, request: PaymentRequest) -> GatewayResult:
         """What the sandbox's books say of this attempt; absent means never processed."""
-        await self._ledger.settle_if_older(self.name, request.attempt_id, self._late_after)
+        # A late success whose answer was lost (its process stopped) is settled as what was asked:
+        # a capture or an authorization, as the request says.
+        await self._ledger.settle_if_older(
+            self.name,
+            request.attempt_id,
+            self._late_after,
+            status=self._approved_status(request),
+            amount_captured=request.amount if request.capture else 0,
+        )
         payment = await self._ledger.find(self.name, request.attempt_id)
         if payment is None:
             return GatewayResult(Outcome.NOT_SENT, message="No payment with this reference.")

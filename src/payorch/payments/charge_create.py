@@ -1,0 +1,295 @@
+"""``POST /v1/charges`` on the operation runner: route, open, execute through the gateways, close.
+
+Writes happen in short single statements around the gateway calls, never across them, each with its
+audit events (``storage.charge_writes``):
+1. open: take the idempotency key, insert the pending charge and its first pending attempt;
+2. (between gateways) record an attempt's outcome and insert the next pending attempt;
+3. close: record the last outcome, move the charge through the state machine, store the reply.
+A crash anywhere leaves a pending attempt that the reconciler resolves against the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from payorch.audit import trail
+from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
+from payorch.errors import InvalidRequest
+from payorch.gateways.base import Outcome
+from payorch.ids import new_id
+from payorch.observability.logging import bind_charge
+from payorch.orchestration.config import ReconcilerConfig
+from payorch.orchestration.executor import AttemptOutcome, Execution, Executor
+from payorch.orchestration.routing import Candidate, Router
+from payorch.payments import charges as lifecycle
+from payorch.payments.operations import OperationRequest, Reply, store_reply
+from payorch.payments.schemas import ChargeCreate, TokensPaymentMethod
+from payorch.payments.states import AttemptStatus, transition_attempt
+from payorch.storage import charge_writes
+from payorch.storage import charges as repo
+from payorch.storage import idempotency as keys
+from payorch.storage import payment_methods as payment_methods_repo
+from payorch.storage.charges import Charge, NewCharge
+from payorch.storage.database import Database
+from payorch.storage.idempotency import KeyExists
+from payorch.storage.sql import Connection
+
+
+class ChargeObserver(Protocol):
+    """Told how each charge created here ended (a metrics hook: ``Metrics.charge_finished``)."""
+
+    def charge_finished(self, gateway: str, outcome: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedCharge:
+    charge: Charge
+    candidates: list[Candidate]
+    attempt_id: str
+    actor: Actor
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a charge request becomes before anything is written."""
+
+    new: NewCharge
+    candidates: list[Candidate]
+    attempt_id: str
+    events: list[AuditEvent]
+
+
+class CreateCharge:
+    def __init__(
+        self,
+        db: Database,
+        router: Router,
+        executor: Executor,
+        reconciler_config: ReconcilerConfig,
+        *,
+        metrics: ChargeObserver | None = None,
+    ) -> None:
+        self._db = db
+        self._router = router
+        self._executor = executor
+        self._first_check = timedelta(seconds=reconciler_config.first_check_seconds)
+        self._metrics = metrics
+
+    async def open(self, request: OperationRequest[ChargeCreate]) -> OpenedCharge | KeyExists:
+        plan = await self._plan(None, request)
+        first = plan.candidates[0]
+        # The common case, a fresh key or none: key, charge, attempt and audit events in one statement.
+        async with self._db.connection() as connection:
+            opened = await charge_writes.open_charge(
+                connection,
+                plan.new,
+                key=request.key,
+                attempt_id=plan.attempt_id,
+                gateway=first.name,
+                token=first.token,
+                audit=outbox_params(plan.events, conditional=True),
+                created_at=datetime.now(UTC),
+            )
+        if isinstance(opened, KeyExists):
+            return opened
+        return OpenedCharge(opened, plan.candidates, plan.attempt_id, *_who(request))
+
+    async def resume(
+        self, connection: Connection, request: OperationRequest[ChargeCreate], object_id: str | None
+    ) -> OpenedCharge | Reply:
+        earlier = (
+            None if object_id is None else await repo.get_charge(connection, request.caller.merchant_id, object_id)
+        )
+        if earlier is not None:
+            # The request that died had created its charge: answer with it as it stands now.
+            answer = lifecycle.reply_for(earlier, request.request_id)
+            if lifecycle.is_final(earlier):
+                await store_reply(connection, request, answer, earlier.id)
+            return answer
+        plan = await self._plan(connection, request)
+        if request.key is not None:
+            await keys.relock(connection, request.key.merchant_id, request.key.key, plan.new.id)
+        first = plan.candidates[0]
+        charge = await charge_writes.open_charge_under_key(
+            connection,
+            plan.new,
+            attempt_id=plan.attempt_id,
+            gateway=first.name,
+            token=first.token,
+            audit=outbox_params(plan.events),
+            created_at=datetime.now(UTC),
+        )
+        return OpenedCharge(charge, plan.candidates, plan.attempt_id, *_who(request))
+
+    async def execute(self, opened: OpenedCharge) -> Execution:
+        job = lifecycle.job_for(opened.charge)
+        journal = _Journal(self._db, opened, self.next_check_at)
+        return await self._executor.run(job, opened.candidates, opened.attempt_id, journal)
+
+    async def close(self, request: OperationRequest[ChargeCreate], opened: OpenedCharge, result: Execution) -> Reply:
+        charge, final = opened.charge, result.final
+        transition_attempt(AttemptStatus.PENDING, lifecycle.ATTEMPT_STATUS_BY_OUTCOME[final.result.outcome])
+        earlier_unknown = any(attempt.result.outcome is Outcome.UNKNOWN for attempt in result.earlier)
+        # The charge as it will be, rendered before it is written: its reply goes in the same
+        # statement as the charge, the attempt and the audit events.
+        updated = lifecycle.charge_after(charge, final, earlier_unknown=earlier_unknown)
+        answer = lifecycle.reply_for(updated, request.request_id)
+        actor, origin = opened.actor, opened.origin
+        events = [
+            lifecycle.outcome_event(actor, origin, charge.id, final),
+            *lifecycle.status_events(actor, origin, updated),
+        ]
+        async with self._db.connection() as connection:
+            moved = await charge_writes.close_charge(
+                connection,
+                attempt_id=final.attempt_id,
+                result=lifecycle.attempt_result(final, self.next_check_at()),
+                charge=updated,
+                idempotency_key=request.idempotency_key if lifecycle.is_final(updated) else None,
+                reply_status=answer.status,
+                reply_body=answer.body,
+                audit=outbox_params(events, conditional=[False] + [True] * (len(events) - 1)),
+            )
+        if not moved:  # the reconciler got there first (the request outlived its stale window)
+            updated, answer = await self._as_it_stands(request, charge)
+        bind_charge(charge.id, updated.status, final.gateway)  # the request's log line names the outcome
+        if self._metrics is not None:
+            self._metrics.charge_finished(final.gateway, updated.status)
+        return answer
+
+    def next_check_at(self) -> datetime:
+        return datetime.now(UTC) + self._first_check
+
+    async def _as_it_stands(self, request: OperationRequest[ChargeCreate], charge: Charge) -> tuple[Charge, Reply]:
+        """The reply for a charge someone else moved while its request ran; a final one is stored
+        for the request's key."""
+        async with self._db.transaction() as tx:
+            current = await repo.get_charge(tx, charge.merchant_id, charge.id) or charge
+            answer = lifecycle.reply_for(current, request.request_id)
+            if lifecycle.is_final(current):
+                await store_reply(tx, request, answer, charge.id)
+        return current, answer
+
+    async def _plan(self, connection: Connection | None, request: OperationRequest[ChargeCreate]) -> _Plan:
+        """Candidates, the new charge and its audit events. ``connection``: the caller's transaction,
+        else a vaulted payment method is read on a connection of its own."""
+        caller, params = request.caller, request.params
+        candidates = await self._candidates(connection, request)
+        new = NewCharge(
+            id=new_id("ch"),
+            merchant_id=caller.merchant_id,
+            livemode=caller.livemode,
+            amount=params.amount,
+            currency=params.currency,
+            capture=params.capture,
+            payment_method=params.payment_method if isinstance(params.payment_method, str) else None,
+            description=params.description,
+            metadata=params.metadata,
+            idempotency_key=request.idempotency_key,
+            api_key_id=caller.key_id,
+        )
+        attempt_id = new_id("att")
+        actor, origin = _who(request)
+        created = trail.charge_created(
+            actor,
+            origin,
+            charge_id=new.id,
+            amount=new.amount,
+            currency=new.currency,
+            capture=new.capture,
+            livemode=new.livemode,
+            gateways=[c.name for c in candidates],
+            description=new.description,
+            metadata=new.metadata,
+            idempotency_key=new.idempotency_key,
+        )
+        sent = trail.attempt_sent(
+            actor, origin, charge_id=new.id, attempt_id=attempt_id, gateway=candidates[0].name, seq=1
+        )
+        return _Plan(new, candidates, attempt_id, [created, sent])
+
+    async def _candidates(
+        self, connection: Connection | None, request: OperationRequest[ChargeCreate]
+    ) -> list[Candidate]:
+        payment_method = request.params.payment_method
+        if isinstance(payment_method, TokensPaymentMethod):
+            tokens, param = payment_method.tokens, "payment_method.tokens"
+            unknown = self._router.unknown_gateways(tokens)
+            if unknown:
+                raise InvalidRequest(
+                    f"No gateway named '{unknown[0]}' is configured.",
+                    param=f"payment_method.tokens.{unknown[0]}",
+                    code="gateway_not_configured",
+                )
+        else:
+            # A vaulted payment method: eligible on every configured gateway that holds a token for it.
+            if connection is None:
+                async with self._db.connection() as own:
+                    tokens = await self._vaulted_tokens(own, request, payment_method)
+            else:
+                tokens = await self._vaulted_tokens(connection, request, payment_method)
+            param = "payment_method"
+        candidates = self._router.candidates(request.params.currency, tokens)
+        if not candidates:
+            raise InvalidRequest(
+                "No configured gateway routes this currency with the given tokens.",
+                param=param,
+                code="no_eligible_gateway",
+            )
+        return candidates
+
+    @staticmethod
+    async def _vaulted_tokens(
+        connection: Connection, request: OperationRequest[ChargeCreate], payment_method_id: str
+    ) -> dict[str, str]:
+        caller = request.caller
+        payment_method = await payment_methods_repo.get_payment_method(
+            connection, caller.merchant_id, payment_method_id, livemode=caller.livemode
+        )
+        if payment_method is None:  # unknown, or another merchant's or mode's: the same answer
+            raise InvalidRequest(
+                f"No such payment_method: '{payment_method_id}'.", param="payment_method", code="resource_missing"
+            )
+        return payment_method.tokens
+
+
+def _who(request: OperationRequest[ChargeCreate]) -> tuple[Actor, Origin]:
+    return request.caller.actor(), request.caller.origin()
+
+
+@dataclass(frozen=True, slots=True)
+class _Journal:
+    """Records each failed attempt and opens the next, as the executor fails over."""
+
+    db: Database
+    opened: OpenedCharge
+    next_check_at: Callable[[], datetime]
+
+    async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
+        attempt_id = new_id("att")
+        transition_attempt(AttemptStatus.PENDING, lifecycle.ATTEMPT_STATUS_BY_OUTCOME[previous.result.outcome])
+        charge = self.opened.charge
+        actor, origin = self.opened.actor, self.opened.origin
+        sent = trail.attempt_sent(
+            actor, origin, charge_id=charge.id, attempt_id=attempt_id, gateway=candidate.name, seq=seq
+        )
+        events = [lifecycle.outcome_event(actor, origin, charge.id, previous), sent]
+        # One statement: the failed attempt's result, the next pending attempt and both audit events.
+        async with self.db.connection() as connection:
+            await charge_writes.advance_attempt(
+                connection,
+                charge.merchant_id,
+                attempt_id=previous.attempt_id,
+                result=lifecycle.attempt_result(previous, self.next_check_at()),
+                charge_id=charge.id,
+                next_attempt_id=attempt_id,
+                seq=seq,
+                gateway=candidate.name,
+                token=candidate.token,
+                audit=outbox_params(events),
+            )
+        return attempt_id

@@ -1,0 +1,164 @@
+"""The charge lifecycle: the only owner of outcome -> state -> reply for charges and their attempts.
+
+The request path (``charge_create``), the reconciler (``charge_recovery``) and inbound gateway
+notifications all call it, so a charge ends the same way however its outcome was learnt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from payorch.audit import trail
+from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
+from payorch.errors import ApiError, CardDeclined, NoGatewayAvailable
+from payorch.gateways.base import Outcome
+from payorch.orchestration.executor import AttemptOutcome, ChargeJob
+from payorch.payments.operations import Reply, error_reply, reply
+from payorch.payments.schemas import render_charge
+from payorch.payments.states import FINAL_CHARGE_STATUSES, AttemptStatus, ChargeStatus, transition
+from payorch.storage import charge_writes
+from payorch.storage.charges import AttemptResult, Charge
+from payorch.storage.sql import Connection
+
+ATTEMPT_STATUS_BY_OUTCOME = {
+    Outcome.APPROVED: AttemptStatus.APPROVED,
+    Outcome.HARD_DECLINE: AttemptStatus.DECLINED,
+    Outcome.SOFT_DECLINE: AttemptStatus.DECLINED,
+    Outcome.NOT_SENT: AttemptStatus.NOT_SENT,
+    Outcome.UNKNOWN: AttemptStatus.UNKNOWN,
+}
+
+
+def reply_for(charge: Charge, request_id: str) -> Reply:
+    """The answer a charge in its current state gets (DESIGN.md section 4)."""
+    status = ChargeStatus(charge.status)
+    if status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED, ChargeStatus.CANCELED):
+        return reply(201, render_charge(charge))
+    if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
+        return reply(202, render_charge(charge))
+    error: ApiError
+    if charge.failure_code == "gateway_unavailable":
+        error = NoGatewayAvailable(charge.failure_message or "No gateway could take the charge.", charge=charge.id)
+    else:
+        error = CardDeclined(
+            charge.failure_message or "The card was declined.", decline_code=charge.decline_code, charge=charge.id
+        )
+    return error_reply(error, request_id)
+
+
+def job_for(charge: Charge) -> ChargeJob:
+    """What the gateways are asked for this charge (each attempt adds its id and token)."""
+    return ChargeJob(charge.merchant_id, charge.id, charge.amount, charge.currency, charge.capture, charge.description)
+
+
+def is_final(charge: Charge) -> bool:
+    return ChargeStatus(charge.status) in FINAL_CHARGE_STATUSES
+
+
+def attempt_result(outcome: AttemptOutcome, next_check_at: datetime | None) -> AttemptResult:
+    """What an attempt's row records of its outcome; an unknown one is looked up at ``next_check_at``."""
+    result = outcome.result
+    return AttemptResult(
+        status=ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
+        gateway_reference=result.reference,
+        raw_code=result.code,
+        decline_code=result.decline_code,
+        message=result.message,
+        latency_ms=outcome.latency_ms,
+        next_check_at=next_check_at if result.outcome is Outcome.UNKNOWN else None,
+    )
+
+
+def _target(outcome: AttemptOutcome, charge: Charge) -> tuple[ChargeStatus, dict[str, Any]]:
+    """The charge status and columns an attempt's result leads to."""
+    result = outcome.result
+    fields: dict[str, Any] = {}
+    if result.card is not None:
+        fields.update(
+            card_brand=result.card.brand,
+            card_last4=result.card.last4,
+            card_exp_month=result.card.exp_month,
+            card_exp_year=result.card.exp_year,
+        )
+    if result.outcome is Outcome.APPROVED:
+        fields.update(
+            gateway=outcome.gateway,
+            gateway_reference=result.reference,
+            amount_captured=charge.amount if charge.capture else 0,
+        )
+        return (ChargeStatus.SUCCEEDED if charge.capture else ChargeStatus.AUTHORIZED), fields
+    if result.outcome is Outcome.UNKNOWN:
+        return ChargeStatus.PROCESSING, fields
+    if result.outcome is Outcome.NOT_SENT:
+        fields.update(failure_code="gateway_unavailable", failure_message="No gateway could take the charge.")
+        return ChargeStatus.FAILED, fields
+    fields.update(
+        failure_code="card_declined",
+        decline_code=result.decline_code or "generic_decline",
+        failure_message=result.message or "The card was declined.",
+    )
+    return ChargeStatus.FAILED, fields
+
+
+def charge_after(charge: Charge, outcome: AttemptOutcome, *, earlier_unknown: bool = False) -> Charge:
+    """The charge as ``outcome`` leaves it, through the state machine. ``earlier_unknown``: an
+    earlier attempt may still have charged (failover_on_unknown), so a failure is not final yet."""
+    target, fields = _target(outcome, charge)
+    if target is ChargeStatus.FAILED and earlier_unknown:
+        target, fields = ChargeStatus.PROCESSING, {}
+    status = transition(ChargeStatus(charge.status), target)
+    # Never before created_at, which another replica's clock may have set.
+    return replace(charge, status=status.value, updated_at=max(datetime.now(UTC), charge.created_at), **fields)
+
+
+def outcome_event(actor: Actor, origin: Origin, charge_id: str, outcome: AttemptOutcome) -> AuditEvent:
+    result = outcome.result
+    return trail.attempt_outcome(
+        actor,
+        origin,
+        charge_id=charge_id,
+        attempt_id=outcome.attempt_id,
+        gateway=outcome.gateway,
+        status=ATTEMPT_STATUS_BY_OUTCOME[result.outcome].value,
+        code=result.code,
+        decline_code=result.decline_code,
+        reference=result.reference,
+        latency_ms=outcome.latency_ms,
+    )
+
+
+def status_events(actor: Actor, origin: Origin, charge: Charge) -> list[AuditEvent]:
+    event = trail.charge_status(
+        actor,
+        origin,
+        charge_id=charge.id,
+        status=charge.status,
+        amount=charge.amount,
+        currency=charge.currency,
+        gateway=charge.gateway,
+        failure_code=charge.failure_code,
+        decline_code=charge.decline_code,
+        message=charge.failure_message,
+    )
+    return [] if event is None else [event]
+
+
+async def settle(
+    connection: Connection, charge: Charge, outcome: AttemptOutcome, actor: Actor, *, request_id: str
+) -> Charge | None:
+    """Move a pending or processing ``charge`` by an outcome learnt after its request (a lookup, a
+    gateway's notification), with its audit event; a final reply goes to the key whose request
+    died. None: someone else moved it first."""
+    updated = charge_after(charge, outcome)
+    answer = reply_for(updated, request_id)
+    return await charge_writes.settle_charge(
+        connection,
+        updated,
+        expected_status=charge.status,
+        reply_status=answer.status,
+        reply_body=answer.body,
+        store_reply=is_final(updated),
+        audit=outbox_params(status_events(actor, Origin(), updated), conditional=True),
+    )

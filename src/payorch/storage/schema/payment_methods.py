@@ -1,0 +1,26 @@
+"""Vaulted payment methods (migration 0003), hash-partitioned on merchant_id."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, SmallInteger, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from payorch.storage.schema.base import BY_MERCHANT, card_summary_checks, merchant_key, metadata, stamped
+
+payment_methods = Table(
+    "payment_methods",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("merchant_id", Text, nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    # Gateway name -> that gateway's reusable token.
+    Column("tokens", JSONB, nullable=False),
+    Column("card_brand", Text),
+    Column("card_last4", Text),
+    Column("card_exp_month", SmallInteger),
+    Column("card_exp_year", SmallInteger),
+    stamped("created_at"),
+    merchant_key(),
+    *card_summary_checks(),
+    postgresql_partition_by=BY_MERCHANT,
+)
