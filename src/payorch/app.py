@@ -16,6 +16,8 @@ from payorch.api.middleware import RequestContextMiddleware
 from payorch.api.ops import OpsListener
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
+from payorch.dashboard.app import build_dashboard
+from payorch.dashboard.web import PREFIX as DASHBOARD_PREFIX
 from payorch.observability.http import ObservedRequestMiddleware
 from payorch.runtime import Runtime
 from payorch.settings import Settings
@@ -82,6 +84,10 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(webhook_endpoints.router)
     app.include_router(gateway_webhooks.router)
     app.include_router(bank_links.router)
+    # Mounted, not included: none of its routes is in the public API's OpenAPI document.
+    dashboard = build_dashboard(settings, lambda: app.state.runtime)
+    if dashboard is not None:
+        app.mount(DASHBOARD_PREFIX, dashboard)
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,

@@ -229,8 +229,7 @@ def keys_create(
 ) -> None:
     """Create an API key and print it. It is shown this once and stored only as a hash."""
     from payorch.audit import trail
-    from payorch.audit.events import record
-    from payorch.security.api_keys import create_key
+    from payorch.security.api_keys import issue_key
     from payorch.storage import merchants as repo
 
     if mode not in ("test", "live"):
@@ -239,11 +238,8 @@ def keys_create(
     async def action(transaction: Connection) -> str:
         if await repo.get_merchant(transaction, merchant) is None:
             raise typer.BadParameter(f"no merchant {merchant}", param_hint="--merchant")
-        key = await create_key(transaction, merchant, "live" if mode == "live" else "test")
-        actor, details = trail.cli_actor(), trail.cli_details()
-        await record(
-            transaction,
-            trail.api_key_created(actor, merchant_id=merchant, key_id=key.key_id, mode=key.mode, **details),
+        key = await issue_key(
+            transaction, merchant, "live" if mode == "live" else "test", trail.cli_actor(), **trail.cli_details()
         )
         return f"{key.key_id} {key.secret}"
 
@@ -254,15 +250,11 @@ def keys_create(
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...).")]) -> None:
     """Revoke an API key at once (API processes stop accepting it within their key cache TTL)."""
     from payorch.audit import trail
-    from payorch.audit.events import record
-    from payorch.storage import merchants as repo
+    from payorch.security.api_keys import revoke_key
 
     async def action(transaction: Connection) -> str:
-        merchant_id = await repo.revoke_api_key(transaction, key_id)
-        if merchant_id is None:
+        if await revoke_key(transaction, key_id, trail.cli_actor(), **trail.cli_details()) is None:
             raise typer.BadParameter(f"no active key {key_id}", param_hint="KEY_ID")
-        actor, details = trail.cli_actor(), trail.cli_details()
-        await record(transaction, trail.api_key_revoked(actor, merchant_id=merchant_id, key_id=key_id, **details))
         return f"revoked {key_id}"
 
     typer.echo(_in_transaction(action))

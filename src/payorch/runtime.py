@@ -16,6 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
+from payorch.dashboard.users import DashboardUsers
 from payorch.gateways.plugin import GatewayServices
 from payorch.gateways.registry import GatewayRegistry, build_registry
 from payorch.observability.metrics import Metrics, refresh_database_gauges
@@ -59,6 +60,8 @@ class Runtime:
     breakers: CircuitBreakers
     webhooks: Webhooks
     """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
+    dashboard_users: DashboardUsers
+    """The web console's users: sign-in, lockout, sign-out (``payorch users`` creates them)."""
     metrics: Metrics = field(default_factory=Metrics)
     redis: Redis | RedisCluster | None = None
     """The shared Redis (rate limits); None in the embedded mode."""
@@ -112,6 +115,7 @@ class Runtime:
                 data_dir=settings.data_dir,
                 on_outcome=metrics.webhook_delivery,
             ),
+            dashboard_users=DashboardUsers(db, settings.dashboard),
             metrics=metrics,
             redis=redis,
             limiter=limiter,

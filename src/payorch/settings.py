@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from payorch.audit.config import AuditConfig
 from payorch.banking.config import BankingConfig
+from payorch.dashboard.config import DashboardConfig
 from payorch.gateways.config import GatewayConfig
 from payorch.gateways.registry import AnyGatewayConfig, embedded_gateways
 from payorch.orchestration.breaker import BreakerConfig
@@ -110,6 +111,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     banking: BankingConfig = Field(default_factory=BankingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     run_background_in_api: bool | None = None
     """Run reconciler and purges inside the API process; defaults to on when embedded."""
 
@@ -143,7 +145,7 @@ class Settings(BaseSettings):
                 for field, secret in gateway.secrets():
                     if _is_placeholder(secret.get_secret_value()):
                         raise ValueError(f"gateway {gateway.name}: placeholder {field} refused in production")
-            for problem in self.banking.production_problems():
+            for problem in [*self.banking.production_problems(), *self.dashboard.production_problems(_is_placeholder)]:
                 raise ValueError(problem)
             if self.webhooks.secret_key is None or _is_placeholder(self.webhooks.secret_key.get_secret_value()):
                 raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")

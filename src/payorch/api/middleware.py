@@ -27,6 +27,7 @@ from payorch.security.request_scan import Finding, scan_request
 log = logging.getLogger(__name__)
 
 GATEWAY_WEBHOOKS_PREFIX = "/v1/gateway_webhooks/"
+DASHBOARD_PREFIX = "/dashboard/"
 FORM = "application/x-www-form-urlencoded"
 
 SECURITY_HEADERS = (
@@ -143,8 +144,9 @@ class RequestContextMiddleware:
         has_body = (length is not None and length != "0") or "transfer-encoding" in headers
         if method in ("POST", "PUT", "PATCH") and has_body:
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-            # Gateways post their notifications in their own format (Braintree: a signed form).
-            form_allowed = path.startswith(GATEWAY_WEBHOOKS_PREFIX) and media_type == FORM
+            # Gateways post their notifications in their own format (Braintree: a signed form); the
+            # dashboard's pages post HTML forms.
+            form_allowed = path.startswith((GATEWAY_WEBHOOKS_PREFIX, DASHBOARD_PREFIX)) and media_type == FORM
             if media_type != "application/json" and not form_allowed:
                 return UnsupportedMediaType("Request bodies must be JSON (Content-Type: application/json).")
         return None

@@ -52,6 +52,13 @@ class AuditAction(enum.StrEnum):
     BANK_LINK_CREATED = "bank_link.created"
     BANK_LINK_COMPLETED = "bank_link.completed"
     BANK_LINK_FAILED = "bank_link.failed"
+    DASHBOARD_USER_CREATED = "dashboard_user.created"
+    DASHBOARD_USER_SIGNED_IN = "dashboard_user.signed_in"
+    DASHBOARD_USER_SIGN_IN_FAILED = "dashboard_user.sign_in_failed"
+    DASHBOARD_USER_LOCKED = "dashboard_user.locked"
+    DASHBOARD_USER_UNLOCKED = "dashboard_user.unlocked"
+    DASHBOARD_USER_SIGNED_OUT = "dashboard_user.signed_out"
+    AUDIT_VERIFIED = "audit.verified"
 
 
 def new_audit_id(now: dt.datetime | None = None) -> str:

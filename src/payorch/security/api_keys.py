@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from payorch.audit.events import Actor, Origin
+from payorch.audit import trail
+from payorch.audit.events import Actor, Origin, record
 from payorch.ids import new_id
 from payorch.storage import merchants as repo
 from payorch.storage.database import Database
@@ -28,16 +29,18 @@ _SECRET_LEN: Final = 32
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the authenticated merchant, key and mode, and from where (for the audit trail)."""
+    """Who is calling: the authenticated merchant, key and mode, and from where (for the audit trail).
+    A dashboard user acts with no key: ``key_id`` is None and ``user`` names them."""
 
     merchant_id: str
-    key_id: str
+    key_id: str | None
     livemode: bool
     ip: str | None = None
     request_id: str | None = None
+    user: str | None = None
 
     def actor(self) -> Actor:
-        return Actor(merchant_id=self.merchant_id, api_key_id=self.key_id)
+        return Actor(merchant_id=self.merchant_id, api_key_id=self.key_id, user=self.user)
 
     def origin(self) -> Origin:
         return Origin(ip=self.ip, request_id=self.request_id)
@@ -85,6 +88,36 @@ async def create_key(connection: Connection, merchant_id: str, mode: Mode = "tes
         scopes=("charges:write", "charges:read"),
     )
     return NewKey(key_id=key_id, merchant_id=merchant_id, mode=mode, secret=secret)
+
+
+async def issue_key(
+    connection: Connection, merchant_id: str, mode: Mode, actor: Actor, origin: Origin | None = None, **details: object
+) -> NewKey:
+    """Create a key and record ``api_key.created`` in the connection's transaction (the CLI, the
+    dashboard). The event never holds the key."""
+    key = await create_key(connection, merchant_id, mode)
+    event = trail.api_key_created(actor, merchant_id=merchant_id, key_id=key.key_id, mode=key.mode, **details)
+    await record(connection, event if origin is None else event.model_copy(update={"origin": origin}))
+    return key
+
+
+async def revoke_key(
+    connection: Connection,
+    key_id: str,
+    actor: Actor,
+    *,
+    merchant_id: str | None = None,
+    origin: Origin | None = None,
+    **details: object,
+) -> str | None:
+    """Revoke a key (only ``merchant_id``'s, when given) and record ``api_key.revoked`` in the
+    connection's transaction. Its merchant id, or None when there was no such active key. API
+    processes stop accepting it within their key cache's TTL."""
+    revoked = await repo.revoke_api_key(connection, key_id, merchant_id=merchant_id)
+    if revoked is not None:
+        event = trail.api_key_revoked(actor, merchant_id=revoked, key_id=key_id, **details)
+        await record(connection, event if origin is None else event.model_copy(update={"origin": origin}))
+    return revoked
 
 
 class KeyAuthenticator:

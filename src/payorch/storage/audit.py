@@ -206,3 +206,82 @@ async def advisory_unlock(connection: Connection, key: int) -> None:
 async def ping(connection: Connection) -> None:
     await _PING.fetchval(connection)
 
+
+
+# -- reading the trail (the dashboard) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    event_id: str
+    payload: dict[str, Any]
+    """The redacted event as recorded."""
+    chain_seq: int | None
+    """Its chain position; None while it waits in the outbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    sink: str
+    ok: bool
+    checked: int
+    last_seq: int
+    summary: str
+    verified_by: str
+    verified_at: dt.datetime
+
+
+# Chained events through ``audit_chain_subject_idx`` (the same expression, migration 0009); the
+# outbox holds only what was not shipped yet, a few rows.
+_ABOUT = Statement("""
+    SELECT event_id, payload, chain_seq FROM (
+        SELECT c.event_id, c.canonical::jsonb -> 'event' AS payload, c.seq AS chain_seq
+          FROM audit_chain AS c
+         WHERE COALESCE((c.canonical::jsonb #>> '{event,details,charge}'),
+                        (c.canonical::jsonb #>> '{event,resource,id}')) = :subject::text
+        UNION ALL
+        SELECT o.event_id, o.payload, NULL
+          FROM audit_outbox AS o
+         WHERE COALESCE(o.payload #>> '{details,charge}', o.payload #>> '{resource,id}') = :subject::text
+    ) AS e
+     WHERE e.payload #>> '{actor,merchant_id}' = :merchant_id::text
+     ORDER BY e.payload ->> 'occurred_at', e.event_id
+     LIMIT :limit::integer
+""")
+
+_RECORD_VERIFICATION = Statement("""
+    INSERT INTO audit_verifications (sink, ok, checked, last_seq, summary, verified_by)
+    VALUES (:sink::text, :ok::boolean, :checked::integer, :last_seq::bigint, :summary::text, :verified_by::text)
+""")
+
+_LAST_VERIFICATIONS = Statement("""
+    SELECT DISTINCT ON (sink) sink, ok, checked, last_seq, summary, verified_by, verified_at
+      FROM audit_verifications ORDER BY sink, id DESC
+""")
+
+_CHAIN_TIP_SEQ = Statement("SELECT coalesce(max(seq), 0) FROM audit_chain")
+
+
+async def events_about(connection: Connection, merchant_id: str, subject: str, *, limit: int) -> list[AuditEntry]:
+    """``merchant_id``'s audit events about ``subject`` (a charge: its own, its attempts' and its
+    refunds'), chained or not, in the order they occurred."""
+    rows = await _ABOUT.fetch(connection, merchant_id=merchant_id, subject=subject, limit=limit)
+    return [row_to(AuditEntry, row) for row in rows]
+
+
+async def record_verification(
+    connection: Connection, *, sink: str, ok: bool, checked: int, last_seq: int, summary: str, verified_by: str
+) -> None:
+    await _RECORD_VERIFICATION.execute(
+        connection, sink=sink, ok=ok, checked=checked, last_seq=last_seq, summary=summary, verified_by=verified_by
+    )
+
+
+async def last_verifications(connection: Connection) -> dict[str, Verification]:
+    """Each sink's latest verification run."""
+    return {row["sink"]: row_to(Verification, row) for row in await _LAST_VERIFICATIONS.fetch(connection)}
+
+
+async def chain_tip_seq(connection: Connection) -> int:
+    """The last chain position (0 for an empty chain), without locking it."""
+    return int(await _CHAIN_TIP_SEQ.fetchval(connection))

@@ -16,6 +16,18 @@ class Merchant:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKeySummary:
+    """A key as its merchant may see it again: never the secret or its hash."""
+
+    id: str
+    mode: str
+    lookup: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     id: str
     merchant_id: str
@@ -40,9 +52,18 @@ _INSERT_API_KEY = Statement("""
 _FIND_API_KEY = Statement("""
     SELECT id, merchant_id, lookup, secret_hash, mode, scopes, revoked_at FROM api_keys WHERE lookup = :lookup::text
 """)
+# Any merchant's key (the operators' CLI), or only the named merchant's (the dashboard).
 _REVOKE_API_KEY = Statement("""
-    UPDATE api_keys SET revoked_at = now() WHERE id = :key_id::text AND revoked_at IS NULL RETURNING merchant_id
+    UPDATE api_keys SET revoked_at = now()
+     WHERE id = :key_id::text AND revoked_at IS NULL
+       AND (:merchant_id::text IS NULL OR merchant_id = :merchant_id::text)
+    RETURNING merchant_id
 """)
+_LIST_API_KEYS = Statement("""
+    SELECT id, mode, lookup, created_at, last_used_at, revoked_at FROM api_keys
+     WHERE merchant_id = :merchant_id::text ORDER BY id DESC
+""")
+_LIST_MERCHANTS = Statement("SELECT id, name, created_at FROM merchants ORDER BY id LIMIT :limit::integer")
 _TOUCH_API_KEY = Statement("UPDATE api_keys SET last_used_at = now() WHERE id = :key_id::text")
 
 
@@ -99,10 +120,20 @@ async def find_api_key(connection: Connection, lookup: str) -> ApiKeyRecord | No
     )
 
 
-async def revoke_api_key(connection: Connection, key_id: str) -> str | None:
-    """Revoke a key; returns its merchant id, or None if there is no such active key."""
-    merchant_id: str | None = await _REVOKE_API_KEY.fetchval(connection, key_id=key_id)
-    return merchant_id
+async def list_merchants(connection: Connection, *, limit: int = 1000) -> list[Merchant]:
+    return [row_to(Merchant, row) for row in await _LIST_MERCHANTS.fetch(connection, limit=limit)]
+
+
+async def revoke_api_key(connection: Connection, key_id: str, *, merchant_id: str | None = None) -> str | None:
+    """Revoke a key (only ``merchant_id``'s, when given); returns its merchant id, or None if there is
+    no such active key."""
+    revoked: str | None = await _REVOKE_API_KEY.fetchval(connection, key_id=key_id, merchant_id=merchant_id)
+    return revoked
+
+
+async def list_api_keys(connection: Connection, merchant_id: str) -> list[ApiKeySummary]:
+    """One merchant's keys, newest first, revoked ones included."""
+    return [row_to(ApiKeySummary, row) for row in await _LIST_API_KEYS.fetch(connection, merchant_id=merchant_id)]
 
 
 async def touch_api_key(connection: Connection, key_id: str) -> None:

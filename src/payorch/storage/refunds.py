@@ -192,3 +192,16 @@ async def unresolved_by_reference(connection: Connection, gateway: str, referenc
     """Refunds still open at ``gateway`` under its ``reference``."""
     rows = await _BY_REFERENCE.fetch(connection, gateway=gateway, reference=reference)
     return [row_to(Refund, row) for row in rows]
+
+
+_FOR_CHARGE = Statement(
+    f"""
+    SELECT {_COLUMNS} FROM refunds WHERE merchant_id = :merchant_id::text AND charge_id = :charge_id::text ORDER BY id
+    """
+)
+
+
+async def list_for_charge(connection: Connection, merchant_id: str, charge_id: str) -> list[Refund]:
+    """A charge's refunds, oldest first."""
+    rows = await _FOR_CHARGE.fetch(connection, merchant_id=merchant_id, charge_id=charge_id)
+    return [row_to(Refund, row) for row in rows]

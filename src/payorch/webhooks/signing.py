@@ -13,12 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from payorch.keyfiles import read_or_create
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 
@@ -66,19 +67,7 @@ class SecretBox:
         """The configured keys, or (outside production) a key file made once with mode 0600."""
         if value:
             return cls([k for k in value.split(",") if k.strip()])
-        if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            draft = key_file.with_name(f".{key_file.name}.{os.getpid()}")
-            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(Fernet.generate_key().decode() + "\n")
-            try:  # link() is atomic and never replaces: concurrent first starts agree on one key
-                os.link(draft, key_file)
-            except FileExistsError:
-                pass
-            finally:
-                draft.unlink()
-        return cls([key_file.read_text().strip()])
+        return cls([read_or_create(key_file, lambda: Fernet.generate_key().decode())])
 
     def seal(self, secret: str) -> bytes:
         return self._fernet.encrypt(secret.encode())

@@ -7,10 +7,11 @@ SQL functions) stays in the migrations.
 
 from __future__ import annotations
 
-from payorch.storage.schema.audit import audit_chain, audit_outbox, audit_sink_cursors
+from payorch.storage.schema.audit import audit_chain, audit_outbox, audit_sink_cursors, audit_verifications
 from payorch.storage.schema.bank_links import bank_link_states, bank_links
 from payorch.storage.schema.base import metadata
 from payorch.storage.schema.charges import charge_attempts, charges
+from payorch.storage.schema.dashboard import dashboard_users
 from payorch.storage.schema.events import events
 from payorch.storage.schema.idempotency import idempotency_keys
 from payorch.storage.schema.merchants import api_keys, merchants
@@ -24,10 +25,12 @@ __all__ = [
     "audit_chain",
     "audit_outbox",
     "audit_sink_cursors",
+    "audit_verifications",
     "bank_link_states",
     "bank_links",
     "charge_attempts",
     "charges",
+    "dashboard_users",
     "events",
     "gateway_notifications",
     "idempotency_keys",

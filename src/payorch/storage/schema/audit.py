@@ -6,7 +6,21 @@ append-only.
 
 from __future__ import annotations
 
-from sqlalchemy import CHAR, BigInteger, CheckConstraint, Column, Table, Text
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ColumnElement,
+    Index,
+    Integer,
+    Table,
+    Text,
+    cast,
+    func,
+    literal,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from payorch.storage.schema.base import TIMESTAMPTZ, ZERO, metadata, stamped
@@ -50,3 +64,31 @@ audit_sink_cursors = Table(
     stamped("updated_at"),
     CheckConstraint("last_seq >= 0", name="last_seq"),
 )
+
+# Each sink's verification runs (migration 0009): the dashboard's Audit page shows the last.
+audit_verifications = Table(
+    "audit_verifications",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),  # BIGSERIAL
+    Column("sink", Text, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("checked", Integer, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("verified_by", Text, nullable=False),
+    stamped("verified_at"),
+    CheckConstraint("checked >= 0", name="checked"),
+    CheckConstraint("last_seq >= 0", name="last_seq"),
+)
+Index("audit_verifications_sink_idx", audit_verifications.c.sink, audit_verifications.c.id.desc())
+
+
+def _in_event(*path: str) -> ColumnElement[str]:
+    """``canonical::jsonb #>> '{event,...}'``: a field of the chained event, as text."""
+    return cast(audit_chain.c.canonical, JSONB).op("#>>", return_type=Text)(literal("{event," + ",".join(path) + "}"))
+
+
+AUDIT_SUBJECT = func.coalesce(_in_event("details", "charge"), _in_event("resource", "id"))
+"""What an event of the chain is about: the charge its details name (an attempt, a refund), else its
+resource. The dashboard finds a charge's own audit events by it (migration 0009)."""
+Index("audit_chain_subject_idx", AUDIT_SUBJECT)

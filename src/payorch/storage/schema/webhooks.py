@@ -85,6 +85,13 @@ Index(
     webhook_deliveries.c.endpoint_id,
     webhook_deliveries.c.id.desc(),
 )
+# One merchant's dead letters, newest first (the dashboard's Webhooks page; migration 0009).
+Index(
+    "webhook_deliveries_dead_idx",
+    webhook_deliveries.c.merchant_id,
+    webhook_deliveries.c.id.desc(),
+    postgresql_where=text("status = 'failed'"),
+)
 
 # Inbound notifications already applied, so a gateway's retry is a no-op.
 gateway_notifications = Table(
