@@ -1,4 +1,4 @@
-"""The ``payorch`` command: serve, worker, migrate, merchants, keys."""
+"""The ``payorch`` command: serve, worker, migrate, merchants, keys, users."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from payorch.settings import Settings
 
 if TYPE_CHECKING:
+    from payorch.audit.events import Actor
+    from payorch.dashboard.users import DashboardUsers
     from payorch.storage.database import Database
     from payorch.storage.sql import Connection
 
@@ -30,8 +32,14 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 bank_links_app = typer.Typer(help="Bank links (OAuth).", no_args_is_help=True)
 app.add_typer(bank_links_app, name="bank-links")
+users_app = typer.Typer(help="Dashboard users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+T = TypeVar("T")
 
 DEMO_KEY_FILE = "demo-api-key"
+DEMO_LOGIN_FILE = "demo-dashboard-login"
+DEMO_EMAIL = "demo@payorch.local"
 
 
 def _settings() -> Settings:
@@ -60,8 +68,9 @@ def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions
     typer.echo("migrations applied")
 
 
-async def _ensure_demo(url: str, data_dir: Path) -> str | None:
-    """First embedded start: a demo merchant and a test key, kept in a 0600 file for later starts."""
+async def _ensure_demo(url: str, data_dir: Path) -> tuple[str | None, tuple[str, str] | None]:
+    """First embedded start: a demo merchant, a test key and a dashboard user, kept in 0600 files for
+    later starts. Returns the key and the (email, password) of the demo user, where known."""
     from payorch.audit import trail
     from payorch.audit.events import record_many
     from payorch.ids import new_id
@@ -69,27 +78,62 @@ async def _ensure_demo(url: str, data_dir: Path) -> str | None:
     from payorch.storage import merchants as repo
 
     key_file = data_dir / DEMO_KEY_FILE
-    async with _database(url) as db, db.transaction() as transaction:
-        if await repo.first_merchant(transaction) is not None:
-            return key_file.read_text().strip() if key_file.exists() else None
-        merchant = await repo.insert_merchant(transaction, new_id("mer"), "Demo merchant")
-        key = await create_key(transaction, merchant.id, "test")
-        actor, details = trail.cli_actor(), trail.cli_details(demo=True)
-        await record_many(
-            transaction,
-            [
-                trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
-                trail.api_key_created(actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details),
-            ],
-        )
-    key_file.write_text(key.secret + "\n")
-    key_file.chmod(0o600)
-    return key.secret
+    async with _database(url) as db:
+        async with db.transaction() as transaction:
+            merchant = await repo.first_merchant(transaction)
+            key = None
+            if merchant is None:
+                merchant = await repo.insert_merchant(transaction, new_id("mer"), "Demo merchant")
+                key = await create_key(transaction, merchant.id, "test")
+                actor, details = trail.cli_actor(), trail.cli_details(demo=True)
+                await record_many(
+                    transaction,
+                    [
+                        trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
+                        trail.api_key_created(
+                            actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details
+                        ),
+                    ],
+                )
+        if key is not None:
+            _private_file(key_file, key.secret)
+        login = await _ensure_demo_user(db, data_dir, merchant.id)
+    secret = key.secret if key is not None else (key_file.read_text().strip() if key_file.exists() else None)
+    return secret, login
 
 
-def _banner(host: str, port: int, key: str | None) -> str:
+async def _ensure_demo_user(db: Database, data_dir: Path, merchant_id: str) -> tuple[str, str] | None:
+    """The demo merchant's dashboard user, made once (an install from before the dashboard gets one too)."""
+    from payorch.audit import trail
+    from payorch.dashboard.config import DashboardConfig
+    from payorch.dashboard.users import DashboardUsers
+    from payorch.storage import dashboard_users as users_repo
+
+    login_file = data_dir / DEMO_LOGIN_FILE
+    if login_file.exists():
+        email, _, password = login_file.read_text().strip().partition(" ")
+        return email, password
+    async with db.connection() as connection:
+        if await users_repo.count_for_merchant(connection, merchant_id) > 0:
+            return None
+    users = DashboardUsers(db, DashboardConfig())
+    user, password = await users.create(
+        DEMO_EMAIL, merchant_id=merchant_id, actor=trail.cli_actor(), **trail.cli_details(demo=True)
+    )
+    _private_file(login_file, f"{user.email} {password}")
+    return user.email, password
+
+
+def _private_file(path: Path, content: str) -> None:
+    path.write_text(content + "\n")
+    path.chmod(0o600)
+
+
+def _banner(host: str, port: int, key: str | None, login: tuple[str, str] | None = None) -> str:
     base = f"http://{host}:{port}"
     lines = [f"payorch is listening on {base}  (API docs: {base}/docs)"]
+    if login:
+        lines += [f"Dashboard: {base}/dashboard  (sign in as {login[0]} with password {login[1]})"]
     if key:
         lines += [
             f"Test API key: {key}",
@@ -118,12 +162,12 @@ def serve(
     settings = _settings()
     configure_logging(json_lines=settings.json_logs)
     url = database_url(settings)
-    key = None
+    key, login = None, None
     if settings.embedded:
         run_migrations(url, partitions=settings.partitions)
-        key = asyncio.run(_ensure_demo(url, settings.data_dir))
+        key, login = asyncio.run(_ensure_demo(url, settings.data_dir))
     bind_host, bind_port = host or settings.host, port or settings.port
-    typer.echo(_banner(bind_host, bind_port, key))
+    typer.echo(_banner(bind_host, bind_port, key, login))
     if workers > 1 and settings.embedded:
         raise typer.BadParameter("several workers need PAYORCH_DATABASE_URL", param_hint="--workers")
     if workers > 1:  # each worker process opens the operations listener: they share its port
@@ -350,6 +394,50 @@ def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The deli
     if asyncio.run(main()) is None:
         raise typer.BadParameter(f"no delivery {delivery_id} to a live endpoint", param_hint="DELIVERY_ID")
     typer.echo(f"queued {delivery_id}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="The user's email: what they sign in with.")],
+    merchant: Annotated[str | None, typer.Option(help="The merchant the user belongs to (mer_...).")] = None,
+    operator: Annotated[bool, typer.Option("--operator", help="An operator: sees every merchant.")] = False,
+) -> None:
+    """Create a dashboard user and print the password. It is shown this once and stored only as a hash."""
+    if (merchant is None) == (not operator):
+        raise typer.BadParameter("give --merchant mer_... or --operator (not both)", param_hint="--merchant")
+    user, password = _with_users(lambda users: users.create(email, merchant_id=merchant, actor=_cli_actor()))
+    typer.echo(f"{user.id} {user.email} {password}")
+
+
+@users_app.command("unlock")
+def users_unlock(email: Annotated[str, typer.Option(help="The locked user's email.")]) -> None:
+    """Clear a user's failed sign-ins and lock now (a lock also ends by itself after lockout_minutes)."""
+    user = _with_users(lambda users: users.unlock(email, actor=_cli_actor()))
+    if user is None:
+        raise typer.BadParameter(f"no dashboard user {email}", param_hint="--email")
+    typer.echo(f"unlocked {user.email}")
+
+
+def _cli_actor() -> Actor:
+    from payorch.audit import trail
+
+    return trail.cli_actor()
+
+
+def _with_users(action: Callable[[DashboardUsers], Awaitable[T]]) -> T:
+    from payorch.dashboard.users import DashboardUsers, UserError
+
+    settings = _settings()
+    url = database_url(settings)
+
+    async def main() -> T:
+        async with _database(url) as db:
+            return await action(DashboardUsers(db, settings.dashboard))
+
+    try:
+        return asyncio.run(main())
+    except UserError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @asynccontextmanager
