@@ -165,4 +165,3 @@ async def test_the_main_pages_have_no_serious_accessibility_violations(served: S
     }
     assert blocking == {}
     assert all(result.response["testEngine"]["name"] == "axe-core" for result in pages.values())
-

@@ -41,7 +41,12 @@ def _wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 120) 
 def test_serve_in_an_empty_directory_then_charge(tmp_path: Path) -> None:
     payorch = Path(sys.executable).with_name("payorch")
     port = _free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        # No settings at all; this checkout's sources when the suite runs from one.
+        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
+    }
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -71,6 +76,9 @@ def test_serve_in_an_empty_directory_then_charge(tmp_path: Path) -> None:
         assert response.json()["amount"] == 1050
         key_file = tmp_path / ".payorch" / "demo-api-key"
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        _sign_in_to_the_dashboard(url, printed)
+        login_file = tmp_path / ".payorch" / "demo-dashboard-login"
+        assert oct(login_file.stat().st_mode & 0o777) == "0o600"
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -79,3 +87,19 @@ def test_serve_in_an_empty_directory_then_charge(tmp_path: Path) -> None:
             process.kill()
             process.wait()
     assert process.returncode == 0, log_path.read_text()
+
+
+def _sign_in_to_the_dashboard(url: str, printed: str) -> None:
+    """The banner names the dashboard and the demo user's password; they sign in."""
+    login = re.search(rf"Dashboard: {re.escape(url)}/dashboard  \(sign in as (\S+) with password (\S+)\)", printed)
+    assert login is not None, printed
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        form = browser.get("/dashboard/sign-in")
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form.text)
+        assert token is not None, form.text
+        fields = {"csrf_token": token.group(1), "email": login.group(1), "password": login.group(2)}
+        signed_in = browser.post("/dashboard/sign-in", data=fields)
+        assert signed_in.status_code == 303, signed_in.text
+        payments = browser.get(signed_in.headers["location"])
+        assert payments.status_code == 200
+        assert "ch_" in payments.text  # the charge just made, on the demo merchant's Payments page
