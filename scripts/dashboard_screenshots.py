@@ -46,7 +46,6 @@ async def _shoot(page: Page, out: Path, name: str) -> None:
 
 
 async def main(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="payorch-screens-") as home, MerchantEndpoint() as receiver:
         async with stack(Path(home)) as served:
             merchant_id, charge_id = await _populate(served, receiver)
@@ -74,4 +73,6 @@ async def main(out: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard"))
-    asyncio.run(main(parser.parse_args().out))
+    target = parser.parse_args().out
+    target.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(target))

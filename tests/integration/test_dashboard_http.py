@@ -3,41 +3,21 @@ as the API. The browser tests (tests/browser/) drive the same pages in Chromium.
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import httpx
 import pytest
 from tests.conftest import own_app
 from tests.factories import charge_body, create_merchant, post_charge, query
+from tests.integration.dashboard_support import csrf, new_user, sign_in
 
 from payorch.audit.events import Actor
+from payorch.dashboard.services import session_codec
+from payorch.dashboard.sessions import COOKIE_NAME
 from payorch.runtime import Runtime
 
 pytestmark = pytest.mark.timeout(180)
-
-_TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
-
-
-def csrf(page: httpx.Response) -> str:
-    found = _TOKEN.search(page.text)
-    assert found is not None, page.text
-    return found.group(1)
-
-
-async def new_user(runtime: Runtime, merchant_id: str | None) -> tuple[str, str]:
-    email = f"user-{secrets.token_hex(4)}@example.com"
-    user, password = await runtime.dashboard_users.create(email, merchant_id=merchant_id, actor=Actor(user="test"))
-    return user.email, password
-
-
-async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
-    page = await client.get("/dashboard/sign-in")
-    return await client.post(
-        "/dashboard/sign-in", data={"csrf_token": csrf(page), "email": email, "password": password}
-    )
-
 
 @pytest.fixture
 async def app(database_url: str) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
@@ -56,7 +36,7 @@ async def test_sign_in_rotates_the_session_and_a_page_needs_it(app: tuple[Runtim
 
     before = await client.get("/dashboard/sign-in")
     cookie = before.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/dashboard" in cookie
+    assert {"HttpOnly", "SameSite=Lax", "Path=/dashboard"} <= {part.strip() for part in cookie.split(";")}
     assert "Secure" not in cookie  # plain http on loopback: `make run` must be able to sign in
     signed = await client.post(
         "/dashboard/sign-in", data={"csrf_token": csrf(before), "email": email.upper(), "password": password}
@@ -148,3 +128,27 @@ async def test_the_dashboard_is_not_in_the_openapi_document(app: tuple[Runtime, 
     _, client = app
     document = (await client.get("/openapi.json")).json()
     assert not [path for path in document["paths"] if path.startswith("/dashboard")]
+
+
+async def test_a_session_over_https_gets_a_secure_cookie(database_url: str) -> None:
+    async with own_app(database_url) as (_, client):
+        answer = await client.get("https://payorch.test/dashboard/sign-in")
+    assert "Secure" in {part.strip() for part in answer.headers["set-cookie"].split(";")}
+
+
+async def test_an_idle_session_ends(app: tuple[Runtime, httpx.AsyncClient]) -> None:
+    runtime, client = app
+    merchant = await create_merchant(runtime)
+    email, password = await new_user(runtime, merchant.id)
+    assert (await sign_in(client, email, password)).status_code == 303
+    codec = session_codec(runtime.settings.dashboard, data_dir=runtime.settings.data_dir)
+    assert codec is not None
+    session = codec.loads(client.cookies[COOKIE_NAME])
+    assert session is not None
+    assert session.user_id is not None
+    idle = replace(session, seen_at=session.seen_at - codec.idle_seconds - 1)  # as if untouched since
+    client.cookies.set(COOKIE_NAME, codec.dumps(idle), domain="payorch.test", path="/dashboard")
+    later = await client.get("/dashboard/payments")
+    assert later.status_code == 303
+    again = await client.get(later.headers["location"])
+    assert "Your session ended (15 minutes idle)" in again.text
