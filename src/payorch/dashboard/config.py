@@ -17,8 +17,8 @@ class DashboardConfig(BaseModel):
     ``session_secret`` (production refuses ``true`` without one)."""
     session_secret: SecretStr | None = None
     """The key that signs session cookies (and derives CSRF tokens); every API process must share it.
-    Unset outside production: a 0600 key file under ``data_dir`` is made on first use. Production
-    refuses to start without it."""
+    Unset outside production: a 0600 key file under ``data_dir`` is made on first use. Unset in
+    production: the dashboard is not served; a placeholder is refused."""
     idle_timeout_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
     """A session with no request for this long ends; the person signs in again."""
     max_session_hours: float = Field(default=12.0, gt=0, le=24 * 7)
