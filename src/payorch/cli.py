@@ -8,7 +8,6 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -37,9 +36,6 @@ app.add_typer(users_app, name="users")
 
 T = TypeVar("T")
 
-DEMO_KEY_FILE = "demo-api-key"
-DEMO_LOGIN_FILE = "demo-dashboard-login"
-DEMO_EMAIL = "demo@payorch.local"
 
 
 def _settings() -> Settings:
@@ -68,67 +64,6 @@ def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions
     typer.echo("migrations applied")
 
 
-async def _ensure_demo(url: str, data_dir: Path) -> tuple[str | None, tuple[str, str] | None]:
-    """First embedded start: a demo merchant, a test key and a dashboard user, kept in 0600 files for
-    later starts. Returns the key and the (email, password) of the demo user, where known."""
-    from payorch.audit import trail
-    from payorch.audit.events import record_many
-    from payorch.ids import new_id
-    from payorch.security.api_keys import create_key
-    from payorch.storage import merchants as repo
-
-    key_file = data_dir / DEMO_KEY_FILE
-    async with _database(url) as db:
-        async with db.transaction() as transaction:
-            merchant = await repo.first_merchant(transaction)
-            key = None
-            if merchant is None:
-                merchant = await repo.insert_merchant(transaction, new_id("mer"), "Demo merchant")
-                key = await create_key(transaction, merchant.id, "test")
-                actor, details = trail.cli_actor(), trail.cli_details(demo=True)
-                await record_many(
-                    transaction,
-                    [
-                        trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
-                        trail.api_key_created(
-                            actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details
-                        ),
-                    ],
-                )
-        if key is not None:
-            _private_file(key_file, key.secret)
-        login = await _ensure_demo_user(db, data_dir, merchant.id)
-    secret = key.secret if key is not None else (key_file.read_text().strip() if key_file.exists() else None)
-    return secret, login
-
-
-async def _ensure_demo_user(db: Database, data_dir: Path, merchant_id: str) -> tuple[str, str] | None:
-    """The demo merchant's dashboard user, made once (an install from before the dashboard gets one too)."""
-    from payorch.audit import trail
-    from payorch.dashboard.config import DashboardConfig
-    from payorch.dashboard.users import DashboardUsers
-    from payorch.storage import dashboard_users as users_repo
-
-    login_file = data_dir / DEMO_LOGIN_FILE
-    if login_file.exists():
-        email, _, password = login_file.read_text().strip().partition(" ")
-        return email, password
-    async with db.connection() as connection:
-        if await users_repo.count_for_merchant(connection, merchant_id) > 0:
-            return None
-    users = DashboardUsers(db, DashboardConfig())
-    user, password = await users.create(
-        DEMO_EMAIL, merchant_id=merchant_id, actor=trail.cli_actor(), **trail.cli_details(demo=True)
-    )
-    _private_file(login_file, f"{user.email} {password}")
-    return user.email, password
-
-
-def _private_file(path: Path, content: str) -> None:
-    path.write_text(content + "\n")
-    path.chmod(0o600)
-
-
 def _banner(host: str, port: int, key: str | None, login: tuple[str, str] | None = None) -> str:
     base = f"http://{host}:{port}"
     lines = [f"payorch is listening on {base}  (API docs: {base}/docs)"]
@@ -155,6 +90,7 @@ def serve(
     import uvicorn
 
     from payorch.app import create_app
+    from payorch.demo import ensure_demo
     from payorch.observability.logging import configure_logging
     from payorch.security.slow_clients import guarded_http_protocol
     from payorch.storage.bootstrap import run_migrations
@@ -165,7 +101,7 @@ def serve(
     key, login = None, None
     if settings.embedded:
         run_migrations(url, partitions=settings.partitions)
-        key, login = asyncio.run(_ensure_demo(url, settings.data_dir))
+        key, login = asyncio.run(ensure_demo(url, settings.data_dir))
     bind_host, bind_port = host or settings.host, port or settings.port
     typer.echo(_banner(bind_host, bind_port, key, login))
     if workers > 1 and settings.embedded:
