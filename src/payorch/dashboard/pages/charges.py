@@ -9,6 +9,7 @@ carries an idempotency key made when the page was shown: sending it twice refund
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, get_args
@@ -20,7 +21,7 @@ from starlette.responses import Response
 
 from payorch.dashboard.forms import AmountError, parse_amount
 from payorch.dashboard.reads import ConsoleReads
-from payorch.dashboard.web import PREFIX, Console, ConsoleDep, FormDep, Viewer, ViewerDep, local_path
+from payorch.dashboard.web import PREFIX, Console, ConsoleDep, Form, FormDep, Viewer, ViewerDep, local_path
 from payorch.errors import ApiError, InvalidRequest
 from payorch.ids import new_id
 from payorch.payments.operations import Reply
@@ -91,48 +92,65 @@ async def charge_page(request: Request, charge_id: ChargeId, viewer: ViewerDep, 
     )
 
 
+Flash = tuple[str, str]
+
+
+def _amount(form: Form, charge: Charge) -> int | None:
+    typed = form.get("amount")
+    return None if typed is None else parse_amount(typed, charge.currency)
+
+
+async def _act(
+    request: Request, viewer: Viewer, console: Console, charge_id: str, perform: Callable[[Charge], Awaitable[Flash]]
+) -> Response:
+    """Do something to the merchant's charge and show how it went on its page. Another merchant's
+    charge is not found (404) before anything is done."""
+    charge = await _charge(console, viewer, charge_id)
+    try:
+        flash = await perform(charge)
+    except AmountError as error:
+        flash = ("error", str(error))
+    except ValidationError as error:  # a refund reason not in the list
+        flash = ("error", f"Invalid request: {error.errors()[0]['msg']}")
+    except ApiError as error:
+        flash = _refused(error)
+    return console.redirect(request, viewer.session, _page(charge_id), flash=flash)
+
+
 @router.post("/charges/{charge_id}/capture")
 async def capture(
     request: Request, charge_id: ChargeId, viewer: ViewerDep, form: FormDep, console: ConsoleDep
 ) -> Response:
-    charge = await _charge(console, viewer, charge_id)
-    try:
-        amount = None if form.get("amount") is None else parse_amount(form.get("amount") or "", charge.currency)
+    async def perform(charge: Charge) -> Flash:
+        caller = viewer.caller(livemode=charge.livemode)
         reply = await console.runtime.captures.capture(
-            viewer.caller(livemode=charge.livemode), charge_id, amount, request_id=_request_id(viewer)
+            caller, charge.id, _amount(form, charge), request_id=_request_id(viewer)
         )
-        flash = _answer(reply, "Captured.")
-    except AmountError as error:
-        flash = ("error", str(error))
-    except ApiError as error:
-        flash = _refused(error)
-    return console.redirect(request, viewer.session, _page(charge_id), flash=flash)
+        return _answer(reply, "Captured.")
+
+    return await _act(request, viewer, console, charge_id, perform)
 
 
 @router.post("/charges/{charge_id}/cancel")
 async def cancel(
     request: Request, charge_id: ChargeId, viewer: ViewerDep, _checked: FormDep, console: ConsoleDep
 ) -> Response:
-    charge = await _charge(console, viewer, charge_id)
-    try:
-        reply = await console.runtime.captures.cancel(
-            viewer.caller(livemode=charge.livemode), charge_id, request_id=_request_id(viewer)
-        )
-        flash = _answer(reply, "Canceled: the authorization is released.")
-    except ApiError as error:
-        flash = _refused(error)
-    return console.redirect(request, viewer.session, _page(charge_id), flash=flash)
+    async def perform(charge: Charge) -> Flash:
+        caller = viewer.caller(livemode=charge.livemode)
+        reply = await console.runtime.captures.cancel(caller, charge.id, request_id=_request_id(viewer))
+        return _answer(reply, "Canceled: the authorization is released.")
+
+    return await _act(request, viewer, console, charge_id, perform)
 
 
 @router.post("/charges/{charge_id}/refund")
 async def refund(
     request: Request, charge_id: ChargeId, viewer: ViewerDep, form: FormDep, console: ConsoleDep
 ) -> Response:
-    charge = await _charge(console, viewer, charge_id)
     key = form.get("idempotency_key")
-    try:
-        amount = None if form.get("amount") is None else parse_amount(form.get("amount") or "", charge.currency)
-        body: dict[str, object] = {"charge": charge_id, "amount": amount, "reason": form.get("reason")}
+
+    async def perform(charge: Charge) -> Flash:
+        body: dict[str, object] = {"charge": charge.id, "amount": _amount(form, charge), "reason": form.get("reason")}
         params = RefundCreate.model_validate({name: value for name, value in body.items() if value is not None})
         reply = await console.runtime.refunds.create(
             viewer.caller(livemode=charge.livemode),
@@ -143,14 +161,9 @@ async def refund(
             path=request.url.path,
         )
         done = "Refund sent." if reply.status == 201 else "Refund sent; the gateway's answer is not known yet."
-        flash = _answer(reply, done + (" (the same form was sent before: nothing new)" if reply.replayed else ""))
-    except AmountError as error:
-        flash = ("error", str(error))
-    except ValidationError as error:  # a reason not in the list
-        flash = ("error", f"Invalid refund: {error.errors()[0]['msg']}")
-    except ApiError as error:
-        flash = _refused(error)
-    return console.redirect(request, viewer.session, _page(charge_id), flash=flash)
+        return _answer(reply, done + (" (the same form was sent before: nothing new)" if reply.replayed else ""))
+
+    return await _act(request, viewer, console, charge_id, perform)
 
 
 @router.post("/deliveries/{delivery_id}/redeliver")
