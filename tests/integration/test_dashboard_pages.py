@@ -1,6 +1,6 @@
 """The dashboard's pages and actions in process: the search filters and their SQL, capture, cancel
 and refund through the API's services (same rules, same errors, same idempotency), API keys, the
-operator's merchant picker and the Audit page."""
+operator's merchant picker, the Audit page and dead letters."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import httpx
 import pytest
 from tests.conftest import own_app
 from tests.factories import MerchantFixture, charge_body, create_merchant, post_charge, query
+from tests.fakes.merchant_endpoint import MerchantEndpoint
 from tests.integration.dashboard_support import new_user, post_form, sign_in
 
 from payorch.runtime import Runtime
@@ -182,3 +183,43 @@ async def test_operators_pick_a_merchant_and_see_the_audit_page(app: tuple[Runti
     )
     assert [row["sink"] for row in rows] == ["local"]
     assert merchant.id != someone.id
+
+
+async def test_a_dead_letter_is_listed_and_redelivered_from_the_webhooks_page(database_url: str) -> None:
+    with MerchantEndpoint() as receiver:
+        async with own_app(database_url, webhooks={"allow_loopback_endpoints": True}) as (runtime, client):
+            merchant = await signed_in_merchant(runtime, client)
+            made = await client.post(
+                "/v1/webhook_endpoints",
+                json={"url": receiver.url, "enabled_events": ["charge.succeeded"]},
+                headers=merchant.headers,
+            )
+            assert made.status_code == 201
+            receiver.fail_next(1)
+            charge = (await post_charge(client, merchant, charge_body())).json()
+            await runtime.webhooks.dispatcher.run_once()
+            assert [arrival.status for arrival in receiver.arrivals] == [503]
+            # The retry window (at least 24 hours) has run out: the dispatcher gives up on it.
+            await query(
+                runtime.db,
+                "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE merchant_id = :m",
+                m=merchant.id,
+            )
+            page = await client.get("/dashboard/webhooks")
+            dead = page.text.split('id="dead-heading"')[1]
+            assert charge["id"] in dead
+            delivery_id = dead.split('data-delivery="')[1].split('"')[0]
+            requeued = await post_form(
+                client,
+                "/dashboard/webhooks",
+                f"/dashboard/deliveries/{delivery_id}/redeliver",
+                endpoint_id=made.json()["id"],
+                mode="test",
+                back="/dashboard/webhooks",
+            )
+            assert requeued.status_code == 303
+            await runtime.webhooks.dispatcher.run_once()
+            assert [arrival.status for arrival in receiver.arrivals] == [503, 200]
+            assert len({arrival.webhook_id for arrival in receiver.arrivals}) == 1
+            after = (await client.get("/dashboard/webhooks")).text
+            assert delivery_id not in after.split('id="dead-heading"')[1]
