@@ -5,19 +5,16 @@ card is kept nowhere (charges, events, idempotency keys, audit outbox, webhook d
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 from tests.card_storage import assert_kept_nowhere, assert_nothing_kept
-from tests.conftest import make_settings
 from tests.factories import MerchantFixture, charge_body, create_merchant
 from tests.fakes.merchant_endpoint import MerchantEndpoint
+from tests.webhook_support import deliver_until, webhook_runtime
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 
 VISA = "4242424242424242"
@@ -157,48 +154,24 @@ async def test_authorization_sent_twice_is_refused(runtime: Runtime, client: htt
 
 
 async def test_no_card_reaches_a_webhook_delivery(database_url: str) -> None:
-    settings = make_settings(
-        database_url,
-        webhooks={
-            "secret_key": Fernet.generate_key().decode(),
-            "delivery_timeout_seconds": 3,
-            "lease_margin_seconds": 1,
-        },
-    )
-    runtime = await Runtime.build(settings, database_url)
-    try:
-        with MerchantEndpoint() as endpoint:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=create_app(settings, runtime=runtime)), base_url="http://payorch.test"
-            ) as client:
-                merchant = await create_merchant(runtime)
-                subscribed = await client.post(
-                    "/v1/webhook_endpoints",
-                    json={"url": endpoint.url, "enabled_events": ["*"]},
-                    headers=merchant.headers,
-                )
-                assert subscribed.status_code == 201, subscribed.text
-                for encoding in ENCODINGS:
-                    body = encoded(charge_body(metadata={"note": f"pan {VISA}"}), encoding)
-                    refused = await client.post("/v1/charges", content=body, headers={**merchant.headers, **JSON})
-                    assert refused.status_code == 400, refused.text
-                clean = encoded(charge_body(description=DESCRIPTION), "utf-16")
-                created = await client.post("/v1/charges", content=clean, headers={**merchant.headers, **JSON})
-                assert created.status_code == 201, created.text
-                await _deliver_until(runtime, endpoint, created.json()["id"])
+    with MerchantEndpoint() as endpoint:
+        async with webhook_runtime(database_url) as (runtime, client):
+            merchant = await create_merchant(runtime)
+            subscription = {"url": endpoint.url, "enabled_events": ["*"]}
+            subscribed = await client.post("/v1/webhook_endpoints", json=subscription, headers=merchant.headers)
+            assert subscribed.status_code == 201, subscribed.text
+            for encoding in ENCODINGS:
+                body = encoded(charge_body(metadata={"note": f"pan {VISA}"}), encoding)
+                refused = await client.post("/v1/charges", content=body, headers={**merchant.headers, **JSON})
+                assert refused.status_code == 400, refused.text
+            clean = encoded(charge_body(description=DESCRIPTION), "utf-16")
+            created = await client.post("/v1/charges", content=clean, headers={**merchant.headers, **JSON})
+            assert created.status_code == 201, created.text
+            charge_id = created.json()["id"]
+            await deliver_until(runtime, endpoint, lambda arrival: charge_id.encode() in arrival.body)
             await assert_kept_nowhere(runtime, merchant.id, VISA)
-    finally:
-        await runtime.aclose()
     bodies = [arrival.body.decode() for arrival in endpoint.arrivals]
     assert all(VISA not in body for body in bodies)
     delivered = [json.loads(body)["data"]["object"] for body in bodies]
-    assert {charge["id"] for charge in delivered} == {created.json()["id"]}
+    assert {charge["id"] for charge in delivered} == {charge_id}
     assert all(charge["description"] == DESCRIPTION for charge in delivered)
-
-
-async def _deliver_until(runtime: Runtime, endpoint: MerchantEndpoint, charge_id: str) -> None:
-    """Run dispatch rounds until the charge's event arrived (a deadline, not a sleep)."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while not any(charge_id in arrival.body.decode() for arrival in endpoint.acknowledged()):
-        assert asyncio.get_running_loop().time() < deadline, endpoint.arrivals
-        await runtime.webhooks.dispatcher.run_once()
