@@ -96,8 +96,9 @@ class RequestContextMiddleware:
         )
         finding = scan.finding
         if finding is not None and finding.kind == "card_number" and scope["path"].startswith(GATEWAY_WEBHOOKS_PREFIX):
-            # Signed by the gateway, not typed by a merchant: an Adyen pspReference is 16 digits and
-            # passes Luhn one time in ten. Refusing it would only make the gateway retry for days.
+            # Signed by the gateway, not typed by a merchant: an Adyen pspReference is 16 digits, and
+            # one that falls in a card range and passes Luhn would be refused, the gateway retrying
+            # for days. NUL, lone surrogates and an undecodable body are still refused.
             finding = None
         if finding is not None:
             log.warning("refused %s %s: %s in %s", scope["method"], request_id, finding.kind, finding.param or "body")

@@ -96,7 +96,9 @@ def _may_need_masking(text: str) -> bool:
     """False only when no pattern above and no card number can match ``text``. Each test is a piece
     of text a pattern cannot match without; a "yes" only sends the text to the full pipeline."""
     if len(text) < _MIN_MATCH:
-        return False
+        # Too short for any pattern; a card number needs 13 digits, but one character may fold to
+        # three of them (NFKC), so a short non-ASCII text is asked.
+        return not text.isascii() and may_contain_pan(text)
     return (
         "PRIVATE KEY" in text  # -----BEGIN ... PRIVATE KEY-----
         or "k_test_" in text  # sk_test_, rk_test_
