@@ -227,3 +227,17 @@ def test_a_luhn_valid_number_no_network_issues_passes() -> None:
     for body in ("7" * 15, "88" * 7, "9" * 15, "1" * 17, "37" * 7 + "1"):
         number = with_check_digit(body)
         assert scan_body(json.dumps({"metadata": {"n": number}}).encode()) is None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"metadata": {"4242": "4242 4242 4242"}},
+        {"metadata": {"a": "x", "4242 4242": "4242", "4242": "x"}},
+        {"cards": [4242, 4242, 4242, 4242]},
+        {"n": ["4242", "4242", "42424242"]},
+    ],
+)
+def test_a_card_split_across_keys_and_values_is_refused(document: dict[str, Any]) -> None:
+    # Each piece is harmless; the stored JSON, read as text, holds 4242 4242 4242 4242.
+    assert scan_body(json.dumps(document).encode()) == Finding("card_number", None)

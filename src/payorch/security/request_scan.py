@@ -9,7 +9,8 @@ The rule is that the scan reads a request exactly as the app will:
   text in UTF-8 (``Scan.body``), so no later parser can read other characters out of it. A body
   that does not decode is refused; one that decodes but is not JSON is searched as text (the app
   refuses it as ``invalid_json``, but a card number in it must not reach a log first);
-- every key and every value of the parsed document is searched, at any depth; a number is searched
+- every key and every value of the parsed document is searched, at any depth, and then the text
+  as a whole (a card split across keys and values would show in the stored JSON); a number is searched
   as written (``4242424242424242`` sent as a number) and as the value the app would hold
   (``6.304e15`` is 6304000000000000); every object is kept as its list of pairs, so a card number in
   a duplicated key, which the parser drops, is still seen;
@@ -223,6 +224,10 @@ def scan_json(body: bytes, *, max_depth: int) -> Scan:
         return Scan(Finding("card_number", None) if contains_pan(text) else None, body)
     for kind, path in _walk(document, ()):
         return Scan(Finding(kind, _param(path)), body)
+    if contains_pan(text):
+        # Split across keys, values and elements ({"4242": "4242 4242 4242"}): the stored JSON,
+        # read as text, would show it.
+        return Scan(Finding("card_number", None), body)
     # Plain UTF-8 goes on as it came (byte for byte); other encodings as the same text in UTF-8.
     utf8 = body if json.detect_encoding(body) == "utf-8" else text.encode("utf-8")
     return Scan(None, utf8)
