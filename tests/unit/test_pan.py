@@ -1,3 +1,4 @@
+import random
 import sys
 
 import pytest
@@ -233,9 +234,29 @@ def test_luhn_valid_numbers_no_network_issues_are_not_cards():
 def test_no_character_folds_to_more_digits_than_the_prescreen_allows():
     from payorch.security import pan
 
-    most = max(
-        sum(part.isdigit() for part in pan._fold_char(chr(code)))
-        for code in range(sys.maxunicode + 1)
-        if not chr(code).isascii()
-    )
-    assert most <= pan._MOST_DIGITS_PER_CHAR
+    folds = [pan._fold_char(chr(code)) for code in range(128, sys.maxunicode + 1)]
+    assert max(sum(part.isdigit() for part in folded) for folded in folds) <= pan._MOST_DIGITS_PER_CHAR
+    assert all(folds)  # no character folds to nothing: equal lengths mean equal positions
+
+
+def test_the_run_search_checks_luhn_as_luhn_valid_does():
+    from payorch.security import pan
+
+    rng = random.Random(18)
+    for _ in range(500):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 30)))
+        even, odd = pan._luhn_sums(digits)
+        for start in range(len(digits)):
+            for stop in range(start + 1, len(digits) + 1):
+                sums = even if stop % 2 == 0 else odd
+                assert ((sums[stop] - sums[start]) % 10 == 0) == luhn_valid(digits[start:stop])
+
+
+def test_a_long_run_of_small_groups_is_searched_whole():
+    # Thousands of one- and two-digit groups: every stretch of 13-19 digits is a candidate.
+    # (No network issues on 7, so only stretches starting inside the card can be cards.)
+    text = "7 7 " * 5000 + " ".join(VISA) + " 7 7" * 5000
+    (span,) = find_pans(text)
+    assert span[0] == 20000
+    assert span[1] >= 20000 + 2 * len(VISA) - 1
+    assert "4 2 4 2" not in mask_pans(text)

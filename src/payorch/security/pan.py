@@ -31,7 +31,9 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
+from itertools import accumulate
 
 from payorch.security.card_networks import MAX_LENGTH, MIN_LENGTH, issued
 
@@ -133,21 +135,44 @@ def may_contain_pan(text: str) -> bool:
     return _NO_LETTERS.search(text) is not None and _THIRTEEN_DIGITS.search(text) is not None
 
 
+_LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def _luhn_sums(digits: str) -> tuple[list[int], list[int]]:
+    """Prefix sums of Luhn values with the even positions doubled, and with the odd ones doubled:
+    ``digits[a:b]`` passes Luhn when the sum over it whose doubled positions have ``b``'s parity
+    ends in 0. One pass per run, then any candidate is checked in constant time (a run of thousands
+    of one-digit groups has thousands of candidates)."""
+    even, odd = [0], [0]
+    for position, char in enumerate(digits):
+        value = ord(char) - 48
+        doubled = _LUHN_DOUBLED[value]
+        even.append(even[-1] + (doubled if position % 2 == 0 else value))
+        odd.append(odd[-1] + (value if position % 2 == 0 else doubled))
+    return even, odd
+
+
 def _cards_in_run(folded: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     """(start, end) in the skeleton of each card in one run of digit groups."""
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(folded, start, end)]
-    glued_left = start > 0 and folded[start - 1] == _GLUE
-    glued_right = end < len(folded) and folded[end] == _GLUE
+    digits = "".join(folded[a:b] for a, b in groups)
+    ends = list(accumulate(b - a for a, b in groups))  # digits up to the end of each group
+    even, odd = _luhn_sums(digits)
+    glued_both = start > 0 and folded[start - 1] == _GLUE and end < len(folded) and folded[end] == _GLUE
     last = len(groups) - 1
     i = 0
     while i <= last:
+        first = ends[i - 1] if i else 0
         found = None
-        digits = ""
-        for j in range(i, last + 1):
-            digits += folded[groups[j][0] : groups[j][1]]
-            if len(digits) > MAX_LENGTH:
-                break
-            if is_card_number(digits) and not (glued_left and glued_right and i == 0 and j == last):
+        # Only the groups that end a stretch of 13-19 digits from group i can end a card.
+        for j in range(bisect_left(ends, first + MIN_LENGTH, i), bisect_right(ends, first + MAX_LENGTH, i)):
+            stop = ends[j]
+            sums = even if stop % 2 == 0 else odd
+            if (
+                (sums[stop] - sums[first]) % 10 == 0
+                and issued(digits[first:stop])
+                and not (glued_both and i == 0 and j == last)
+            ):
                 found = j  # keep looking: the longest card starting at group i wins
         if found is None:
             i += 1
