@@ -36,24 +36,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.pan_samples import PUBLISHED_TEST_CARDS, every_network_cards, network_card, random_numeric_ids
+from tests.pan_samples import PUBLISHED_TEST_CARDS, every_network_cards, network_card, old_rule, random_numeric_ids
 
 from payorch.security.card_networks import MAX_LENGTH, MIN_LENGTH, NETWORKS, issued_share
-from payorch.security.pan import contains_pan, is_card_number, luhn_valid
+from payorch.security.pan import contains_pan, is_card_number
 
 _DIGIT_RUN = re.compile(r"[0-9]+")
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"
 _BASE62 = string.digits + string.ascii_letters
-
-
-def old_rule(digits: str) -> bool:
-    """What was refused before the network table: Luhn and a first digit some network uses."""
-    return luhn_valid(digits) and (
-        digits[0] in "23456"
-        or (digits[0] == "1" and len(digits) == 15)
-        or (digits[0] == "8" and digits[1] in "12")
-        or digits.startswith("9792")
-    )
 
 
 def false_positives(ids: list[str]) -> dict[str, object]:

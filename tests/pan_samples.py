@@ -91,6 +91,16 @@ PUBLISHED_TEST_CARDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def old_rule(digits: str) -> bool:
+    """What was refused before the network table: Luhn and a first digit some network uses."""
+    return luhn_valid(digits) and (
+        digits[0] in "23456"
+        or (digits[0] == "1" and len(digits) == 15)
+        or (digits[0] == "8" and digits[1] in "12")
+        or digits.startswith("9792")
+    )
+
+
 def with_check_digit(body: str) -> str:
     """``body`` and the digit that makes it Luhn-valid."""
     return next(body + digit for digit in "0123456789" if luhn_valid(body + digit))

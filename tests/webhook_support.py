@@ -1,33 +1,19 @@
-"""A runtime whose dispatcher the test drives itself, round by round: for tests that need real
-webhook deliveries without running the dispatcher's loop."""
+"""Real webhook deliveries without the dispatcher's loop: the test drives it round by round.
+
+``webhook_runtime`` is the webhook tests' own runtime (tests/integration/test_webhook_delivery.py:
+a webhook key, short timeouts, and whatever else those tests need to reach a loopback endpoint)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import httpx
-from cryptography.fernet import Fernet
-from tests.conftest import make_settings
 from tests.fakes.merchant_endpoint import Arrival, MerchantEndpoint
+from tests.integration.test_webhook_delivery import _webhook_runtime as webhook_runtime
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 
-
-@contextlib.asynccontextmanager
-async def webhook_runtime(database_url: str) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    """Its own runtime (webhook key set, 3 s delivery timeout) and a client of its app."""
-    webhooks = {"secret_key": Fernet.generate_key().decode(), "delivery_timeout_seconds": 3}
-    settings = make_settings(database_url, webhooks=webhooks)
-    runtime = await Runtime.build(settings, database_url)
-    transport = httpx.ASGITransport(app=create_app(settings, runtime=runtime))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as client:
-            yield runtime, client
-    finally:
-        await runtime.aclose()
+__all__ = ["deliver_until", "webhook_runtime"]
 
 
 async def deliver_until(runtime: Runtime, endpoint: MerchantEndpoint, arrived: Callable[[Arrival], bool]) -> None:
