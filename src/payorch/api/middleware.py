@@ -69,41 +69,10 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         request_id = state.get("request_id") or new_id("req")  # set by the outermost layer when mounted
         state["request_id"] = request_id
-        refusal = _repeated_header_refusal(scope["headers"])
-        # The first copy of a header, as Starlette reads it (a single-valued one has only one now).
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-        refusal = refusal or self._refusal(scope["method"], headers, scope["path"])
-        if refusal is not None:
-            await send_error(send, refusal, request_id)
+        guarded = await self._guard(scope, receive, send, request_id)
+        if guarded is None:
             return
-
-        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-        body = b""
-        if has_body:
-            read = await self._read_body(receive, send, request_id)
-            if read is None:
-                return
-            body = read
-        scan = scan_request(
-            path=scope["path"],
-            query=scope.get("query_string", b""),
-            idempotency_key=headers.get("idempotency-key"),
-            content_type=headers.get("content-type", ""),
-            body=body,
-            max_depth=self.max_json_depth,
-        )
-        finding = scan.finding
-        if finding is not None and finding.kind == "card_number" and scope["path"].startswith(GATEWAY_WEBHOOKS_PREFIX):
-            # Signed by the gateway, not typed by a merchant: an Adyen pspReference is 16 digits, and
-            # one that falls in a card range and passes Luhn would be refused, the gateway retrying
-            # for days. NUL, lone surrogates and an undecodable body are still refused.
-            finding = None
-        if finding is not None:
-            log.warning("refused %s %s: %s in %s", scope["method"], request_id, finding.kind, finding.param or "body")
-            await send_error(send, _refusal_for(finding, self.max_json_depth), request_id)
-            return
+        scope, downstream = guarded
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -113,11 +82,46 @@ class RequestContextMiddleware:
                     response_headers.setdefault(name.decode(), value.decode())
             await send(message)
 
-        if scan.body is not body and not scope["path"].startswith(GATEWAY_WEBHOOKS_PREFIX):
+        await self.app(scope, downstream, send_with_headers)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> tuple[Scope, Receive] | None:
+        """The request as the app may see it (scope, body), or None once refused here."""
+        # The first copy of each header, as Starlette reads it (a single-valued one comes once).
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        refusal = _repeated_header_refusal(scope["headers"]) or self._refusal(scope["method"], headers, scope["path"])
+        if refusal is not None:
+            await send_error(send, refusal, request_id)
+            return None
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if not has_body:
+            body = b""
+        elif (read := await self._read_body(receive, send, request_id)) is not None:
+            body = read
+        else:
+            return None
+        scan = scan_request(
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            idempotency_key=headers.get("idempotency-key"),
+            content_type=headers.get("content-type", ""),
+            body=body,
+            max_depth=self.max_json_depth,
+        )
+        gateway = scope["path"].startswith(GATEWAY_WEBHOOKS_PREFIX)
+        finding = scan.finding
+        if finding is not None and not (gateway and finding.kind == "card_number"):
+            # (A gateway's notification is signed by it, not typed by a merchant: an Adyen
+            # pspReference is 16 digits, and one in a card range that passes Luhn would be refused,
+            # the gateway retrying for days. NUL, lone surrogates, undecodable bodies still are.)
+            log.warning("refused %s %s: %s in %s", scope["method"], request_id, finding.kind, finding.param or "body")
+            await send_error(send, _refusal_for(finding, self.max_json_depth), request_id)
+            return None
+        if scan.body is not body and not gateway:
             # The JSON text came in UTF-16/32 or behind a BOM: the app reads the same text in UTF-8.
             body, scope = scan.body, _with_length(scope, len(scan.body))
-        downstream = _replay(body, receive) if has_body else self._limited(receive)
-        await self.app(scope, downstream, send_with_headers)
+        return scope, (_replay(body, receive) if has_body else self._limited(receive))
 
     async def _read_body(self, receive: Receive, send: Send, request_id: str) -> bytes | None:
         """The whole body, or None after answering 413 (too large), 408 (too slow) or a disconnect.
