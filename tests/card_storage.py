@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import unicodedata
 
-from sqlalchemy import text
+from tests.factories import query
 
 from payorch.runtime import Runtime
-from payorch.storage.engine import unit_of_work
 
 KEPT = {
     "charges": "SELECT row_to_json(t)::text FROM charges t WHERE merchant_id = :m",
@@ -30,11 +29,7 @@ def digits_of(row: str) -> str:
 
 async def kept(runtime: Runtime, merchant_id: str) -> dict[str, list[str]]:
     """Every row payorch keeps for ``merchant_id`` in the tables above, as JSON text, by table."""
-    rows: dict[str, list[str]] = {}
-    async with unit_of_work(runtime.sessions) as session:
-        for table, sql in KEPT.items():
-            rows[table] = [str(row) for row in (await session.execute(text(sql), {"m": merchant_id})).scalars()]
-    return rows
+    return {table: [str(row[0]) for row in await query(runtime.db, sql, m=merchant_id)] for table, sql in KEPT.items()}
 
 
 async def assert_kept_nowhere(runtime: Runtime, merchant_id: str, digits: str) -> None:
