@@ -3,7 +3,7 @@
 ``gateway_accounts`` holds each account's credentials sealed with envelope encryption (accounts/crypto.py):
 the ciphertext, the data key wrapped by the master key, and that key's id, so a rotation can
 re-wrap row by row while both keys stay readable. ``routing_configs`` keeps every version a merchant
-stored. ``charges.routing`` is the decision the charge was routed by, written in its first statement.
+stored, per mode. ``charges.routing`` is the decision the charge was routed by, written in its first statement.
 
 Revision ID: 0010_gateway_accounts_routing
 """
@@ -49,11 +49,12 @@ def upgrade() -> None:
         """
         CREATE TABLE routing_configs (
             merchant_id text NOT NULL,
+            livemode boolean NOT NULL,
             version integer NOT NULL CONSTRAINT routing_configs_version_check CHECK (version >= 1),
             config jsonb NOT NULL,
             api_key_id text,
             created_at timestamptz NOT NULL DEFAULT now(),
-            CONSTRAINT routing_configs_pkey PRIMARY KEY (merchant_id, version)
+            CONSTRAINT routing_configs_pkey PRIMARY KEY (merchant_id, livemode, version)
         )
         """
     )

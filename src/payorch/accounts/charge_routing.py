@@ -19,7 +19,7 @@ class ChargeRouting:
         self._breakers = breakers
 
     async def route(self, merchant_id: str, facts: ChargeFacts) -> Routed:
-        view = await self._directory.view(merchant_id)
+        view = await self._directory.view(merchant_id, facts.livemode)
         unknown = Router.unknown_names(view, facts.tokens)
         if unknown:
             raise InvalidRequest(

@@ -65,7 +65,8 @@ def account_of(row: AccountRow) -> Account:
 
 @dataclass(slots=True)
 class _Entry:
-    view: RoutingView
+    views: dict[bool, RoutingView]
+    """By livemode: that mode's own accounts, the platform's, that mode's rules."""
     rows: dict[str, AccountRow]
     loaded_at: float
 
@@ -111,9 +112,9 @@ class AccountDirectory:
 
     # -- the charge path ---------------------------------------------------------------------------
 
-    async def view(self, merchant_id: str) -> RoutingView:
-        """The merchant's accounts and rules (a database read at most once per cache period)."""
-        return (await self._entry(merchant_id)).view
+    async def view(self, merchant_id: str, livemode: bool) -> RoutingView:
+        """The merchant's accounts and rules in one mode (a database read at most once per cache period)."""
+        return (await self._entry(merchant_id)).views[livemode]
 
     async def resolve(self, merchant_id: str, key: str) -> Configured | None:
         """The adapter of the account ``key`` names for this merchant: a platform account's name, or
@@ -135,18 +136,16 @@ class AccountDirectory:
             log.error("account %s: credentials unavailable (%s)", key, error)
             return None
 
-    async def names(self, merchant_id: str) -> list[str]:
-        return [account.name for account in (await self.view(merchant_id)).accounts]
+    async def names(self, merchant_id: str, livemode: bool) -> list[str]:
+        return [account.name for account in (await self.view(merchant_id, livemode)).accounts]
 
     async def by_names(self, merchant_id: str, livemode: bool, names: list[str]) -> dict[str, Configured]:
-        """Vault targets (``VaultAccounts``): the named accounts that are enabled, of this mode and
+        """Vault targets (``VaultAccounts``): the named accounts of this mode that are enabled and
         whose credentials open now, in routing order."""
-        view = await self.view(merchant_id)
+        view = await self.view(merchant_id, livemode)
         targets = {}
         for account in view.accounts:
             if account.name not in names or not account.enabled:
-                continue
-            if account.livemode is not None and account.livemode != livemode:
                 continue
             configured = await self.gateway(merchant_id, account.key)
             if configured is not None:
@@ -231,16 +230,20 @@ class AccountDirectory:
     async def _load(self, merchant_id: str) -> _Entry:
         started = time.monotonic()
         async with self._db.connection() as connection:
-            rows, routing = await repo.merchant_view(connection, merchant_id)
-        own = tuple(account_of(row) for row in rows)
-        names = {account.name for account in own}
-        view = RoutingView(
-            accounts=own + tuple(a for a in self._platform_accounts if a.name not in names),
-            rules=None if routing is None else RoutingRules.model_validate(routing.config),
-            version=None if routing is None else routing.version,
-            platform_order_by_currency=self._order,
-        )
-        return _Entry(view, {row.id: row for row in rows}, started)
+            rows, current = await repo.merchant_view(connection, merchant_id)
+        # Names are unique per merchant across modes: its own replace the platform's in both.
+        names = {row.name for row in rows}
+        platform = tuple(account for account in self._platform_accounts if account.name not in names)
+        views = {
+            livemode: RoutingView(
+                accounts=tuple(account_of(row) for row in rows if row.livemode == livemode) + platform,
+                rules=None if routing is None else RoutingRules.model_validate(routing[1]),
+                version=None if routing is None else routing[0],
+                platform_order_by_currency=self._order,
+            )
+            for livemode, routing in current.items()
+        }
+        return _Entry(views, {row.id: row for row in rows}, started)
 
     async def listen(self, stop: asyncio.Event) -> None:
         """Drop a merchant's cached view as soon as another process changes it (reconnecting when

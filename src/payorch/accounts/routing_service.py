@@ -36,7 +36,8 @@ class RoutingService:
     async def put(self, caller: Caller, config: RoutingRules) -> dict[str, Any]:
         async with self._db.connection() as connection:
             rows = await repo.list_accounts(connection, caller.merchant_id)
-        known = {row.id for row in rows} | set(self._directory.platform.names)
+        # A configuration is per mode: it may name that mode's accounts and the platform's.
+        known = {row.id for row in rows if row.livemode == caller.livemode} | set(self._directory.platform.names)
         try:
             check_rules(config, known)
         except InvalidRouting as error:
@@ -51,8 +52,13 @@ class RoutingService:
         )
         try:
             async with self._db.connection() as connection:
-                row = await repo.put_routing(
-                    connection, caller.merchant_id, stored_config, caller.key_id, outbox_params([event])
+                await repo.put_routing(
+                    connection,
+                    caller.merchant_id,
+                    caller.livemode,
+                    stored_config,
+                    caller.key_id,
+                    outbox_params([event]),
                 )
         except Exception as error:
             if type(error).__name__ == "UniqueViolationError":
@@ -61,12 +67,11 @@ class RoutingService:
                 ) from None
             raise
         self._directory.invalidate(caller.merchant_id)
-        return await self.get(caller, stored=row.version)
+        return await self.get(caller)
 
-    async def get(self, caller: Caller, *, stored: int | None = None) -> dict[str, Any]:
-        del stored
+    async def get(self, caller: Caller) -> dict[str, Any]:
         async with self._db.connection() as connection:
-            rows = await repo.routing_history(connection, caller.merchant_id, HISTORY + 1)
+            rows = await repo.routing_history(connection, caller.merchant_id, caller.livemode, HISTORY + 1)
         return {
             "object": "routing",
             "current": render_version(rows[0]) if rows else None,

@@ -104,8 +104,8 @@ class ChargeFacts:
 class VaultAccounts(Protocol):
     """The accounts a merchant's payment method tokens may be vaulted at, by name."""
 
-    async def names(self, merchant_id: str) -> list[str]:
-        """Every account name the merchant's tokens may use, in routing order."""
+    async def names(self, merchant_id: str, livemode: bool) -> list[str]:
+        """Every account name the merchant's tokens may use in this mode, in routing order."""
         ...
 
     async def by_names(self, merchant_id: str, livemode: bool, names: list[str]) -> dict[str, Configured]:
@@ -130,7 +130,11 @@ class Decision:
     """The matched rule's name; None: the default (or the static order)."""
     strategy: str
     candidates: list[str]
-    """Account keys, in the order they will be tried."""
+    """Account keys, in the order the executor goes through them."""
+    breaker_open: list[str] = field(default_factory=list)
+    """Candidates whose breaker was open: left in place, where the executor turns them away without
+    a call (an attempt recorded as not sent, ``breaker_open``), as the failover rules always did; the
+    record lists them as skipped, since none is called."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Every other account the merchant has, and why it was left out."""
     details: dict[str, Any] = field(default_factory=dict)
@@ -146,8 +150,8 @@ class Decision:
             "version": self.version,
             "rule": self.rule,
             "strategy": self.strategy,
-            "candidates": list(self.candidates),
-            "skipped": dict(self.skipped),
+            "candidates": [key for key in self.candidates if key not in self.breaker_open],
+            "skipped": {**self.skipped, **dict.fromkeys(self.breaker_open, "breaker_open")},
             **({"details": self.details} if self.details else {}),
         }
 
@@ -219,25 +223,18 @@ class Router:
         rule, action = _match(view.rules, facts)
         listed = action.listed() if action is not None else _static_order(view, facts.currency)
         decision = Decision(view.version, rule.name if rule else None, action.strategy if action else "priority", [])
-        eligible, open_breakers = [], []
+        eligible = []
         for key in listed:
             reason = _why_not(view.by_key(key), facts)
             if reason is not None:
                 decision.skipped[key] = reason
-            elif breaker_open(key):
-                open_breakers.append(key)
             else:
                 eligible.append(key)
         for account in view.accounts:
             if account.key not in listed:
                 decision.skipped[account.key] = "not_in_rule" if action is not None else "not_in_order"
-        if not eligible and open_breakers:
-            # Every account that could take it is turned away: try them, so the charge fails as
-            # unavailable (503, each attempt recorded as breaker_open) rather than unroutable.
-            eligible, open_breakers = open_breakers, []
-        for key in open_breakers:
-            decision.skipped[key] = "breaker_open"
         decision.candidates = await self._order(decision, action, eligible, view, facts)
+        decision.breaker_open = [key for key in decision.candidates if breaker_open(key)]
         return decision
 
     async def _order(
@@ -296,8 +293,6 @@ def _static_order(view: RoutingView, currency: str) -> list[str]:
 def _why_not(account: Account | None, facts: ChargeFacts) -> str | None:
     if account is None:
         return "unknown_account"
-    if account.livemode is not None and account.livemode != facts.livemode:
-        return "other_mode"
     if not account.enabled:
         return "disabled"
     if not facts.tokens.get(account.name):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from payorch.audit import trail
-from payorch.audit.events import Actor, AuditEvent, Origin, Resource, outbox_params
+from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
 from payorch.errors import InvalidRequest
 from payorch.gateways.base import Outcome
 from payorch.ids import new_id
@@ -228,14 +228,9 @@ class CreateCharge:
         sent = trail.attempt_sent(
             actor, origin, charge_id=new.id, attempt_id=attempt_id, gateway=candidates[0].name, seq=1
         )
-        routed_event = AuditEvent(
-            actor=actor,
-            action="charge.routed",
-            resource=Resource(type="charge", id=new.id),
-            origin=origin,
-            details=new.routing or {},
-        )
-        return _Plan(new, candidates, attempt_id, [created, routed_event, sent], decision)
+        # The audit trail carries the decision with the charge's creation.
+        created = created.model_copy(update={"details": {**created.details, "routing": new.routing}})
+        return _Plan(new, candidates, attempt_id, [created, sent], decision)
 
     async def _route(
         self, connection: Connection | None, request: OperationRequest[ChargeCreate], charge_id: str

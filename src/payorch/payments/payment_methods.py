@@ -107,7 +107,7 @@ class VaultPaymentMethod:
 
     async def _holders(self, request: OperationRequest[PaymentMethodCreate]) -> dict[str, Configured]:
         caller = request.caller
-        names = await self._accounts.names(caller.merchant_id)
+        names = await self._accounts.names(caller.merchant_id, caller.livemode)
         unknown = sorted(name for name in request.params.tokens if name not in names)
         if unknown:
             raise InvalidRequest(
@@ -235,4 +235,4 @@ class PaymentMethodService:
             )
         if payment_method is None:
             raise NotFound(f"No such payment_method: '{payment_method_id}'", param="id")
-        return render_payment_method(payment_method, await self._accounts.names(caller.merchant_id))
+        return render_payment_method(payment_method, await self._accounts.names(caller.merchant_id, caller.livemode))

@@ -40,6 +40,7 @@ class AccountRow:
 @dataclass(frozen=True, slots=True)
 class RoutingRow:
     merchant_id: str
+    livemode: bool
     version: int
     config: dict[str, Any]
     api_key_id: str | None
@@ -131,23 +132,26 @@ _WRAPPED_BY_OTHER = Statement(
 )
 
 # The charge path's one read of a merchant's set-up, taken once per cache period: every account and
-# the current routing configuration.
+# each mode's current routing configuration.
 _VIEW = Statement(
     f"""
     SELECT (SELECT coalesce(array_agg(a ORDER BY a.id), '{{}}')
               FROM (SELECT {_ACCOUNT_COLUMNS} FROM gateway_accounts WHERE merchant_id = :merchant_id::text) AS a
            ) AS accounts,
            (SELECT row(version, config) FROM routing_configs
-             WHERE merchant_id = :merchant_id::text ORDER BY version DESC LIMIT 1) AS routing
+             WHERE merchant_id = :merchant_id::text AND NOT livemode ORDER BY version DESC LIMIT 1) AS test,
+           (SELECT row(version, config) FROM routing_configs
+             WHERE merchant_id = :merchant_id::text AND livemode ORDER BY version DESC LIMIT 1) AS live
     """
 )
 
 _PUT_ROUTING = Statement(
     f"""
     WITH r AS (
-        INSERT INTO routing_configs (merchant_id, version, config, api_key_id)
-        SELECT :merchant_id::text,
-               coalesce((SELECT max(version) FROM routing_configs WHERE merchant_id = :merchant_id::text), 0) + 1,
+        INSERT INTO routing_configs (merchant_id, livemode, version, config, api_key_id)
+        SELECT :merchant_id::text, :livemode::boolean,
+               coalesce((SELECT max(version) FROM routing_configs
+                          WHERE merchant_id = :merchant_id::text AND livemode = :livemode::boolean), 0) + 1,
                :config::jsonb, :api_key_id::text
         RETURNING {_ROUTING_COLUMNS}
     ), n AS ({_NOTIFY}), o AS ({outbox_insert()})
@@ -156,7 +160,8 @@ _PUT_ROUTING = Statement(
 )
 _ROUTING_HISTORY = Statement(
     f"""
-    SELECT {_ROUTING_COLUMNS} FROM routing_configs WHERE merchant_id = :merchant_id::text
+    SELECT {_ROUTING_COLUMNS} FROM routing_configs
+     WHERE merchant_id = :merchant_id::text AND livemode = :livemode::boolean
      ORDER BY version DESC LIMIT :limit::integer
     """
 )
@@ -226,30 +231,33 @@ async def wrapped_by_other(connection: Connection, key_id: str, limit: int) -> l
     return [row_to(AccountRow, row) for row in await _WRAPPED_BY_OTHER.fetch(connection, key_id=key_id, limit=limit)]
 
 
-async def merchant_view(connection: Connection, merchant_id: str) -> tuple[list[AccountRow], RoutingRow | None]:
-    """Every account of the merchant and its current routing configuration, in one round trip."""
+async def merchant_view(
+    connection: Connection, merchant_id: str
+) -> tuple[list[AccountRow], dict[bool, tuple[int, dict[str, Any]] | None]]:
+    """Every account of the merchant and each mode's current ``(version, config)``, in one round trip."""
     row = await _VIEW.fetchrow(connection, merchant_id=merchant_id)
     if row is None:
-        return [], None
+        return [], {False: None, True: None}
     names = [f.name for f in fields(AccountRow)]
     accounts = [AccountRow(**dict(zip(names, record, strict=True))) for record in row["accounts"]]
-    routing = row["routing"]
-    current = None if routing is None else RoutingRow(merchant_id, routing[0], routing[1], None, datetime.min)
+    current = {
+        livemode: None if row[column] is None else (int(row[column][0]), row[column][1])
+        for livemode, column in ((False, "test"), (True, "live"))
+    }
     return accounts, current
 
 
 async def put_routing(
-    connection: Connection, merchant_id: str, config: dict[str, Any], api_key_id: str | None,
+    connection: Connection, merchant_id: str, livemode: bool, config: dict[str, Any], api_key_id: str | None,
     audit: dict[str, list[Any]],
 ) -> RoutingRow:  # fmt: skip
     row = await _PUT_ROUTING.fetchrow(
-        connection, merchant_id=merchant_id, config=config, api_key_id=api_key_id, **audit
+        connection, merchant_id=merchant_id, livemode=livemode, config=config, api_key_id=api_key_id, **audit
     )
     assert row is not None  # an INSERT ... SELECT of one row  # noqa: S101
     return row_to(RoutingRow, row)
 
 
-async def routing_history(connection: Connection, merchant_id: str, limit: int) -> list[RoutingRow]:
-    return [
-        row_to(RoutingRow, r) for r in await _ROUTING_HISTORY.fetch(connection, merchant_id=merchant_id, limit=limit)
-    ]
+async def routing_history(connection: Connection, merchant_id: str, livemode: bool, limit: int) -> list[RoutingRow]:
+    rows = await _ROUTING_HISTORY.fetch(connection, merchant_id=merchant_id, livemode=livemode, limit=limit)
+    return [row_to(RoutingRow, row) for row in rows]

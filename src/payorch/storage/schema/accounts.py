@@ -59,10 +59,11 @@ routing_configs = Table(
     "routing_configs",
     metadata,
     Column("merchant_id", Text, nullable=False),
+    Column("livemode", Boolean, nullable=False),
     Column("version", Integer, nullable=False),
     Column("config", JSONB, nullable=False),
     Column("api_key_id", Text),
     stamped("created_at"),
-    PrimaryKeyConstraint("merchant_id", "version"),
+    PrimaryKeyConstraint("merchant_id", "livemode", "version"),
     CheckConstraint("version >= 1", name="version"),
 )
