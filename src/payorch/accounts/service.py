@@ -163,16 +163,22 @@ class AccountService:
 
     async def rotate(self, *, batch: int = 100) -> int:
         """Re-wrap every data key not wrapped by the current master key; the credentials stay sealed
-        as they are. Rows are read and written one by one, so charges go on throughout."""
+        as they are. Rows are read and written one by one, so charges go on throughout. A row whose
+        old key cannot be used (a key this process cannot read) is logged and left as it is."""
         current = await self._wrapper.current_key_id()
-        rewrapped = 0
+        rewrapped, after = 0, ""
         while True:
             async with self._db.connection() as connection:
-                rows = await repo.wrapped_by_other(connection, current, batch)
+                rows = await repo.wrapped_by_other(connection, current, after, batch)
             if not rows:
                 return rewrapped
+            after = rows[-1].id
             for row in rows:
-                key_id, wrapped = await self._wrapper.rewrap(row.wrap_key_id, row.wrapped_key, context_of(row))
+                try:
+                    key_id, wrapped = await self._wrapper.rewrap(row.wrap_key_id, row.wrapped_key, context_of(row))
+                except KeyUnavailable as error:
+                    log.error("account %s: not re-wrapped (%s)", row.id, error)
+                    continue
                 event = _event(None, "gateway_account.key_rewrapped", row, from_key=row.wrap_key_id, to_key=key_id)
                 async with self._db.connection() as connection:
                     done = await repo.rewrap_account(

@@ -127,7 +127,8 @@ _GET_ANY_MERCHANT = Statement(f"SELECT {_ACCOUNT_COLUMNS} FROM gateway_accounts 
 _LIST = Statement(f"SELECT {_ACCOUNT_COLUMNS} FROM gateway_accounts WHERE merchant_id = :merchant_id::text ORDER BY id")
 _WRAPPED_BY_OTHER = Statement(
     f"""
-    SELECT {_ACCOUNT_COLUMNS} FROM gateway_accounts WHERE wrap_key_id <> :key_id::text ORDER BY id LIMIT :limit::integer
+    SELECT {_ACCOUNT_COLUMNS} FROM gateway_accounts
+     WHERE wrap_key_id <> :key_id::text AND id > :after::text ORDER BY id LIMIT :limit::integer
     """
 )
 
@@ -226,9 +227,11 @@ async def list_accounts(connection: Connection, merchant_id: str) -> list[Accoun
     return [row_to(AccountRow, row) for row in await _LIST.fetch(connection, merchant_id=merchant_id)]
 
 
-async def wrapped_by_other(connection: Connection, key_id: str, limit: int) -> list[AccountRow]:
-    """Accounts whose data key another master key than ``key_id`` wraps (a rotation's work list)."""
-    return [row_to(AccountRow, row) for row in await _WRAPPED_BY_OTHER.fetch(connection, key_id=key_id, limit=limit)]
+async def wrapped_by_other(connection: Connection, key_id: str, after: str, limit: int) -> list[AccountRow]:
+    """Accounts whose data key another master key than ``key_id`` wraps (a rotation's work list),
+    in id order after ``after``."""
+    rows = await _WRAPPED_BY_OTHER.fetch(connection, key_id=key_id, after=after, limit=limit)
+    return [row_to(AccountRow, row) for row in rows]
 
 
 async def merchant_view(
