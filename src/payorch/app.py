@@ -10,7 +10,16 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from payorch import __version__
-from payorch.api import bank_links, charges, gateway_webhooks, health, payment_methods, refunds, webhook_endpoints
+from payorch.api import (
+    bank_links,
+    charges,
+    gateway_accounts,
+    gateway_webhooks,
+    health,
+    payment_methods,
+    refunds,
+    webhook_endpoints,
+)
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
 from payorch.api.ops import OpsListener
@@ -82,6 +91,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(webhook_endpoints.router)
     app.include_router(gateway_webhooks.router)
     app.include_router(bank_links.router)
+    app.include_router(gateway_accounts.accounts_router)
+    app.include_router(gateway_accounts.routing_router)
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,

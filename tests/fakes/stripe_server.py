@@ -523,6 +523,8 @@ class StripeFake(FakeGatewayServer):
                 return self._with_intent(intent_id, lambda pi: self._cancel(pi, form))
             case "POST", ["v1", "refunds"]:
                 return self._with_intent(form.get("payment_intent", ""), lambda pi: self._refund(pi, form))
+            case "GET", ["v1", "balance"]:
+                return FakeResponse.json(200, {"object": "balance", "available": [], "pending": []})
             case "POST", ["v1", "payment_methods"]:
                 return self._create_payment_method(form)
             case "GET", ["v1", "payment_methods", pm_id]:

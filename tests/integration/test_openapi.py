@@ -28,6 +28,14 @@ SERVED = {
     ("/v1/webhook_endpoints/{endpoint_id}/deliveries", "get"),
     ("/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver", "post"),
     ("/v1/gateway_webhooks/{gateway}", "post"),
+    ("/v1/gateway_accounts", "post"),
+    ("/v1/gateway_accounts", "get"),
+    ("/v1/gateway_accounts/{account_id}", "get"),
+    ("/v1/gateway_accounts/{account_id}", "post"),
+    ("/v1/gateway_accounts/{account_id}", "delete"),
+    ("/v1/routing", "put"),
+    ("/v1/routing", "get"),
+    ("/v1/routing/evaluate", "post"),
 }
 # Reached by the end user's browser (the OAuth redirect), not by a merchant's API key.
 PUBLIC = {("/v1/bank_links/callback", "get")}

@@ -124,6 +124,19 @@ class Capabilities:
     """Send inbound notifications that :meth:`Gateway.parse_webhook` can verify."""
     customer_authentication: bool = False
     """Carry a charge through a customer authentication (3-D Secure) and back."""
+    verify_credentials: bool = False
+    """Make one cheap authenticated call that tells whether the credentials are accepted
+    (:class:`VerifiesCredentials`)."""
+
+
+@runtime_checkable
+class VerifiesCredentials(Protocol):
+    """An adapter that can check its own credentials (``Capabilities.verify_credentials``)."""
+
+    async def verify_credentials(self) -> GatewayResult:
+        """One cheap authenticated call that moves no money: APPROVED when the credentials are
+        accepted; NOT_SENT with code ``credentials_refused`` when the gateway refused them."""
+        ...
 
 
 class GatewayError(Exception):

@@ -24,7 +24,7 @@ from typing import Protocol
 from payorch.audit.events import Actor, AuditEvent, Resource, record
 from payorch.errors import InvalidRequest, NotFound
 from payorch.gateways.base import GatewayError, GatewayNotification, GatewayResult, Outcome
-from payorch.gateways.registry import GatewayRegistry
+from payorch.gateways.registry import Configured, GatewayRegistry
 from payorch.orchestration.reconcile import Decision
 from payorch.storage import attempts as attempts_repo
 from payorch.storage import charges as charges_repo
@@ -58,6 +58,12 @@ class RefundSettler(Protocol):
     async def settle_by_reference(self, gateway: str, reference: str, status: str) -> bool: ...
 
 
+class NotificationAccounts(Protocol):
+    """Merchants' own accounts, found by the id their notification path names."""
+
+    async def for_notification(self, account_id: str) -> tuple[str, Configured] | None: ...
+
+
 class UnverifiableNotification(InvalidRequest):
     code = "signature_verification_failed"
 
@@ -77,16 +83,30 @@ class Received:
 
 class InboundService:
     def __init__(
-        self, db: Database, registry: GatewayRegistry, attempts: AttemptSettler, refunds: RefundSettler
+        self,
+        db: Database,
+        registry: GatewayRegistry,
+        attempts: AttemptSettler,
+        refunds: RefundSettler,
+        accounts: NotificationAccounts | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self._attempts = attempts
         self._refunds = refunds
+        self._accounts = accounts
+
+    async def _configured(self, gateway: str) -> Configured | None:
+        """A platform account by name, or a merchant's own by id: its own secrets verify what it sends."""
+        configured = self._registry.get(gateway)
+        if configured is None and self._accounts is not None:
+            found = await self._accounts.for_notification(gateway)
+            configured = None if found is None else found[1]
+        return configured
 
     async def receive(self, gateway: str, headers: Mapping[str, str], body: bytes) -> Received:
         """Verify, deduplicate and apply one notification; raise a 4xx ApiError if it cannot be trusted."""
-        configured = self._registry.get(gateway)
+        configured = await self._configured(gateway)
         if configured is None:
             raise UnknownGateway(f"No such gateway: '{gateway}'.", param="gateway")
         try:

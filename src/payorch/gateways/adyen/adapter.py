@@ -53,6 +53,17 @@ class AdyenGateway:
             follow_redirects=False,
         )
 
+    async def verify_credentials(self) -> GatewayResult:
+        """``/paymentMethods`` for the merchant account: authenticated, moves no money."""
+        answer = await self._post("/paymentMethods", {"merchantAccount": self._merchant_account}, "verify")
+        if answer.failure is not None:
+            return answer.failure
+        if answer.status in (401, 403):
+            return GatewayResult(Outcome.NOT_SENT, code="credentials_refused", message="Adyen refused the key")
+        if answer.status == 200:
+            return GatewayResult(Outcome.APPROVED, code="verified")
+        return GatewayResult(Outcome.UNKNOWN, code=str(answer.status), message="unexpected Adyen answer")
+
     async def authorize(self, request: PaymentRequest) -> GatewayResult:
         """Authorise (manual capture) or authorise with immediate capture (``captureDelayHours`` 0)."""
         result, _status = await self._pay(request)

@@ -124,6 +124,18 @@ class StripeGateway:
             return VaultResult(Outcome.UNKNOWN, code=type(error).__name__, message="unexpected Stripe answer")
         return VaultResult(Outcome.APPROVED, token=method.id, card=mapping.card_summary(method.to_dict()))
 
+    async def verify_credentials(self) -> GatewayResult:
+        """Retrieve the account's balance: authenticated, moves no money."""
+        try:
+            await self._client.v1.balance.retrieve_async()
+        except (stripe.AuthenticationError, stripe.PermissionError):
+            return GatewayResult(Outcome.NOT_SENT, code="credentials_refused", message="Stripe refused the key")
+        except stripe.StripeError as error:
+            return mapping.result_from_error(error)
+        except Exception as error:  # the SDK's own parsing; never past the adapter
+            return GatewayResult(Outcome.UNKNOWN, code=type(error).__name__, message="unexpected Stripe answer")
+        return GatewayResult(Outcome.APPROVED, code="verified")
+
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:
         """Verify ``Stripe-Signature`` (HMAC and timestamp tolerance) with the SDK's verifier, then decode."""
         if self._webhook_secret is None:

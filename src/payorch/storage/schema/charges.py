@@ -62,6 +62,8 @@ charges = Table(
     stamped("updated_at"),
     # Added by 0006, so it is the last column of the table as it exists.
     Column("capture_requested_amount", BigInteger),
+    # Added by 0010: how the charge was routed (orchestration/routing.py Decision), written with it.
+    Column("routing", JSONB),
     merchant_key(),
     CheckConstraint("amount > 0", name="amount"),
     CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency"),
