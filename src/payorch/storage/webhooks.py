@@ -7,6 +7,7 @@ dies mid-delivery only delays it until its lease runs out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -327,6 +328,28 @@ async def requeue_delivery(
 
 
 # -- inbound gateway notifications ----------------------------------------------------------------
+
+NOTIFICATION_LIMITS = {"event_id": 255, "kind": 128, "attempt_id": 255, "reference": 255}
+"""The most characters each ``gateway_notifications`` column takes (``event_id`` by its check)."""
+EXTRA_VALUE_LIMIT = 1000
+"""The most characters of a notification's other fields (a dispute's id, a gateway's reason)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unstorable(value: str, limit: int) -> str | None:
+    """Why ``value`` cannot be stored as a notification's field (too long, a NUL or another control
+    character, a lone surrogate that is no UTF-8); None when it can."""
+    if len(value) > limit:
+        return f"is longer than {limit} characters"
+    if _CONTROL.search(value) is not None:
+        return "holds a control character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode"
+    return None
+
 
 _RECORD_NOTIFICATION = Statement("""
     INSERT INTO gateway_notifications (gateway, event_id, kind, attempt_id, reference, outcome)
