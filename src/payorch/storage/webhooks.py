@@ -54,6 +54,7 @@ class ClaimedDelivery:
     event_type: str
     event_payload: dict[str, Any]
     event_created_at: datetime
+    event_sequence: int
     url: str
     secret_ciphertext: bytes
     previous_secret_ciphertext: bytes | None
@@ -205,7 +206,7 @@ _CLAIM_DUE = Statement(f"""
        AND e.merchant_id = d.merchant_id AND e.id = d.event_id
        AND w.merchant_id = d.merchant_id AND w.id = d.endpoint_id
     RETURNING {_columns(Delivery, "d.")}, e.livemode, e.type AS event_type, e.payload AS event_payload,
-              e.created_at AS event_created_at, w.url, w.secret_ciphertext,
+              e.created_at AS event_created_at, e.sequence AS event_sequence, w.url, w.secret_ciphertext,
               w.previous_secret_ciphertext, w.previous_secret_expires_at
 """)
 
@@ -265,6 +266,7 @@ async def claim_due(connection: Connection, *, limit: int, lease_seconds: float)
             event_type=row["event_type"],
             event_payload=row["event_payload"],
             event_created_at=row["event_created_at"],
+            event_sequence=row["event_sequence"],
             url=row["url"],
             secret_ciphertext=row["secret_ciphertext"],
             previous_secret_ciphertext=row["previous_secret_ciphertext"],
