@@ -13,6 +13,7 @@ from payorch import __version__
 from payorch.api import bank_links, charges, gateway_webhooks, health, payment_methods, refunds, webhook_endpoints
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
+from payorch.api.openapi import install_openapi
 from payorch.api.ops import OpsListener
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(gateway_webhooks.router)
     app.include_router(bank_links.router)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.api.max_body_bytes,

@@ -27,6 +27,7 @@ class NotificationReceived(BaseModel):
 
 @router.post(
     "/{gateway}",
+    operation_id="receive_gateway_notification",
     response_model=NotificationReceived,
     summary=f"Receive a gateway's notification ({', '.join(plugin.title for plugin in _NOTIFYING)})",
     description="Verified with the gateway's own scheme ("
