@@ -15,14 +15,22 @@ from typing import Any
 
 import httpx
 import pytest
-from orchestration_support import Fakes, attempt_rows, charge_body, gateway_configs, running_fakes, runtime_for
+from orchestration_support import (
+    Fakes,
+    app_client,
+    attempt_rows,
+    charge_body,
+    clear_faults,
+    gateway_configs,
+    running_fakes,
+    runtime_for,
+)
 from tests.factories import MerchantFixture, create_merchant, query
 from tests.fakes.braintree_server import Fault as BraintreeFault
 from tests.fakes.drivers import GatewayDriver, Refusal
 from tests.fakes.fixtures import DRIVERS
 from tests.fakes.stripe_server import Fault
 
-from payorch.app import create_app
 from payorch.gateways.base import Gateway, Outcome
 from payorch.ids import new_id
 from payorch.runtime import Runtime
@@ -87,9 +95,7 @@ def fakes() -> Iterator[Fakes]:
 @pytest.fixture(autouse=True)
 def _clean_faults(fakes: Fakes) -> Iterator[None]:
     yield
-    fakes.stripe.clear_faults()
-    fakes.braintree.clear_faults()
-    fakes.adyen.clear_faults()
+    clear_faults(fakes)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +107,7 @@ async def runtime(database_url: str, fakes: Fakes) -> AsyncIterator[Runtime]:
 
 @pytest.fixture(scope="module")
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(runtime.settings, runtime=runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payorch.test") as http:
+    async with app_client(runtime) as http:
         yield http
 
 

@@ -19,10 +19,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import stripe
-from orchestration_support import Fakes, gateway_configs, running_fakes, runtime_for
+from orchestration_support import Fakes, app_client, gateway_configs, running_fakes, runtime_for
 from tests.factories import query
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 
 with warnings.catch_warnings():
@@ -53,8 +52,7 @@ async def runtime(database_url: str, fakes: Fakes) -> AsyncIterator[Runtime]:
 
 @pytest.fixture(scope="module")
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(runtime.settings, runtime=runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payorch.test") as http:
+    async with app_client(runtime) as http:
         yield http
 
 
@@ -114,31 +112,32 @@ SETTLED = "transaction_settled"
 Build = Callable[[Fakes], tuple[dict[str, str], bytes]]
 
 
-def fixed(request: tuple[dict[str, str], bytes]) -> Build:
-    return lambda _fakes: request
+def fixed(request: Callable[[], tuple[dict[str, str], bytes]]) -> Build:
+    """Signed when the test runs: a Stripe signature is stale after five minutes."""
+    return lambda _fakes: request()
 
 
 CASES: dict[str, tuple[str, Build, str]] = {
-    "stripe event id too long": ("stripe", fixed(stripe_request("evt_" + LONG)), "event_id"),
-    "stripe reference too long": ("stripe", fixed(stripe_request(reference="pi_" + LONG)), "reference"),
-    "stripe attempt id too long": ("stripe", fixed(stripe_request(attempt_id="att_" + LONG)), "attempt_id"),
-    "stripe kind too long": ("stripe", fixed(stripe_request(type="payment_intent." + "y" * 200)), "kind"),
-    "stripe amount past bigint": ("stripe", fixed(stripe_request(amount=10**30)), "amount"),
-    "adyen psp reference too long": ("adyen", fixed(adyen_request(psp="P" * 300)), "event_id"),
-    "adyen merchant reference too long": ("adyen", fixed(adyen_request(reference="att_" + LONG)), "attempt_id"),
-    "adyen event code too long": ("adyen", fixed(adyen_request(event_code="E" * 200)), "kind"),
+    "stripe event id too long": ("stripe", fixed(lambda: stripe_request("evt_" + LONG)), "event_id"),
+    "stripe reference too long": ("stripe", fixed(lambda: stripe_request(reference="pi_" + LONG)), "reference"),
+    "stripe attempt id too long": ("stripe", fixed(lambda: stripe_request(attempt_id="att_" + LONG)), "attempt_id"),
+    "stripe kind too long": ("stripe", fixed(lambda: stripe_request(type="payment_intent." + "y" * 200)), "kind"),
+    "stripe amount past bigint": ("stripe", fixed(lambda: stripe_request(amount=10**30)), "amount"),
+    "adyen psp reference too long": ("adyen", fixed(lambda: adyen_request(psp="P" * 300)), "event_id"),
+    "adyen merchant reference too long": ("adyen", fixed(lambda: adyen_request(reference="att_" + LONG)), "attempt_id"),
+    "adyen event code too long": ("adyen", fixed(lambda: adyen_request(event_code="E" * 200)), "kind"),
     "braintree transaction id too long": ("braintree", lambda f: braintree_request(f, SETTLED, "t" * 300), "reference"),
     "braintree kind too long": ("braintree", lambda f: braintree_request(f, "k" * 200, "t1"), "kind"),
 }
 
 # A NUL or a lone surrogate in a JSON body: the request guard refuses the body before any route
 # (api/middleware.py); the inbound bound holds them off as well (tests/unit/test_inbound_fields.py).
-UNDECODABLE: dict[str, tuple[str, tuple[dict[str, str], bytes]]] = {
-    "stripe event id with NUL": ("stripe", stripe_request(NUL)),
-    "stripe event id lone surrogate": ("stripe", stripe_request(SURROGATE)),
-    "stripe reference with NUL": ("stripe", stripe_request(reference=NUL)),
-    "stripe attempt id lone surrogate": ("stripe", stripe_request(attempt_id=SURROGATE)),
-    "adyen merchant reference NUL": ("adyen", adyen_request(reference=NUL)),
+UNDECODABLE: dict[str, tuple[str, Callable[[], tuple[dict[str, str], bytes]]]] = {
+    "stripe event id with NUL": ("stripe", lambda: stripe_request(NUL)),
+    "stripe event id lone surrogate": ("stripe", lambda: stripe_request(SURROGATE)),
+    "stripe reference with NUL": ("stripe", lambda: stripe_request(reference=NUL)),
+    "stripe attempt id lone surrogate": ("stripe", lambda: stripe_request(attempt_id=SURROGATE)),
+    "adyen merchant reference NUL": ("adyen", lambda: adyen_request(reference=NUL)),
 }
 
 
@@ -180,7 +179,8 @@ async def test_an_unstorable_signed_notification_is_400_and_stores_nothing(
 async def test_a_signed_notification_holding_a_nul_or_lone_surrogate_is_400_and_stores_nothing(
     runtime: Runtime, client: httpx.AsyncClient, case: str
 ) -> None:
-    gateway, (headers, body) = UNDECODABLE[case]
+    gateway, build = UNDECODABLE[case]
+    headers, body = build()
     before = (await stored_notifications(runtime), await audited_notifications(runtime))
 
     response = await client.post(f"/v1/gateway_webhooks/{gateway}", content=body, headers=headers)
