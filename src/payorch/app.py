@@ -22,6 +22,7 @@ from payorch.api import (
 )
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
+from payorch.api.openapi import install_openapi
 from payorch.api.ops import OpsListener
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(gateway_accounts.accounts_router)
     app.include_router(gateway_accounts.routing_router)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.api.max_body_bytes,

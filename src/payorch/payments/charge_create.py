@@ -18,7 +18,6 @@ from typing import Protocol
 from payorch.audit import trail
 from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
 from payorch.errors import InvalidRequest
-from payorch.gateways.base import Outcome
 from payorch.ids import new_id
 from payorch.observability.logging import bind_charge
 from payorch.orchestration.config import ReconcilerConfig
@@ -138,10 +137,12 @@ class CreateCharge:
     async def close(self, request: OperationRequest[ChargeCreate], opened: OpenedCharge, result: Execution) -> Reply:
         charge, final = opened.charge, result.final
         transition_attempt(AttemptStatus.PENDING, lifecycle.ATTEMPT_STATUS_BY_OUTCOME[final.result.outcome])
-        earlier_unknown = any(attempt.result.outcome is Outcome.UNKNOWN for attempt in result.earlier)
         # The charge as it will be, rendered before it is written: its reply goes in the same
         # statement as the charge, the attempt and the audit events.
-        updated = lifecycle.charge_after(charge, final, earlier_unknown=earlier_unknown)
+        tried = len(result.earlier) + 1
+        updated = lifecycle.charge_after(
+            charge, final, earlier=result.earlier, every_candidate_tried=tried == len(opened.candidates)
+        )
         answer = lifecycle.reply_for(updated, request.request_id)
         actor, origin = opened.actor, opened.origin
         events = [

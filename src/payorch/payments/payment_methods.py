@@ -9,7 +9,8 @@ vault calls rather than spending the single-use token twice).
 
 Partial failures: the payment method keeps the gateways that vaulted its token; ``gateways`` in the
 answer lists them, and the audit event names the ones that did not and why. If none did: 400
-``token_rejected`` when every gateway refused its token, else 503 ``gateway_unavailable``.
+``token_rejected`` when every gateway refused its token (declined it, or refused it as unknown,
+used or not its own), else 503 ``gateway_unavailable``; either names each gateway's reason.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from payorch.gateways.registry import Configured
 from payorch.ids import new_id
 from payorch.orchestration.executor import call_once
 from payorch.orchestration.routing import VaultAccounts
+from payorch.payments import refusals
 from payorch.payments.operations import OperationRequest, OperationRunner, Reply, error_reply, reply, store_reply
 from payorch.payments.schemas import CardOut, GatewayName, StrictModel, Token
 from payorch.security.api_keys import Caller
@@ -80,13 +82,17 @@ def render_payment_method(payment_method: PaymentMethod, gateway_order: list[str
 
 
 def _refusal(results: dict[str, VaultResult]) -> ApiError:
-    """Why nothing was vaulted."""
-    if any(r.outcome in (Outcome.UNKNOWN, Outcome.NOT_SENT) for r in results.values()):
-        return NoGatewayAvailable("No gateway could vault the payment method; retry later.")
-    first = sorted(results)[0]
-    refused = ", ".join(f"{name} ({results[name].code or 'refused'})" for name in sorted(results))
+    """Why nothing was vaulted, in each gateway's words (redacted, bounded): 400 ``token_rejected``
+    when every gateway refused its token; 503 when one could not be reached or did not answer, as a
+    retry may vault there (the answer names the refused tokens too, which a retry will not change)."""
+    names = sorted(results)
+    reasons = refusals.joined(
+        refusals.reason(name, r.outcome, r.code, r.message, refused=r.refused) for name, r in sorted(results.items())
+    )
+    if not all(result.refused for result in results.values()):
+        return NoGatewayAvailable(f"No gateway could vault the payment method; retry later: {reasons}.")
     return InvalidRequest(
-        f"Every gateway refused its token: {refused}.", param=f"tokens.{first}", code="token_rejected"
+        f"Every gateway refused its token: {reasons}.", param=f"tokens.{names[0]}", code="token_rejected"
     )
 
 

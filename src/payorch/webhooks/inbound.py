@@ -72,6 +72,41 @@ class UnknownGateway(NotFound):
     code = "gateway_not_found"
 
 
+class UnstorableNotification(InvalidRequest):
+    """Correctly signed, but a field cannot be stored: a 400, so the gateway gives up on it."""
+
+    code = "notification_invalid"
+
+
+_BIGINT = 2**63 - 1
+
+
+def unstorable_field(notification: GatewayNotification) -> tuple[str, str] | None:
+    """The first field taken from the notification that cannot be stored, and why."""
+    if not notification.event_id or not notification.kind:
+        return ("event_id" if not notification.event_id else "kind"), "is empty"
+    fields = [(name, getattr(notification, name), limit) for name, limit in repo.NOTIFICATION_LIMITS.items()]
+    # The names in ``extra`` are the adapter's own; their values come from the gateway.
+    fields += [(f"extra.{name}", value, repo.EXTRA_VALUE_LIMIT) for name, value in notification.extra.items()]
+    for name, value, limit in fields:
+        why = None if value is None else repo.unstorable(value, limit)
+        if why is not None:
+            return name, why
+    if notification.amount is not None and abs(notification.amount) > _BIGINT:
+        return "amount", "is out of range"
+    return None
+
+
+def _check_storable(gateway: str, notification: GatewayNotification) -> None:
+    """Every field taken from a notification is bounded before anything of it is stored or logged:
+    one that is not storable is a 400 (so the gateway stops retrying), with nothing stored."""
+    problem = unstorable_field(notification)
+    if problem is not None:
+        field, why = problem
+        log.warning("refused a %s notification: its %s %s; nothing stored", gateway, field, why)
+        raise UnstorableNotification(f"The notification's {field} {why}; it was not stored.", param=field)
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     event_id: str
@@ -118,6 +153,7 @@ class InboundService:
             raise UnverifiableNotification(
                 "The notification's signature could not be verified.", param="signature"
             ) from error
+        _check_storable(gateway, notification)
         async with self._db.connection() as connection:
             fresh = await repo.record_notification(
                 connection,

@@ -11,6 +11,7 @@ tokens the way Stripe's test cards do (DESIGN.md section 5):
 ``tok_unavailable``    fails before processing (not sent)
 ``tok_timeout``        hangs past the timeout, then approves (a late success)
 ``tok_error``          answers 500 after processing (unknown, yet charged)
+any other token        refused before processing as an invalid request (not sent)
 =====================  ==============================================================
 """
 
@@ -84,11 +85,13 @@ class SandboxGateway:
         """Charge or authorize per the test token's behaviour."""
         test = _test_card(request.token)
         if test is None:
+            # Refused before processing, as Stripe refuses an unknown token: the request's fault.
             return GatewayResult(
-                Outcome.HARD_DECLINE,
+                Outcome.NOT_SENT,
                 code="invalid_token",
-                decline_code="invalid_token",
                 message="No such token at the sandbox.",
+                request_refused=True,
+                param="payment_method",
             )
         if test.behaviour == "unavailable":
             return GatewayResult(Outcome.NOT_SENT, code="503", message="Sandbox unavailable; nothing was processed.")
@@ -224,7 +227,9 @@ class SandboxGateway:
         """Exchange a test token for a reusable sandbox payment method."""
         test = TEST_TOKENS.get(token)
         if test is None:
-            return VaultResult(Outcome.HARD_DECLINE, code="invalid_token", message="No such token at the sandbox.")
+            return VaultResult(
+                Outcome.NOT_SENT, code="invalid_token", message="No such token at the sandbox.", request_refused=True
+            )
         return VaultResult(Outcome.APPROVED, token=f"{VAULT_PREFIX}{secrets.token_hex(8)}_{token}", card=test.card)
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:

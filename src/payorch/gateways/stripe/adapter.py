@@ -116,10 +116,14 @@ class StripeGateway:
                     {"type": "card", "card": {"token": token}}, {"idempotency_key": idempotency_key}
                 )
             else:
-                return VaultResult(Outcome.NOT_SENT, code="unsupported_token", message="expected tok_ or pm_")
+                return VaultResult(
+                    Outcome.NOT_SENT, code="unsupported_token", message="expected tok_ or pm_", request_refused=True
+                )
         except stripe.StripeError as error:
             failed = mapping.result_from_error(error)
-            return VaultResult(failed.outcome, code=failed.code, message=failed.message)
+            return VaultResult(
+                failed.outcome, code=failed.code, message=failed.message, request_refused=failed.request_refused
+            )
         except Exception as error:  # the SDK's own parsing; never past the adapter
             return VaultResult(Outcome.UNKNOWN, code=type(error).__name__, message="unexpected Stripe answer")
         return VaultResult(Outcome.APPROVED, token=method.id, card=mapping.card_summary(method.to_dict()))

@@ -5,15 +5,15 @@ the ciphertext, the data key wrapped by the master key, and that key's id, so a 
 re-wrap row by row while both keys stay readable. ``routing_configs`` keeps every version a merchant
 stored, per mode. ``charges.routing`` is the decision the charge was routed by, written in its first statement.
 
-Revision ID: 0010_gateway_accounts_routing
+Revision ID: 0009_gateway_accounts_routing
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0010_gateway_accounts_routing"
-down_revision = "0007_refunds_unresolved_index"
+revision = "0009_gateway_accounts_routing"
+down_revision = "0008_event_sequence"
 branch_labels = None
 depends_on = None
 
