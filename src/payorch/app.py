@@ -10,9 +10,19 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from payorch import __version__
-from payorch.api import bank_links, charges, gateway_webhooks, health, payment_methods, refunds, webhook_endpoints
+from payorch.api import (
+    bank_links,
+    charges,
+    gateway_accounts,
+    gateway_webhooks,
+    health,
+    payment_methods,
+    refunds,
+    webhook_endpoints,
+)
 from payorch.api.errors import install_error_handlers
 from payorch.api.middleware import RequestContextMiddleware
+from payorch.api.openapi import install_openapi
 from payorch.api.ops import OpsListener
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
@@ -84,11 +94,14 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(webhook_endpoints.router)
     app.include_router(gateway_webhooks.router)
     app.include_router(bank_links.router)
+    app.include_router(gateway_accounts.accounts_router)
+    app.include_router(gateway_accounts.routing_router)
     # Mounted, not included: none of its routes is in the public API's OpenAPI document.
     dashboard = build_dashboard(settings, lambda: app.state.runtime)
     if dashboard is not None:
         app.mount(DASHBOARD_PREFIX, dashboard)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.api.max_body_bytes,

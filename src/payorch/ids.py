@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 _ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
 
-Prefix = Literal["ch", "att", "re", "pm", "evt", "whe", "whd", "bl", "mer", "key", "req", "aud", "sbx", "du"]
+Prefix = Literal["ch", "att", "re", "pm", "evt", "whe", "whd", "bl", "mer", "key", "req", "aud", "sbx", "ga", "du"]
 
 
 def _encode(value: int, length: int) -> str:

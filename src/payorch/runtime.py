@@ -14,6 +14,11 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
+from payorch.accounts.charge_routing import ChargeRouting
+from payorch.accounts.crypto import build_key_wrapper
+from payorch.accounts.directory import AccountDirectory
+from payorch.accounts.routing_service import RoutingService
+from payorch.accounts.service import AccountService
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.banking.service import BankLinkService
 from payorch.dashboard.users import DashboardUsers
@@ -23,7 +28,8 @@ from payorch.observability.metrics import Metrics, refresh_database_gauges
 from payorch.orchestration.breaker import CircuitBreakers
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
-from payorch.orchestration.routing import Router
+from payorch.orchestration.routing import Fee, Router
+from payorch.orchestration.routing_stats import MemorySuccessRates, OutcomeRecorder, RedisSuccessRates
 from payorch.payments.captures import CaptureService, FollowUpCharge
 from payorch.payments.charge_create import CreateCharge
 from payorch.payments.charge_recovery import ChargeRecovery
@@ -60,6 +66,12 @@ class Runtime:
     breakers: CircuitBreakers
     webhooks: Webhooks
     """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
+    directory: AccountDirectory
+    """The platform's and merchants' gateway accounts, cached per process."""
+    accounts: AccountService
+    routing: RoutingService
+    outcomes: OutcomeRecorder
+    """What ``success_rate`` routing learns from each charge."""
     dashboard_users: DashboardUsers
     """The web console's users: sign-in, lockout, sign-out (``payorch users`` creates them)."""
     metrics: Metrics = field(default_factory=Metrics)
@@ -83,18 +95,20 @@ class Runtime:
         if isinstance(redis, RedisCluster):
             await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
-        registry = build_registry(settings.gateways, GatewayServices(processor_books=SandboxLedger(db)))
+        services = GatewayServices(processor_books=SandboxLedger(db))
+        registry = build_registry(settings.gateways, services)
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
         runner = OperationRunner(db, settings.idempotency)
+        directory, charge_routing, outcomes = _routing(settings, db, registry, services, breakers, redis)
         create_charge = CreateCharge(
-            db, Router(registry, settings.routing), executor, settings.reconciler, metrics=metrics
+            db, charge_routing, executor, settings.reconciler, metrics=metrics, outcomes=outcomes
         )
         metrics.watch_breakers(breakers.states)
-        charge_recovery = ChargeRecovery(db, registry, settings.reconciler, settings.idempotency)
-        refund_lifecycle = RefundLifecycle(db, registry, settings.idempotency, settings.reconciler)
+        charge_recovery = ChargeRecovery(db, directory, settings.reconciler, settings.idempotency)
+        refund_lifecycle = RefundLifecycle(db, directory, settings.idempotency, settings.reconciler)
         reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
-        return cls(
+        built = cls(
             settings=settings,
             db=db,
             registry=registry,
@@ -102,9 +116,9 @@ class Runtime:
             charge_recovery=charge_recovery,
             reconciler=reconciler,
             authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
-            captures=CaptureService(runner, FollowUpCharge(db, registry)),
+            captures=CaptureService(runner, FollowUpCharge(db, directory)),
             refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
-            payment_methods=PaymentMethodService(db, runner, registry),
+            payment_methods=PaymentMethodService(db, runner, directory),
             breakers=breakers,
             webhooks=build_webhooks(
                 settings.webhooks,
@@ -114,7 +128,12 @@ class Runtime:
                 refund_lifecycle,
                 data_dir=settings.data_dir,
                 on_outcome=metrics.webhook_delivery,
+                accounts=directory,
             ),
+            directory=directory,
+            accounts=AccountService(db, directory, directory.wrapper, services, settings.accounts),
+            routing=RoutingService(db, directory, charge_routing),
+            outcomes=outcomes,
             dashboard_users=DashboardUsers(db, settings.dashboard),
             metrics=metrics,
             redis=redis,
@@ -131,6 +150,9 @@ class Runtime:
             ),
             bank_links=BankLinkService.build(db, settings.banking, settings.data_dir),
         )
+        # Every process that routes charges listens for changes to merchants' routing set-ups.
+        built._spawn("routing-changes", directory.listen)
+        return built
 
     def start_background(self) -> None:
         """The reconciler, the idempotency purge and the audit shipper (in ``payorch worker``, or in
@@ -198,13 +220,44 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
-        await self.registry.aclose()
+        await self.outcomes.drain()
+        await self.directory.aclose()  # the platform's adapters and every merchant's
         if self.bank_links is not None:
             await self.bank_links.aclose()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
         await self.db.close()
+
+
+def _routing(
+    settings: Settings,
+    db: Database,
+    registry: GatewayRegistry,
+    services: GatewayServices,
+    breakers: CircuitBreakers,
+    redis: Redis | RedisCluster | None,
+) -> tuple[AccountDirectory, ChargeRouting, OutcomeRecorder]:
+    """The accounts directory, the charge router over it and the success-rate statistics."""
+    config = settings.accounts
+    platform_fees = {
+        name: {currency: Fee(fee.percent_bps, fee.fixed) for currency, fee in fees.items()}
+        for name, fees in config.platform_fees.items()
+    }
+    directory = AccountDirectory(
+        db,
+        registry,
+        build_key_wrapper(config, settings.data_dir),
+        services,
+        breakers,
+        cache_seconds=config.cache_seconds,
+        platform_order_by_currency=settings.routing.order_by_currency,
+        platform_fees=platform_fees,
+    )
+    window = config.success_rate_window_seconds
+    rates = MemorySuccessRates(window) if redis is None else RedisSuccessRates(redis, window)
+    router = Router(rates, exploration=config.success_rate_exploration)
+    return directory, ChargeRouting(directory, router, breakers), OutcomeRecorder(rates)
 
 
 async def initialize_cluster(redis: RedisCluster) -> None:

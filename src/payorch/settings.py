@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from payorch.accounts.config import AccountsConfig
 from payorch.audit.config import AuditConfig
 from payorch.banking.config import BankingConfig
 from payorch.dashboard.config import DashboardConfig
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     gateways: list[AnyGatewayConfig] = Field(default_factory=embedded_gateways)
     """The gateways in routing order, each an object whose ``kind`` picks its gateway package."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    accounts: AccountsConfig = Field(default_factory=AccountsConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
@@ -130,6 +132,8 @@ class Settings(BaseSettings):
     @classmethod
     def _unique_gateway_names(cls, gateways: list[GatewayConfig]) -> list[GatewayConfig]:
         names = [g.name for g in gateways]
+        if any(name.startswith("ga_") for name in names):
+            raise ValueError("gateway names may not start with 'ga_' (merchants' own account ids do)")
         if len(set(names)) != len(names):
             raise ValueError("gateway names must be unique")
         if not gateways:

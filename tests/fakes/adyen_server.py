@@ -110,6 +110,8 @@ class AdyenFake(FakeGatewayServer):
         parts = request.path.strip("/").split("/")
         with self._cond:
             match request.method, parts:
+                case "POST", ["v71", "paymentMethods"]:
+                    return FakeResponse.json(200, {"paymentMethods": [{"type": "scheme", "name": "Cards"}]})
                 case "POST", ["v71", "payments"]:
                     return self._payment(body, request.headers.get("idempotency-key"))
                 case "POST", ["v71", "payments", psp, "captures" | "cancels" | "refunds" as action]:

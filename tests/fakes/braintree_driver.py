@@ -15,6 +15,7 @@ from tests.fakes.drivers import (
     FaultCase,
     GatewayDriver,
     Notified,
+    Refusal,
     SignedNotification,
 )
 
@@ -50,8 +51,11 @@ class BraintreeDriver(GatewayDriver):
         Decline("fake-gateway-rejected-avs-nonce", 1000, _HARD, "incorrect_zip", "avs"),
         Decline("fake-gateway-rejected-duplicate-nonce", 1000, _HARD, "duplicate_transaction", "duplicate"),
         Decline("fake-gateway-rejected-risk-threshold-nonce", 1000, _HARD, "fraudulent", "risk_threshold"),
-        Decline("fake-consumed-nonce", 1000, _HARD, "invalid_payment_method", "91564"),
-        Decline("not-a-nonce-at-all", 1000, _HARD, "invalid_payment_method", "91565"),
+    )
+    # Validation refusals, not declines (issue 18; they were hard declines "invalid_payment_method").
+    refusals: ClassVar[tuple[Refusal, ...]] = (
+        Refusal("fake-consumed-nonce", "91564", "payment_method"),
+        Refusal("not-a-nonce-at-all", "91565", "payment_method"),
     )
     insufficient_funds: ClassVar[tuple[str, int]] = ("fake-valid-nonce", 200100)
     faults: ClassVar[dict[str, FaultCase]] = {
@@ -67,7 +71,8 @@ class BraintreeDriver(GatewayDriver):
         "rate_limited": FaultCase(NOT_SENT, charged=False),
     }
     unusable_token: ClassVar[str] = "not-a-nonce-at-all"
-    unusable_token_result: ClassVar[Expect] = Expect(_HARD, "91565")
+    # Refused by validation before any transaction existed (issue 18: it was a hard decline).
+    unusable_token_result: ClassVar[Expect] = Expect(NOT_SENT, "91565")
     capture_above_authorized: ClassVar[Expect] = Expect(_HARD, "91522")
     capture_unknown_payment: ClassVar[Expect] = Expect(NOT_SENT, "not_found_error")
     refund_too_large: ClassVar[Expect] = Expect(_HARD, "91521")

@@ -59,6 +59,16 @@ class Decline:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A token the gateway refuses as an invalid request before anything runs."""
+
+    token: str
+    code: str
+    param: str | None
+    """The payorch field the refusal is about."""
+
+
+@dataclass(frozen=True)
 class Notified:
     """What a verified notification must decode to."""
 
@@ -105,6 +115,7 @@ class GatewayDriver:
     faults: ClassVar[dict[str, FaultCase]]
     unusable_token: ClassVar[str]
     unusable_token_result: ClassVar[Expect]
+    refusals: ClassVar[tuple[Refusal, ...]]
     capture_above_authorized: ClassVar[Expect]
     capture_unknown_payment: ClassVar[Expect]
     refund_too_large: ClassVar[Expect]

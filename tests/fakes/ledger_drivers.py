@@ -21,6 +21,7 @@ from tests.fakes.drivers import (
     FaultCase,
     GatewayDriver,
     Notified,
+    Refusal,
     SignedNotification,
 )
 from tests.fakes.stripe_server import Fault, LedgerCharge
@@ -138,6 +139,10 @@ class StripeDriver(_LedgerDriver):
     }
     unusable_token: ClassVar[str] = "pm_does_not_exist"
     unusable_token_result: ClassVar[Expect] = Expect(NOT_SENT, "resource_missing")
+    refusals: ClassVar[tuple[Refusal, ...]] = (
+        Refusal("pm_does_not_exist", "resource_missing", "payment_method"),
+        Refusal("tok_nonexistent", "resource_missing", "payment_method"),
+    )
     capture_above_authorized: ClassVar[Expect] = Expect(NOT_SENT, "payment_intent_unexpected_state")
     capture_unknown_payment: ClassVar[Expect] = Expect(NOT_SENT, "resource_missing")
     refund_too_large: ClassVar[Expect] = Expect(NOT_SENT, "amount_too_large")
@@ -214,6 +219,10 @@ class AdyenDriver(_LedgerDriver):
     # JSON the fake cannot decrypt: Adyen refuses it (422) before processing.
     unusable_token: ClassVar[str] = json.dumps({"type": "scheme", "encryptedCardNumber": "not-encrypted"})
     unusable_token_result: ClassVar[Expect] = Expect(NOT_SENT, "174")
+    refusals: ClassVar[tuple[Refusal, ...]] = (
+        Refusal(json.dumps({"type": "scheme", "encryptedCardNumber": "not-encrypted"}), "174", "payment_method"),
+        Refusal("not an Adyen payment method", "invalid_token", "payment_method"),
+    )
     capture_above_authorized: ClassVar[Expect] = Expect(NOT_SENT, "137")
     capture_unknown_payment: ClassVar[Expect] = Expect(NOT_SENT, "167")
     refund_too_large: ClassVar[Expect] = Expect(NOT_SENT, "137")

@@ -452,10 +452,16 @@ class StripeFake(FakeGatewayServer):
         self.api_key = api_key
         self._payment_methods: dict[str, FakeCard] = {}
         self._intents: dict[str, dict[str, Any]] = {}
+        self._spent: set[str] = set()
 
     def __enter__(self) -> StripeFake:
         self.start()
         return self
+
+    def spend(self, token: str) -> None:
+        """Mark a ``tok_`` used, as Stripe does once a token has been attached: using it again is a 400."""
+        with self._cond:
+            self._spent.add(token)
 
     # -- protocol --------------------------------------------------------------------------------
 
@@ -523,6 +529,8 @@ class StripeFake(FakeGatewayServer):
                 return self._with_intent(intent_id, lambda pi: self._cancel(pi, form))
             case "POST", ["v1", "refunds"]:
                 return self._with_intent(form.get("payment_intent", ""), lambda pi: self._refund(pi, form))
+            case "GET", ["v1", "balance"]:
+                return FakeResponse.json(200, {"object": "balance", "available": [], "pending": []})
             case "POST", ["v1", "payment_methods"]:
                 return self._create_payment_method(form)
             case "GET", ["v1", "payment_methods", pm_id]:
@@ -541,7 +549,10 @@ class StripeFake(FakeGatewayServer):
         return self._payment_methods.get(token)
 
     def _create_intent(self, form: dict[str, str], key: str | None) -> FakeResponse:
-        token = form.get("payment_method") or form.get("payment_method_data[card][token]", "")
+        param = "payment_method" if form.get("payment_method") else "payment_method_data[card][token]"
+        token = form.get(param, "")
+        if token in self._spent:
+            return _token_already_used(token, param)
         card = self._card(token)
         amount = form.get("amount", "")
         if not amount.isdigit() or int(amount) < 1:
@@ -554,8 +565,18 @@ class StripeFake(FakeGatewayServer):
                     "message": "Invalid integer",
                 },
             )
+        if form.get("currency") == "usd" and int(amount) < 50:
+            return _stripe_error(
+                400,
+                {
+                    "type": "invalid_request_error",
+                    "param": "amount",
+                    "code": "amount_too_small",
+                    "message": "Amount must be at least $0.50 usd",
+                },
+            )
         if card is None:
-            return _missing("payment_method", token)
+            return _missing("payment_method" if param == "payment_method" else "token", token, param)
         metadata = {k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")}
         pi_id, manual = self.new_id("pi_"), form.get("capture_method") == "manual"
         charge = LedgerCharge(pi_id, int(amount), form.get("currency", ""), "", token, key, metadata)
@@ -686,9 +707,11 @@ class StripeFake(FakeGatewayServer):
 
     def _create_payment_method(self, form: dict[str, str]) -> FakeResponse:
         token = form.get("card[token]", "")
+        if token in self._spent:
+            return _token_already_used(token, "card[token]")
         card = self._card(token) if token.startswith("tok_") else None
         if form.get("type") != "card" or card is None:
-            return _missing("token", token)
+            return _missing("token", token, "card[token]")
         pm_id = self.new_id("pm_")
         self._payment_methods[pm_id] = card
         return FakeResponse.json(200, _payment_method_object(pm_id, card))
@@ -699,13 +722,26 @@ def _stripe_error(status: int, error: dict[str, Any], headers: dict[str, str] | 
     return FakeResponse.json(status, body, {"Request-Id": "req_fake", **(headers or {})})
 
 
-def _missing(kind: str, object_id: str) -> FakeResponse:
+def _missing(kind: str, object_id: str, param: str | None = None) -> FakeResponse:
     return _stripe_error(
         400 if kind == "token" else 404,
         {
             "type": "invalid_request_error",
             "code": "resource_missing",
+            "param": param,
             "message": f"No such {kind}: '{object_id}'",
+        },
+    )
+
+
+def _token_already_used(token: str, param: str) -> FakeResponse:
+    return _stripe_error(
+        400,
+        {
+            "type": "invalid_request_error",
+            "code": "token_already_used",
+            "param": param,
+            "message": f"You cannot use a Stripe token more than once: {token}.",
         },
     )
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import httpx
 from tests.conftest import make_settings
 from tests.factories import query
 from tests.fakes.adyen_server import AdyenFake, encrypted_card
 from tests.fakes.braintree_server import BraintreeFake
 from tests.fakes.stripe_server import StripeFake
 
+from payorch.app import create_app
 from payorch.runtime import Runtime
 from payorch.storage import charges as repo
 
@@ -79,6 +81,20 @@ async def runtime_for(database_url: str, gateways: list[dict[str, Any]], **overr
         yield runtime
     finally:
         await runtime.aclose()
+
+
+@asynccontextmanager
+async def app_client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app built on ``runtime``, called in process."""
+    app = create_app(runtime.settings, runtime=runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payorch.test") as http:
+        yield http
+
+
+def clear_faults(fakes: Fakes) -> None:
+    fakes.stripe.clear_faults()
+    fakes.braintree.clear_faults()
+    fakes.adyen.clear_faults()
 
 
 def adyen_token(holder: str = "J.Smith") -> str:

@@ -92,6 +92,9 @@ async def test_refunds_follow_the_apis_rules_errors_and_idempotency(app: tuple[R
     merchant = await signed_in_merchant(runtime, client)
     charge = (await post_charge(client, merchant, charge_body(amount=1000))).json()
     page = f"/dashboard/charges/{charge['id']}"
+    routing = text(await client.get(page)).split('id="routing"')[1].split("</dl>")[0]
+    assert "priority" in routing  # the decision the charge recorded, as the API shows it
+    assert "<dt>Skipped sandbox_backup</dt><dd>no_token</dd>" in routing
     refund = f"{page}/refund"
     too_much = await post_form(client, page, refund, amount="12.00", idempotency_key="dash_a")
     assert too_much.status_code == 303

@@ -84,6 +84,18 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/bank_links"): Exempt("creates; names no existing object"),
     ("GET", "/v1/bank_links/callback"): Exempt("the provider's redirect: single-use state, no key (test_bank_links)"),
     ("GET", "/v1/bank_links/{bank_link_id}"): ById("bank_link"),
+    ("POST", "/v1/gateway_accounts"): Exempt("creates; names no existing object"),
+    ("GET", "/v1/gateway_accounts"): Listing("gateway_account"),
+    ("GET", "/v1/gateway_accounts/{account_id}"): ById("gateway_account"),
+    ("POST", "/v1/gateway_accounts/{account_id}"): ById("gateway_account", body={"enabled": True}, mutates=True),
+    ("DELETE", "/v1/gateway_accounts/{account_id}"): ById("gateway_account_2", mutates=True),
+    ("PUT", "/v1/routing"): ByReference(
+        "gateway_account", lambda account: {"default": {"strategy": "priority", "accounts": [account]}}
+    ),
+    ("GET", "/v1/routing"): Exempt("the caller's own configuration, no id (test_routing: never another's)"),
+    ("POST", "/v1/routing/evaluate"): ByReference(
+        "payment_method", lambda pm: {"amount": 500, "currency": "usd", "payment_method": pm}
+    ),
 }
 
 
@@ -191,6 +203,9 @@ async def make_objects(
     owned.objects["bank_link"] = await _created(
         await post("/v1/bank_links", json={"user_reference": "user-iso"}, headers=headers)
     )
+    for kind in ("gateway_account", "gateway_account_2"):
+        account = {"gateway": "sandbox", "name": f"iso_{secrets.token_hex(4)}"}
+        owned.objects[kind] = await _created(await post("/v1/gateway_accounts", json=account, headers=headers))
     return owned
 
 
@@ -311,6 +326,7 @@ def _read_back(kind: str, owned: Owned) -> str:
         return f"/v1/webhook_endpoints/{owned.deliveries[kind]}/deliveries"
     collections = {"charge": "charges", "refund": "refunds", "payment_method": "payment_methods"}
     collections |= {"webhook_endpoint": "webhook_endpoints", "bank_link": "bank_links"}
+    collections |= {"gateway_account": "gateway_accounts"}
     collection = next(name for word, name in collections.items() if word in kind)
     return f"/v1/{collection}/{object_id}"
 

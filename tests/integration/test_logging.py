@@ -6,12 +6,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import structlog
 from tests.factories import charge_body, create_merchant, post_charge
+from tests.fakes.merchant_endpoint import MerchantEndpoint
+from tests.webhook_support import deliver_until, webhook_runtime
 
 from payorch.app import create_app
 from payorch.observability.logging import configure_logging, get_logger
@@ -98,3 +101,27 @@ async def test_readable_lines_when_embedded(log_stream: io.StringIO) -> None:
     assert "charge ch_1 via sandbox" in line
     assert "sk_test_abcdefgh12345678" not in line
     assert "[info" in line
+
+
+async def test_a_webhook_delivery_logs_no_query_value_of_its_url(log_stream: io.StringIO, database_url: str) -> None:
+    # httpx logs each request at INFO ("HTTP Request: POST <url> ..."); receivers put secrets in
+    # the query string and in long path segments.
+    configure_logging(json_lines=True, stream=log_stream)
+    token, shop, path_secret = "qv" + secrets.token_hex(12), "shop" + secrets.token_hex(4), secrets.token_urlsafe(24)
+    with MerchantEndpoint(path=f"/hooks/{path_secret}?token={token}&shop={shop}") as endpoint:
+        async with webhook_runtime(database_url) as (runtime, client):
+            merchant = await create_merchant(runtime)
+            subscription = {"url": endpoint.url, "enabled_events": ["charge.succeeded"]}
+            subscribed = await client.post("/v1/webhook_endpoints", json=subscription, headers=merchant.headers)
+            assert subscribed.status_code == 201, subscribed.text
+            charge = (await post_charge(client, merchant, charge_body())).json()
+            await deliver_until(runtime, endpoint, lambda arrival: charge["id"].encode() in arrival.body)
+
+    output = log_stream.getvalue()
+    for secret in (token, shop, path_secret):
+        assert secret not in output
+    delivered = f"HTTP Request: POST http://127.0.0.1:{endpoint.port}/"
+    sent = [str(line["event"]) for line in _lines(log_stream) if str(line["event"]).startswith(delivered)]
+    assert sent, "httpx logged the delivery"
+    for event in sent:
+        assert event.startswith(f"{delivered}hooks/[REDACTED]?token=[REDACTED]&shop=[REDACTED] "), event

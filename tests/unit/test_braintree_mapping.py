@@ -203,13 +203,12 @@ def test_sdk_result_none_is_unknown() -> None:
     assert mapping.sdk_result(None).outcome is Outcome.UNKNOWN
 
 
-def test_validation_error_on_nonce_is_a_hard_decline() -> None:
+def test_validation_error_on_nonce_is_a_refused_request() -> None:
+    # Issue 18: a validation error created no transaction, so nothing ran; it is the request's
+    # fault (the merchant's 400), not the card's decline (it was HARD_DECLINE, invalid_payment_method).
     result = mapping.sdk_result(error_result("91565"))
-    assert (result.outcome, result.code, result.decline_code) == (
-        Outcome.HARD_DECLINE,
-        "91565",
-        "invalid_payment_method",
-    )
+    assert (result.outcome, result.code, result.decline_code) == (Outcome.NOT_SENT, "91565", None)
+    assert (result.request_refused, result.param) == (True, "payment_method")
 
 
 def test_error_result_carrying_a_declined_transaction_maps_the_transaction() -> None:

@@ -40,6 +40,7 @@ BankLinks = Annotated[BankLinkService, Depends(get_bank_links)]
 
 @router.post(
     "",
+    operation_id="create_bank_link",
     status_code=201,
     response_model=BankLinkCreated,
     summary="Start linking a bank account",
@@ -57,6 +58,7 @@ async def create_bank_link(params: BankLinkCreate, caller: CurrentCaller, bank_l
 
 @router.get(
     "/callback",
+    operation_id="complete_bank_link",
     status_code=303,
     summary="OAuth redirect target (the end user's browser, no API key)",
     description=(
@@ -123,6 +125,7 @@ def _refusal(request: Request, refused: CallbackRefused) -> Response:
 
 @router.get(
     "/{bank_link_id}",
+    operation_id="retrieve_bank_link",
     response_model=BankLinkOut,
     summary="Retrieve a bank link (status only, never a token)",
     responses={**READ_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such bank link"}},

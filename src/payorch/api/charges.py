@@ -24,16 +24,27 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "",
+    operation_id="create_charge",
     status_code=201,
     response_model=ChargeOut,
     summary="Create a charge",
     responses={
         **COMMON_ERRORS,
+        400: {
+            "model": ErrorEnvelope,
+            "description": "Invalid request (invalid_request_error, idempotency_error); or every candidate gateway "
+            "refused the request as invalid: token_rejected (the payment method: an unknown or used token) or "
+            "parameter_invalid, with each gateway's code and message and the failed charge's id",
+        },
         201: {"model": ChargeOut, "description": "Charge succeeded, or authorized when capture=false"},
         202: {"model": ChargeOut, "description": "Outcome not known yet (processing): final state by webhook or GET"},
         402: {"model": ErrorEnvelope, "description": "Declined (card_error) with decline_code and the charge id"},
         409: {"model": ErrorEnvelope, "description": "A request with this Idempotency-Key is still running"},
-        503: {"model": ErrorEnvelope, "description": "No gateway could take the charge (gateway_error)"},
+        503: {
+            "model": ErrorEnvelope,
+            "description": "No gateway could take the charge (gateway_error, gateway_unavailable): one was down or "
+            "not reached; the message names each gateway's answer",
+        },
     },
 )
 async def create_charge(
@@ -53,6 +64,7 @@ async def create_charge(
 
 @router.get(
     "/{charge_id}",
+    operation_id="retrieve_charge",
     response_model=ChargeOut,
     summary="Retrieve a charge",
     responses={**COMMON_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such charge"}},
@@ -63,7 +75,13 @@ async def get_charge(charge_id: str, caller: CurrentCaller, runtime: RuntimeDep)
     return _json_response(render_charge(await runtime.charges.get(caller, charge_id)))
 
 
-@router.get("", response_model=ChargeList, summary="List charges, newest first", responses=COMMON_ERRORS)
+@router.get(
+    "",
+    operation_id="list_charges",
+    response_model=ChargeList,
+    summary="List charges, newest first",
+    responses=COMMON_ERRORS,
+)
 async def list_charges(
     request: Request,
     caller: CurrentCaller,
@@ -110,6 +128,7 @@ FOLLOW_UP_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/{charge_id}/capture",
+    operation_id="capture_charge",
     response_model=ChargeOut,
     summary="Capture an authorized charge (all, or part of it, once)",
     responses={**FOLLOW_UP_ERRORS, 200: {"model": ChargeOut, "description": "Captured: the charge succeeded"}},
@@ -127,6 +146,7 @@ async def capture_charge(
 
 @router.post(
     "/{charge_id}/cancel",
+    operation_id="cancel_charge",
     response_model=ChargeOut,
     summary="Cancel (void) an authorized charge",
     responses={**FOLLOW_UP_ERRORS, 200: {"model": ChargeOut, "description": "Canceled: the authorization is released"}},

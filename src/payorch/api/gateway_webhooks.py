@@ -27,6 +27,7 @@ class NotificationReceived(BaseModel):
 
 @router.post(
     "/{gateway}",
+    operation_id="receive_gateway_notification",
     response_model=NotificationReceived,
     summary=f"Receive a gateway's notification ({', '.join(plugin.title for plugin in _NOTIFYING)})",
     description="Verified with the gateway's own scheme ("
@@ -36,7 +37,9 @@ class NotificationReceived(BaseModel):
     responses={
         400: {
             "model": ErrorEnvelope,
-            "description": "Signature missing, wrong or stale (signature_verification_failed)",
+            "description": "Signature missing, wrong or stale (signature_verification_failed), or a verified "
+            "notification with a field that cannot be stored (notification_invalid: too long, a control "
+            "character, not valid Unicode); nothing is stored",
         },
         404: {"model": ErrorEnvelope, "description": "No gateway of that name is configured"},
         413: {"model": ErrorEnvelope, "description": "Request body too large"},

@@ -33,13 +33,14 @@ async def exposition(runtime: Runtime) -> Response:
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", operation_id="check_liveness", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
+    operation_id="check_readiness",
     summary="Dependencies (database, Redis) are reachable",
     responses={503: {"description": "A dependency is unavailable"}},
 )
@@ -50,6 +51,7 @@ async def readyz(runtime: RuntimeDep) -> Any:
 
 @metrics_router.get(
     "/metrics",
+    operation_id="get_metrics",
     summary="Prometheus metrics (text exposition format)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},

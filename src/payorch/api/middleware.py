@@ -1,8 +1,9 @@
 """Pure ASGI middleware (never cancels a running handler): request ids, security headers, body size
-cap, content type, and the hostile-input guard: the body is read once (capped in size and in time),
-searched for card numbers and excessive JSON nesting with the query string and path
-(``payorch.security.request_scan``), then replayed to the app. A refused request never reaches a
-handler, a log line, the database, the audit trail or the idempotency fingerprint."""
+cap, content type, and the hostile-input guard: a header payorch reads once must come once; the body
+is read once (capped in size and in time), searched for card numbers and excessive JSON nesting with
+the query string, the path and the ``Idempotency-Key`` (``payorch.security.request_scan``), then
+replayed to the app as the text the search read. A refused request never reaches a handler, a log
+line, the database, the audit trail or the idempotency fingerprint."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from payorch.errors import (
     UnsupportedMediaType,
 )
 from payorch.ids import new_id
-from payorch.security.request_scan import Finding, scan_request
+from payorch.security.request_scan import Finding, repeated_header, scan_request
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +70,10 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         request_id = state.get("request_id") or new_id("req")  # set by the outermost layer when mounted
         state["request_id"] = request_id
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(scope["method"], headers, scope["path"])
-        if refusal is not None:
-            await send_error(send, refusal, request_id)
+        guarded = await self._guard(scope, receive, send, request_id)
+        if guarded is None:
             return
-
-        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-        body = b""
-        if has_body:
-            read = await self._read_body(receive, send, request_id)
-            if read is None:
-                return
-            body = read
-        finding = scan_request(
-            path=scope["path"],
-            query=scope.get("query_string", b""),
-            idempotency_key=headers.get("idempotency-key"),
-            content_type=headers.get("content-type", ""),
-            body=body,
-            max_depth=self.max_json_depth,
-        )
-        if finding is not None and finding.kind == "card_number" and scope["path"].startswith(GATEWAY_WEBHOOKS_PREFIX):
-            # Signed by the gateway, not typed by a merchant: an Adyen pspReference is 16 digits and
-            # passes Luhn one time in ten. Refusing it would only make the gateway retry for days.
-            finding = None
-        if finding is not None:
-            log.warning("refused %s %s: %s in %s", scope["method"], request_id, finding.kind, finding.param or "body")
-            await send_error(send, _refusal_for(finding, self.max_json_depth), request_id)
-            return
+        scope, downstream = guarded
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -107,8 +83,46 @@ class RequestContextMiddleware:
                     response_headers.setdefault(name.decode(), value.decode())
             await send(message)
 
-        downstream = _replay(body, receive) if has_body else self._limited(receive)
         await self.app(scope, downstream, send_with_headers)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> tuple[Scope, Receive] | None:
+        """The request as the app may see it (scope, body), or None once refused here."""
+        # The first copy of each header, as Starlette reads it (a single-valued one comes once).
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        refusal = _repeated_header_refusal(scope["headers"]) or self._refusal(scope["method"], headers, scope["path"])
+        if refusal is not None:
+            await send_error(send, refusal, request_id)
+            return None
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if not has_body:
+            body = b""
+        elif (read := await self._read_body(receive, send, request_id)) is not None:
+            body = read
+        else:
+            return None
+        scan = scan_request(
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            idempotency_key=headers.get("idempotency-key"),
+            content_type=headers.get("content-type", ""),
+            body=body,
+            max_depth=self.max_json_depth,
+        )
+        gateway = scope["path"].startswith(GATEWAY_WEBHOOKS_PREFIX)
+        finding = scan.finding
+        if finding is not None and not (gateway and finding.kind == "card_number"):
+            # (A gateway's notification is signed by it, not typed by a merchant: an Adyen
+            # pspReference is 16 digits, and one in a card range that passes Luhn would be refused,
+            # the gateway retrying for days. NUL, lone surrogates, undecodable bodies still are.)
+            log.warning("refused %s %s: %s in %s", scope["method"], request_id, finding.kind, finding.param or "body")
+            await send_error(send, _refusal_for(finding, self.max_json_depth), request_id)
+            return None
+        if scan.body is not body and not gateway:
+            # The JSON text came in UTF-16/32 or behind a BOM: the app reads the same text in UTF-8.
+            body, scope = scan.body, _with_length(scope, len(scan.body))
+        return scope, (_replay(body, receive) if has_body else self._limited(receive))
 
     async def _read_body(self, receive: Receive, send: Send, request_id: str) -> bytes | None:
         """The whole body, or None after answering 413 (too large), 408 (too slow) or a disconnect.
@@ -168,6 +182,19 @@ class RequestContextMiddleware:
         return wrapped
 
 
+def _repeated_header_refusal(raw_headers: list[tuple[bytes, bytes]]) -> ApiError | None:
+    name = repeated_header(raw_headers)
+    if name is None:
+        return None
+    return InvalidRequest(f"The {name} header may be sent only once.", param=name, code="header_repeated")
+
+
+def _with_length(scope: Scope, length: int) -> Scope:
+    """``scope`` with its Content-Length (if any) saying ``length``."""
+    headers = [(k, str(length).encode() if k.lower() == b"content-length" else v) for k, v in scope["headers"]]
+    return {**scope, "headers": headers}
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     """The buffered body as one message; after it, the server's own messages (the disconnect)."""
     pending = True
@@ -185,6 +212,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def _refusal_for(finding: Finding, max_depth: int) -> ApiError:
     if finding.kind == "too_deep":
         return InvalidRequest(f"JSON bodies may nest at most {max_depth} levels.", code="json_too_deep")
+    if finding.kind == "undecodable":
+        return InvalidRequest(
+            "The request body does not decode as JSON text (UTF-8, UTF-16 or UTF-32).",
+            code="invalid_json",
+        )
     if finding.kind == "bad_text":
         return InvalidRequest(
             "Text may not hold NUL characters or unpaired UTF-16 surrogates.", param=finding.param, code="invalid_text"

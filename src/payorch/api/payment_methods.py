@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1/payment_methods", tags=["payment_methods"])
 
 @router.post(
     "",
+    operation_id="create_payment_method",
     status_code=201,
     response_model=PaymentMethodOut,
     summary="Vault single-use frontend tokens at their gateways as one reusable payment method",
@@ -30,10 +31,14 @@ router = APIRouter(prefix="/v1/payment_methods", tags=["payment_methods"])
         400: {
             "model": ErrorEnvelope,
             "description": "Invalid request (gateway_not_configured; token_rejected: every gateway refused its "
-            "token; idempotency_error)",
+            "token, each gateway's reason in the message; idempotency_error)",
         },
         409: {"model": ErrorEnvelope, "description": "A request with this Idempotency-Key is still running"},
-        503: {"model": ErrorEnvelope, "description": "No gateway vaulted it and some could not be reached"},
+        503: {
+            "model": ErrorEnvelope,
+            "description": "No gateway vaulted it and one or more could not be reached or did not answer (whatever "
+            "the others said): retry later; the message names each gateway's reason",
+        },
     },
 )
 async def create_payment_method(
@@ -56,6 +61,7 @@ async def create_payment_method(
 
 @router.get(
     "/{payment_method_id}",
+    operation_id="retrieve_payment_method",
     response_model=PaymentMethodOut,
     summary="Retrieve a payment method (its card summary and gateways; never a token)",
     responses={**COMMON_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such payment method"}},

@@ -18,6 +18,7 @@ router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 
 @router.post(
     "",
+    operation_id="create_refund",
     status_code=201,
     response_model=RefundOut,
     summary="Refund all or part of a captured charge",
@@ -59,6 +60,7 @@ async def create_refund(
 
 @router.get(
     "/{refund_id}",
+    operation_id="retrieve_refund",
     response_model=RefundOut,
     summary="Retrieve a refund",
     responses={**COMMON_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such refund"}},

@@ -30,6 +30,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "",
+    operation_id="create_webhook_endpoint",
     status_code=201,
     response_model=WebhookEndpointOut,
     summary="Create a webhook endpoint",
@@ -43,7 +44,11 @@ async def create_endpoint(params: WebhookEndpointCreate, caller: CurrentCaller, 
 
 
 @router.get(
-    "", response_model=WebhookEndpointList, summary="List webhook endpoints, newest first", responses=API_ERRORS
+    "",
+    operation_id="list_webhook_endpoints",
+    response_model=WebhookEndpointList,
+    summary="List webhook endpoints, newest first",
+    responses=API_ERRORS,
 )
 async def list_endpoints(request: Request, caller: CurrentCaller, runtime: RuntimeDep) -> dict[str, Any]:
     endpoints = await runtime.webhooks.endpoints.list_endpoints(caller)
@@ -58,6 +63,7 @@ async def list_endpoints(request: Request, caller: CurrentCaller, runtime: Runti
 
 @router.get(
     "/{endpoint_id}",
+    operation_id="retrieve_webhook_endpoint",
     response_model=WebhookEndpointOut,
     summary="Retrieve a webhook endpoint",
     responses={**API_ERRORS, **NOT_FOUND},
@@ -69,6 +75,7 @@ async def get_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: Runtime
 
 @router.delete(
     "/{endpoint_id}",
+    operation_id="delete_webhook_endpoint",
     response_model=WebhookEndpointOut,
     summary="Delete a webhook endpoint (its queued deliveries are canceled)",
     responses={**API_ERRORS, **NOT_FOUND},
@@ -80,6 +87,7 @@ async def delete_endpoint(endpoint_id: str, caller: CurrentCaller, runtime: Runt
 
 @router.post(
     "/{endpoint_id}/rotate_secret",
+    operation_id="rotate_webhook_endpoint_secret",
     response_model=WebhookEndpointOut,
     summary="Rotate the signing secret",
     description="Returns the new secret once. Until `previous_secret_expires`, deliveries carry a "
@@ -98,6 +106,7 @@ async def rotate_secret(
 
 @router.get(
     "/{endpoint_id}/deliveries",
+    operation_id="list_webhook_deliveries",
     response_model=WebhookDeliveryList,
     summary="List an endpoint's deliveries, newest first",
     responses={**API_ERRORS, **NOT_FOUND},
@@ -120,6 +129,7 @@ async def list_deliveries(
 
 @router.post(
     "/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+    operation_id="redeliver_webhook_delivery",
     response_model=WebhookDeliveryOut,
     summary="Redeliver now (same webhook-id), e.g. after it was dead-lettered",
     responses={**API_ERRORS, **NOT_FOUND},

@@ -7,7 +7,11 @@
   (``sk_live_...``, ``rk_test_...``), webhook secrets (``whsec_...``), Bearer/Basic credentials, JWTs,
   AWS access key ids and secret-looking 40-character values, PEM private keys.
 
-``redact_log_event`` is the same function in structlog processor form, so logs share it.
+Card numbers are found by ``payorch.security.pan``, the detector the request guard refuses them
+with: one rule for what is refused, logged and audited.
+
+``redact_log_event`` is the same function in structlog processor form, so logs share it; it also cuts
+every URL in a log line down to its scheme, host, port and route words (``redact_urls``).
 
 Most strings (ids, statuses, currency codes) hold nothing to mask, so ``redact_text`` first asks a
 few cheap questions (``_may_need_masking``) that every pattern needs a "yes" to, and runs the full
@@ -92,7 +96,9 @@ def _may_need_masking(text: str) -> bool:
     """False only when no pattern above and no card number can match ``text``. Each test is a piece
     of text a pattern cannot match without; a "yes" only sends the text to the full pipeline."""
     if len(text) < _MIN_MATCH:
-        return False
+        # Too short for any pattern; a card number needs 13 digits, but one character may fold to
+        # three of them (NFKC), so a short non-ASCII text is asked.
+        return not text.isascii() and may_contain_pan(text)
     return (
         "PRIVATE KEY" in text  # -----BEGIN ... PRIVATE KEY-----
         or "k_test_" in text  # sk_test_, rk_test_
@@ -243,13 +249,62 @@ def _redact_other(value: Any, depth: int) -> Any:
     return redact_text(str(value))
 
 
+# A URL in free text: scheme, authority (userinfo, host, port), path, query, fragment. Quotes and
+# angle brackets end it, as they end a URL written in a log line, a repr or a JSON string. (Request
+# targets without a scheme are not logged: the access log is off, request lines name route templates.)
+_URL_END = "\\s\"'<>"
+_URL = re.compile(
+    rf"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<authority>[^/?#{_URL_END}]*)"
+    rf"(?P<path>/[^?#{_URL_END}]*)?(?P<query>\?[^#{_URL_END}]*)?(?P<fragment>#[^{_URL_END}]*)?"
+)
+# A path segment kept as it is: short, or a lower-case route word. Longer segments with digits or
+# capitals are where webhook receivers put their secrets (/services/T0/B0/<token>, /webhooks/<id>/<token>).
+_PLAIN_SEGMENT = re.compile(r"[^/]{0,16}|[a-z][a-z_.\-]*")
+
+
+def _redacted_url(match: re.Match[str]) -> str:
+    _, at, host = match["authority"].rpartition("@")
+    parts = [match["scheme"], f"{REDACTED}@" if at else "", host]
+    path = match["path"] or ""
+    parts.append("/".join(s if _PLAIN_SEGMENT.fullmatch(s) else REDACTED for s in path.split("/")))
+    query = match["query"] or ""
+    if len(query) > 1:
+        names = (pair.partition("=")[0] for pair in query[1:].split("&"))
+        query = "?" + "&".join(f"{name}={REDACTED}" for name in names)
+    parts.append(query)
+    fragment = match["fragment"] or ""
+    parts.append(f"#{REDACTED}" if len(fragment) > 1 else fragment)
+    return "".join(parts)
+
+
+def redact_urls(text: str) -> str:
+    """Every URL in ``text`` with its userinfo, query values and fragment replaced, and its long
+    path segments (see ``_PLAIN_SEGMENT``); scheme, host, port, route words and parameter names
+    stay for the reader."""
+    if "://" not in text:
+        return text
+    return _URL.sub(_redacted_url, text)
+
+
+def _redact_urls_in(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, dict):
+        return {key: _redact_urls_in(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_urls_in(item) for item in value]
+    return value
+
+
 # structlog keys that carry structure the later processors need, not user data.
 _LOG_PASSTHROUGH = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
 
 
 def redact_log_event(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: redact every field. Place it after ``format_exc_info`` so tracebacks,
-    already rendered to text, are redacted too."""
+    """structlog processor: redact every field, and every URL in it (a log line is read by more
+    people than the audit trail, and webhook receivers put secrets in their URLs: httpx logs each
+    request's URL at INFO). Place it after ``format_exc_info`` so tracebacks, already rendered to
+    text, are redacted too."""
     for key in list(event_dict):
         if key in _LOG_PASSTHROUGH:
             continue
@@ -257,5 +312,5 @@ def redact_log_event(_logger: Any, _method: str, event_dict: MutableMapping[str,
         if is_secret_key(key) and value is not None:
             event_dict[key] = REDACTED
         else:
-            event_dict[key] = redact(value)
+            event_dict[key] = _redact_urls_in(redact(value))
     return event_dict

@@ -72,6 +72,9 @@ class GatewayResult:
     """NOT_SENT because the gateway refused this request as invalid (a bad or unknown token, bad
     parameters): it says nothing about the gateway's health, so circuit breakers do not count it as a
     failure. A refused API key (401/403) is not this: it fails every request, and does count."""
+    param: str | None = None
+    """For a refused request: the payorch request field the refusal is about (``payment_method``,
+    ``amount``, ``currency``, ``description``), where the gateway's answer names it."""
 
     @property
     def charged(self) -> bool:
@@ -87,6 +90,16 @@ class VaultResult:
     card: CardSummary | None = None
     code: str | None = None
     message: str | None = None
+    request_refused: bool = False
+    """NOT_SENT because the gateway refused the token itself (unknown, used, not its own): as for
+    :attr:`GatewayResult.request_refused`, a verdict on the token, not on the gateway's health."""
+
+    @property
+    def refused(self) -> bool:
+        """The gateway answered and will not vault this token: declined, or refused as invalid."""
+        if self.outcome in (Outcome.HARD_DECLINE, Outcome.SOFT_DECLINE):
+            return True
+        return self.outcome is Outcome.NOT_SENT and self.request_refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,19 @@ class Capabilities:
     """Send inbound notifications that :meth:`Gateway.parse_webhook` can verify."""
     customer_authentication: bool = False
     """Carry a charge through a customer authentication (3-D Secure) and back."""
+    verify_credentials: bool = False
+    """Make one cheap authenticated call that tells whether the credentials are accepted
+    (:class:`VerifiesCredentials`)."""
+
+
+@runtime_checkable
+class VerifiesCredentials(Protocol):
+    """An adapter that can check its own credentials (``Capabilities.verify_credentials``)."""
+
+    async def verify_credentials(self) -> GatewayResult:
+        """One cheap authenticated call that moves no money: APPROVED when the credentials are
+        accepted; NOT_SENT with code ``credentials_refused`` when the gateway refused them."""
+        ...
 
 
 class GatewayError(Exception):

@@ -62,6 +62,13 @@ def notifying_plugins() -> list[GatewayPlugin[Any]]:
 class Configured:
     config: GatewayConfig
     gateway: Gateway
+    metrics_label: str | None = None
+    """What metrics call it; unset: its name. A merchant's own accounts are labelled by kind, so a
+    label's values stay few however many accounts merchants connect."""
+
+    @property
+    def label(self) -> str:
+        return self.metrics_label or self.config.name
 
     @property
     def name(self) -> str:

@@ -4,7 +4,9 @@ Every record, structlog's or the standard library's (payorch's own ``logging.get
 uvicorn, SQLAlchemy, botocore), goes through one processor chain on the root handler:
 the request's context (``request_id``, ``merchant_id``: contextvars bound while a request is served),
 level, logger name, timestamp, rendered traceback, then ``redact_log_event``, the redaction the
-audit trail uses, so no card number, API key or token reaches a log line.
+audit trail uses, so no card number, API key or token reaches a log line, and every URL in it
+(httpx's "HTTP Request: POST <url>" lines name webhook receivers) keeps no userinfo, query value,
+fragment or long path segment.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""A circuit breaker per gateway (DESIGN.md section 5), kept in process.
+"""A circuit breaker per gateway account (DESIGN.md section 5), kept in process.
+
+Each account has its own: a platform account's by its name, a merchant's own by its id, so one
+merchant's refused key opens its own account's breaker and no other merchant's on the same gateway.
 
 Each gateway's breaker keeps the calls of the last ``window_seconds``. Once the window holds at least
 ``minimum_calls``, the breaker opens when the share of failures reaches ``failure_rate`` or the share
@@ -103,6 +106,22 @@ class CircuitBreakers:
         self._clock = clock
         self._lock = threading.Lock()
         self._breakers = {name: _Breaker(slow_after=t * config.slow_call_fraction) for name, t in timeouts.items()}
+        self._platform = tuple(timeouts)
+
+    def track(self, account: str, timeout: float) -> None:
+        """Give ``account`` (a merchant's, built on first use) a breaker of its own, if it has none."""
+        with self._lock:
+            if account not in self._breakers:
+                self._breakers[account] = _Breaker(slow_after=timeout * self._config.slow_call_fraction)
+
+    def forget(self, account: str) -> None:
+        with self._lock:
+            self._breakers.pop(account, None)
+
+    def is_open(self, gateway: str) -> bool:
+        """Whether calls to ``gateway`` are turned away now (half-open is not: it grants probes).
+        Unlike :meth:`allows` this hands out no probe, so routing may ask it of every account."""
+        return self._config.enabled and self.state(gateway) is BreakerState.OPEN
 
     def allows(self, gateway: str) -> bool:
         """Whether a call to ``gateway`` may go out now (a half-open breaker hands out probe permits)."""
@@ -154,8 +173,9 @@ class CircuitBreakers:
             return breaker.state
 
     def states(self) -> dict[str, str]:
-        """Every gateway's state (closed, half_open, open), e.g. for ``payorch_gateway_breaker_state``."""
-        return {name: self.state(name).value for name in self._breakers}
+        """The platform accounts' states (closed, half_open, open), for ``payorch_gateway_breaker_state``;
+        merchants' own accounts are left out of the metric (one label value per account would grow without bound)."""
+        return {name: self.state(name).value for name in self._platform}
 
     # -- state machine (called with the lock held) --------------------------------------------------
 

@@ -164,7 +164,7 @@ class Executor:
             result = await self._resolve(candidate, request, deadline, result)
         elapsed = time.monotonic() - started
         if self._observer is not None:
-            self._observer.attempt(candidate.name, result.outcome.value, elapsed)
+            self._observer.attempt(candidate.configured.label, result.outcome.value, elapsed)
         return AttemptOutcome(attempt_id, candidate.name, result, round(elapsed * 1000))
 
     async def _resolve(

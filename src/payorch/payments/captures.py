@@ -37,9 +37,9 @@ from payorch.errors import (
     NotFound,
 )
 from payorch.gateways.base import GatewayResult, Outcome
-from payorch.gateways.registry import GatewayRegistry
 from payorch.money import MAX_AMOUNT
 from payorch.orchestration.executor import NO_ANSWER, call_once
+from payorch.orchestration.routing import GatewayResolver
 from payorch.payments.operations import OperationRequest, OperationRunner, Reply, reply
 from payorch.payments.schemas import StrictModel, render_charge
 from payorch.payments.states import ChargeStatus, transition
@@ -129,9 +129,9 @@ class FollowUpCharge:
     """Capture or void, routed to the gateway that holds the charge (``gateway_reference``). These
     routes take no Idempotency-Key: the gateway key derived from the charge makes a retry safe."""
 
-    def __init__(self, db: Database, registry: GatewayRegistry) -> None:
+    def __init__(self, db: Database, gateways: GatewayResolver) -> None:
         self._db = db
-        self._registry = registry
+        self._gateways = gateways
 
     async def open(self, request: OperationRequest[FollowUp]) -> _Opened | KeyExists | Reply:
         caller, params = request.caller, request.params
@@ -167,7 +167,7 @@ class FollowUpCharge:
 
     async def execute(self, opened: _Opened) -> GatewayResult:
         charge = opened.charge
-        configured = self._registry.get(charge.gateway or "")
+        configured = await self._gateways.gateway(charge.merchant_id, charge.gateway or "")
         if configured is None or charge.gateway_reference is None:
             return GatewayResult(
                 Outcome.NOT_SENT, code="gateway_not_configured", message=f"Gateway {charge.gateway} is not configured."

@@ -18,12 +18,12 @@ from typing import Protocol
 from payorch.audit import trail
 from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
 from payorch.errors import InvalidRequest
-from payorch.gateways.base import Outcome
 from payorch.ids import new_id
 from payorch.observability.logging import bind_charge
 from payorch.orchestration.config import ReconcilerConfig
 from payorch.orchestration.executor import AttemptOutcome, Execution, Executor
-from payorch.orchestration.routing import Candidate, Router
+from payorch.orchestration.routing import Candidate, CardFacts, ChargeFacts, ChargeRouter, Decision, Routed
+from payorch.orchestration.routing_stats import OutcomeRecorder
 from payorch.payments import charges as lifecycle
 from payorch.payments.operations import OperationRequest, Reply, store_reply
 from payorch.payments.schemas import ChargeCreate, TokensPaymentMethod
@@ -51,6 +51,7 @@ class OpenedCharge:
     attempt_id: str
     actor: Actor
     origin: Origin
+    decision: Decision | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,20 +62,23 @@ class _Plan:
     candidates: list[Candidate]
     attempt_id: str
     events: list[AuditEvent]
+    decision: Decision
 
 
 class CreateCharge:
     def __init__(
         self,
         db: Database,
-        router: Router,
+        router: ChargeRouter,
         executor: Executor,
         reconciler_config: ReconcilerConfig,
         *,
         metrics: ChargeObserver | None = None,
+        outcomes: OutcomeRecorder | None = None,
     ) -> None:
         self._db = db
         self._router = router
+        self._outcomes = outcomes
         self._executor = executor
         self._first_check = timedelta(seconds=reconciler_config.first_check_seconds)
         self._metrics = metrics
@@ -96,7 +100,7 @@ class CreateCharge:
             )
         if isinstance(opened, KeyExists):
             return opened
-        return OpenedCharge(opened, plan.candidates, plan.attempt_id, *_who(request))
+        return OpenedCharge(opened, plan.candidates, plan.attempt_id, *_who(request), plan.decision)
 
     async def resume(
         self, connection: Connection, request: OperationRequest[ChargeCreate], object_id: str | None
@@ -123,7 +127,7 @@ class CreateCharge:
             audit=outbox_params(plan.events),
             created_at=datetime.now(UTC),
         )
-        return OpenedCharge(charge, plan.candidates, plan.attempt_id, *_who(request))
+        return OpenedCharge(charge, plan.candidates, plan.attempt_id, *_who(request), plan.decision)
 
     async def execute(self, opened: OpenedCharge) -> Execution:
         job = lifecycle.job_for(opened.charge)
@@ -133,10 +137,12 @@ class CreateCharge:
     async def close(self, request: OperationRequest[ChargeCreate], opened: OpenedCharge, result: Execution) -> Reply:
         charge, final = opened.charge, result.final
         transition_attempt(AttemptStatus.PENDING, lifecycle.ATTEMPT_STATUS_BY_OUTCOME[final.result.outcome])
-        earlier_unknown = any(attempt.result.outcome is Outcome.UNKNOWN for attempt in result.earlier)
         # The charge as it will be, rendered before it is written: its reply goes in the same
         # statement as the charge, the attempt and the audit events.
-        updated = lifecycle.charge_after(charge, final, earlier_unknown=earlier_unknown)
+        tried = len(result.earlier) + 1
+        updated = lifecycle.charge_after(
+            charge, final, earlier=result.earlier, every_candidate_tried=tried == len(opened.candidates)
+        )
         answer = lifecycle.reply_for(updated, request.request_id)
         actor, origin = opened.actor, opened.origin
         events = [
@@ -158,8 +164,18 @@ class CreateCharge:
             updated, answer = await self._as_it_stands(request, charge)
         bind_charge(charge.id, updated.status, final.gateway)  # the request's log line names the outcome
         if self._metrics is not None:
-            self._metrics.charge_finished(final.gateway, updated.status)
+            self._metrics.charge_finished(_label(opened.candidates, final.gateway), updated.status)
+        self._note_outcomes(opened, result)
         return answer
+
+    def _note_outcomes(self, opened: OpenedCharge, result: Execution) -> None:
+        """What each attempt of a ``success_rate`` charge tells of its account, for the next ones."""
+        decision = opened.decision
+        if self._outcomes is None or decision is None or decision.strategy != "success_rate":
+            return
+        network = str(decision.details.get("network") or opened.charge.card_brand or "unknown")
+        for attempt in (*result.earlier, result.final):
+            self._outcomes.note(attempt.gateway, opened.charge.currency, network, attempt.result)
 
     def next_check_at(self) -> datetime:
         return datetime.now(UTC) + self._first_check
@@ -178,9 +194,11 @@ class CreateCharge:
         """Candidates, the new charge and its audit events. ``connection``: the caller's transaction,
         else a vaulted payment method is read on a connection of its own."""
         caller, params = request.caller, request.params
-        candidates = await self._candidates(connection, request)
+        charge_id = new_id("ch")
+        routed = await self._route(connection, request, charge_id)
+        candidates, decision = routed.candidates, routed.decision
         new = NewCharge(
-            id=new_id("ch"),
+            id=charge_id,
             merchant_id=caller.merchant_id,
             livemode=caller.livemode,
             amount=params.amount,
@@ -191,6 +209,7 @@ class CreateCharge:
             metadata=params.metadata,
             idempotency_key=request.idempotency_key,
             api_key_id=caller.key_id,
+            routing=decision.record(),
         )
         attempt_id = new_id("att")
         actor, origin = _who(request)
@@ -210,42 +229,50 @@ class CreateCharge:
         sent = trail.attempt_sent(
             actor, origin, charge_id=new.id, attempt_id=attempt_id, gateway=candidates[0].name, seq=1
         )
-        return _Plan(new, candidates, attempt_id, [created, sent])
+        # The audit trail carries the decision with the charge's creation.
+        created = created.model_copy(update={"details": {**created.details, "routing": new.routing}})
+        return _Plan(new, candidates, attempt_id, [created, sent], decision)
 
-    async def _candidates(
-        self, connection: Connection | None, request: OperationRequest[ChargeCreate]
-    ) -> list[Candidate]:
-        payment_method = request.params.payment_method
+    async def _route(
+        self, connection: Connection | None, request: OperationRequest[ChargeCreate], charge_id: str
+    ) -> Routed:
+        params, caller = request.params, request.caller
+        payment_method = params.payment_method
         if isinstance(payment_method, TokensPaymentMethod):
             tokens, param = payment_method.tokens, "payment_method.tokens"
-            unknown = self._router.unknown_gateways(tokens)
-            if unknown:
-                raise InvalidRequest(
-                    f"No gateway named '{unknown[0]}' is configured.",
-                    param=f"payment_method.tokens.{unknown[0]}",
-                    code="gateway_not_configured",
-                )
+            hint = payment_method.card
+            card = CardFacts() if hint is None else CardFacts(hint.network, hint.bin, hint.country)
         else:
-            # A vaulted payment method: eligible on every configured gateway that holds a token for it.
+            # A vaulted payment method: eligible on every account that holds a token for it.
             if connection is None:
                 async with self._db.connection() as own:
-                    tokens = await self._vaulted_tokens(own, request, payment_method)
+                    vaulted = await self._vaulted(own, request, payment_method)
             else:
-                tokens = await self._vaulted_tokens(connection, request, payment_method)
-            param = "payment_method"
-        candidates = self._router.candidates(request.params.currency, tokens)
-        if not candidates:
+                vaulted = await self._vaulted(connection, request, payment_method)
+            tokens, param, card = vaulted.tokens, "payment_method", CardFacts(network=vaulted.card_brand)
+        facts = ChargeFacts(
+            charge_id=charge_id,
+            amount=params.amount,
+            currency=params.currency,
+            livemode=caller.livemode,
+            capture=params.capture,
+            tokens=tokens,
+            metadata=params.metadata,
+            card=card,
+        )
+        routed = await self._router.route(caller.merchant_id, facts)
+        if not routed.candidates:
             raise InvalidRequest(
                 "No configured gateway routes this currency with the given tokens.",
                 param=param,
                 code="no_eligible_gateway",
             )
-        return candidates
+        return routed
 
     @staticmethod
-    async def _vaulted_tokens(
+    async def _vaulted(
         connection: Connection, request: OperationRequest[ChargeCreate], payment_method_id: str
-    ) -> dict[str, str]:
+    ) -> payment_methods_repo.PaymentMethod:
         caller = request.caller
         payment_method = await payment_methods_repo.get_payment_method(
             connection, caller.merchant_id, payment_method_id, livemode=caller.livemode
@@ -254,7 +281,12 @@ class CreateCharge:
             raise InvalidRequest(
                 f"No such payment_method: '{payment_method_id}'.", param="payment_method", code="resource_missing"
             )
-        return payment_method.tokens
+        return payment_method
+
+
+def _label(candidates: list[Candidate], key: str) -> str:
+    """The metrics label of the account that decided: a merchant's own accounts share one per kind."""
+    return next((c.configured.label for c in candidates if c.name == key), key)
 
 
 def _who(request: OperationRequest[ChargeCreate]) -> tuple[Actor, Origin]:

@@ -16,10 +16,11 @@ from payorch.audit import trail
 from payorch.audit.events import AuditEvent, Origin, outbox_params, record_many
 from payorch.audit.events import Outcome as AuditOutcome
 from payorch.gateways.base import GatewayResult, Outcome
-from payorch.gateways.registry import Configured, GatewayRegistry
+from payorch.gateways.registry import Configured
 from payorch.orchestration.config import ReconcilerConfig
 from payorch.orchestration.executor import AttemptOutcome, interpret_lookup
 from payorch.orchestration.reconcile import Decision, next_check_delay
+from payorch.orchestration.routing import GatewayResolver
 from payorch.payments import charges as lifecycle
 from payorch.payments.config import IdempotencyConfig
 from payorch.payments.states import AttemptStatus, ChargeStatus, transition_attempt
@@ -90,12 +91,12 @@ class ChargeRecovery:
     def __init__(
         self,
         db: Database,
-        registry: GatewayRegistry,
+        gateways: GatewayResolver,
         config: ReconcilerConfig,
         idempotency_config: IdempotencyConfig,
     ) -> None:
         self._db = db
-        self._registry = registry
+        self._gateways = gateways
         self._config = config
         self._stale_after = timedelta(seconds=idempotency_config.stale_after_seconds)
 
@@ -126,7 +127,7 @@ class ChargeRecovery:
         return await self._apply(attempt, result)
 
     async def _reconcile(self, attempt: Attempt) -> Decision:
-        configured = self._registry.get(attempt.gateway)
+        configured = await self._gateways.gateway(attempt.merchant_id, attempt.gateway)
         async with self._db.connection() as connection:
             charge = await repo.get_charge(connection, attempt.merchant_id, attempt.charge_id)
         if configured is None or charge is None:
@@ -226,7 +227,7 @@ class ChargeRecovery:
 
     async def _reverse(self, attempt: Attempt, charge: Charge, result: GatewayResult) -> Decision:
         """Void (authorized) or refund (captured) a late success; retried with the same key until confirmed."""
-        configured = self._registry.get(attempt.gateway)
+        configured = await self._gateways.gateway(attempt.merchant_id, attempt.gateway)
         if configured is None or result.reference is None:
             log.error("late success of attempt %s cannot be reversed: no gateway or reference", attempt.id)
             events = _events(attempt, "reversal_failed", "failure", result=result, reason="not_reversible")

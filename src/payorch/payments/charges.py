@@ -6,15 +6,17 @@ notifications all call it, so a charge ends the same way however its outcome was
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from payorch.audit import trail
 from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
-from payorch.errors import ApiError, CardDeclined, NoGatewayAvailable
-from payorch.gateways.base import Outcome
+from payorch.errors import ApiError, CardDeclined, InvalidRequest, NoGatewayAvailable
+from payorch.gateways.base import GatewayResult, Outcome
 from payorch.orchestration.executor import AttemptOutcome, ChargeJob
+from payorch.payments import refusals
 from payorch.payments.operations import Reply, error_reply, reply
 from payorch.payments.schemas import render_charge
 from payorch.payments.states import FINAL_CHARGE_STATUSES, AttemptStatus, ChargeStatus, transition
@@ -31,6 +33,15 @@ ATTEMPT_STATUS_BY_OUTCOME = {
 }
 
 
+UNAVAILABLE = "gateway_unavailable"
+"""A failed charge's ``failure_code`` when no gateway could be reached (or one did not say): 503."""
+PAYMENT_METHOD_REJECTED = "token_rejected"
+"""... when every candidate gateway refused the payment method as invalid (unknown, used, not its own): 400."""
+REQUEST_REFUSED = "parameter_invalid"
+"""... when every candidate gateway refused the request as invalid for another reason: 400."""
+_REFUSAL_PARAMS = {PAYMENT_METHOD_REJECTED: "payment_method", REQUEST_REFUSED: None}
+
+
 def reply_for(charge: Charge, request_id: str) -> Reply:
     """The answer a charge in its current state gets (DESIGN.md section 4)."""
     status = ChargeStatus(charge.status)
@@ -39,8 +50,13 @@ def reply_for(charge: Charge, request_id: str) -> Reply:
     if status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING):
         return reply(202, render_charge(charge))
     error: ApiError
-    if charge.failure_code == "gateway_unavailable":
+    if charge.failure_code == UNAVAILABLE:
         error = NoGatewayAvailable(charge.failure_message or "No gateway could take the charge.", charge=charge.id)
+    elif charge.failure_code in _REFUSAL_PARAMS:
+        message = charge.failure_message or "Every gateway refused the request."
+        error = InvalidRequest(
+            message, code=charge.failure_code, param=_REFUSAL_PARAMS[charge.failure_code], charge=charge.id
+        )
     else:
         error = CardDeclined(
             charge.failure_message or "The card was declined.", decline_code=charge.decline_code, charge=charge.id
@@ -71,7 +87,31 @@ def attempt_result(outcome: AttemptOutcome, next_check_at: datetime | None) -> A
     )
 
 
-def _target(outcome: AttemptOutcome, charge: Charge) -> tuple[ChargeStatus, dict[str, Any]]:
+def _refused(result: GatewayResult) -> bool:
+    return result.outcome is Outcome.NOT_SENT and result.request_refused
+
+
+def _not_sent(attempts: Sequence[AttemptOutcome], *, every_candidate_tried: bool) -> dict[str, Any]:
+    """Why nothing was sent, in each gateway's words. A 400 only when every candidate gateway was
+    tried and refused the request as invalid: the merchant must change it. If one could not be
+    reached, a later retry of the same request may go through there: a 503, naming the refusals too."""
+    reasons = refusals.joined(
+        refusals.reason(a.gateway, a.result.outcome, a.result.code, a.result.message, refused=_refused(a.result))
+        for a in attempts
+    )
+    if every_candidate_tried and all(_refused(a.result) for a in attempts):
+        about_token = all(a.result.param == "payment_method" for a in attempts)
+        return {
+            "failure_code": PAYMENT_METHOD_REJECTED if about_token else REQUEST_REFUSED,
+            "failure_message": f"Every gateway refused the {'payment method' if about_token else 'request'}: "
+            f"{reasons}.",
+        }
+    return {"failure_code": UNAVAILABLE, "failure_message": f"No gateway could take the charge: {reasons}."}
+
+
+def _target(
+    outcome: AttemptOutcome, charge: Charge, earlier: Sequence[AttemptOutcome], every_candidate_tried: bool
+) -> tuple[ChargeStatus, dict[str, Any]]:
     """The charge status and columns an attempt's result leads to."""
     result = outcome.result
     fields: dict[str, Any] = {}
@@ -92,7 +132,7 @@ def _target(outcome: AttemptOutcome, charge: Charge) -> tuple[ChargeStatus, dict
     if result.outcome is Outcome.UNKNOWN:
         return ChargeStatus.PROCESSING, fields
     if result.outcome is Outcome.NOT_SENT:
-        fields.update(failure_code="gateway_unavailable", failure_message="No gateway could take the charge.")
+        fields.update(_not_sent([*earlier, outcome], every_candidate_tried=every_candidate_tried))
         return ChargeStatus.FAILED, fields
     fields.update(
         failure_code="card_declined",
@@ -102,10 +142,19 @@ def _target(outcome: AttemptOutcome, charge: Charge) -> tuple[ChargeStatus, dict
     return ChargeStatus.FAILED, fields
 
 
-def charge_after(charge: Charge, outcome: AttemptOutcome, *, earlier_unknown: bool = False) -> Charge:
-    """The charge as ``outcome`` leaves it, through the state machine. ``earlier_unknown``: an
-    earlier attempt may still have charged (failover_on_unknown), so a failure is not final yet."""
-    target, fields = _target(outcome, charge)
+def charge_after(
+    charge: Charge,
+    outcome: AttemptOutcome,
+    *,
+    earlier: Sequence[AttemptOutcome] = (),
+    every_candidate_tried: bool = False,
+) -> Charge:
+    """The charge as ``outcome`` leaves it, through the state machine. ``earlier``: the attempts of
+    the same request before it; if one may still have charged (failover_on_unknown), a failure is
+    not final yet. ``every_candidate_tried``: none was left out (by the deadline); a charge whose
+    outcome was learnt later (a lookup) does not know, and is never answered as refused."""
+    target, fields = _target(outcome, charge, earlier, every_candidate_tried)
+    earlier_unknown = any(attempt.result.outcome is Outcome.UNKNOWN for attempt in earlier)
     if target is ChargeStatus.FAILED and earlier_unknown:
         target, fields = ChargeStatus.PROCESSING, {}
     status = transition(ChargeStatus(charge.status), target)

@@ -9,7 +9,8 @@ vault calls rather than spending the single-use token twice).
 
 Partial failures: the payment method keeps the gateways that vaulted its token; ``gateways`` in the
 answer lists them, and the audit event names the ones that did not and why. If none did: 400
-``token_rejected`` when every gateway refused its token, else 503 ``gateway_unavailable``.
+``token_rejected`` when every gateway refused its token (declined it, or refused it as unknown,
+used or not its own), else 503 ``gateway_unavailable``; either names each gateway's reason.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from pydantic import BaseModel, Field
 from payorch.audit.events import AuditEvent, Resource, record_many
 from payorch.errors import ApiError, InvalidRequest, NoGatewayAvailable, NotFound
 from payorch.gateways.base import CardSummary, Outcome, VaultResult
-from payorch.gateways.registry import GatewayRegistry
+from payorch.gateways.registry import Configured
 from payorch.ids import new_id
 from payorch.orchestration.executor import call_once
+from payorch.orchestration.routing import VaultAccounts
+from payorch.payments import refusals
 from payorch.payments.operations import OperationRequest, OperationRunner, Reply, error_reply, reply, store_reply
 from payorch.payments.schemas import CardOut, GatewayName, StrictModel, Token
 from payorch.security.api_keys import Caller
@@ -79,13 +82,17 @@ def render_payment_method(payment_method: PaymentMethod, gateway_order: list[str
 
 
 def _refusal(results: dict[str, VaultResult]) -> ApiError:
-    """Why nothing was vaulted."""
-    if any(r.outcome in (Outcome.UNKNOWN, Outcome.NOT_SENT) for r in results.values()):
-        return NoGatewayAvailable("No gateway could vault the payment method; retry later.")
-    first = sorted(results)[0]
-    refused = ", ".join(f"{name} ({results[name].code or 'refused'})" for name in sorted(results))
+    """Why nothing was vaulted, in each gateway's words (redacted, bounded): 400 ``token_rejected``
+    when every gateway refused its token; 503 when one could not be reached or did not answer, as a
+    retry may vault there (the answer names the refused tokens too, which a retry will not change)."""
+    names = sorted(results)
+    reasons = refusals.joined(
+        refusals.reason(name, r.outcome, r.code, r.message, refused=r.refused) for name, r in sorted(results.items())
+    )
+    if not all(result.refused for result in results.values()):
+        return NoGatewayAvailable(f"No gateway could vault the payment method; retry later: {reasons}.")
     return InvalidRequest(
-        f"Every gateway refused its token: {refused}.", param=f"tokens.{first}", code="token_rejected"
+        f"Every gateway refused its token: {reasons}.", param=f"tokens.{names[0]}", code="token_rejected"
     )
 
 
@@ -93,23 +100,31 @@ def _refusal(results: dict[str, VaultResult]) -> ApiError:
 class OpenedVault:
     payment_method_id: str
     tokens: dict[str, str]
+    holders: dict[str, Configured]
+    """The accounts to vault at, by name, in routing order (a merchant's own replace the platform's)."""
 
 
 class VaultPaymentMethod:
     """``POST /v1/payment_methods`` on the operation runner."""
 
-    def __init__(self, db: Database, registry: GatewayRegistry) -> None:
+    def __init__(self, db: Database, accounts: VaultAccounts) -> None:
         self._db = db
-        self._registry = registry
+        self._accounts = accounts
 
-    async def open(self, request: OperationRequest[PaymentMethodCreate]) -> OpenedVault | KeyExists:
-        unknown = sorted(name for name in request.params.tokens if name not in self._registry)
+    async def _holders(self, request: OperationRequest[PaymentMethodCreate]) -> dict[str, Configured]:
+        caller = request.caller
+        names = await self._accounts.names(caller.merchant_id, caller.livemode)
+        unknown = sorted(name for name in request.params.tokens if name not in names)
         if unknown:
             raise InvalidRequest(
                 f"No gateway named '{unknown[0]}' is configured.",
                 param=f"tokens.{unknown[0]}",
                 code="gateway_not_configured",
             )
+        return await self._accounts.by_names(caller.merchant_id, caller.livemode, list(request.params.tokens))
+
+    async def open(self, request: OperationRequest[PaymentMethodCreate]) -> OpenedVault | KeyExists:
+        holders = await self._holders(request)
         # The id is chosen, and bound to the key, before any gateway is called: a retry after a crash
         # replays the same vault calls instead of spending the single-use tokens twice.
         payment_method_id = new_id("pm")
@@ -118,7 +133,7 @@ class VaultPaymentMethod:
                 taken = await keys.take(connection, request.key, payment_method_id)
             if taken is not None:
                 return taken
-        return OpenedVault(payment_method_id, request.params.tokens)
+        return OpenedVault(payment_method_id, request.params.tokens, holders)
 
     async def resume(
         self, connection: Connection, request: OperationRequest[PaymentMethodCreate], object_id: str | None
@@ -127,22 +142,23 @@ class VaultPaymentMethod:
             object_id = new_id("pm")
             if request.key is not None:
                 await keys.relock(connection, request.key.merchant_id, request.key.key, object_id)
-        return OpenedVault(object_id, request.params.tokens)
+        return OpenedVault(object_id, request.params.tokens, await self._holders(request))
 
     async def execute(self, opened: OpenedVault) -> dict[str, VaultResult]:
         """Each token at its own gateway, concurrently, with ``<pm id>_<gateway>`` as the key."""
-        holders = [configured for configured in self._registry if configured.name in opened.tokens]
         calls = [
             call_once(
-                configured.gateway.vault(
-                    opened.tokens[configured.name], f"{opened.payment_method_id}_{configured.name}"
-                ),
+                configured.gateway.vault(opened.tokens[name], f"{opened.payment_method_id}_{name}"),
                 configured.timeout,
                 VAULT_UNKNOWN,
             )
-            for configured in holders
+            for name, configured in opened.holders.items()
         ]
-        return dict(zip([c.name for c in holders], await asyncio.gather(*calls), strict=True))
+        results = dict(zip(opened.holders, await asyncio.gather(*calls), strict=True))
+        for name in opened.tokens:
+            # An account of the other mode, disabled, or whose credentials cannot be opened now.
+            results.setdefault(name, VaultResult(Outcome.NOT_SENT, code="account_unavailable"))
+        return results
 
     async def close(
         self, request: OperationRequest[PaymentMethodCreate], opened: OpenedVault, results: dict[str, VaultResult]
@@ -152,16 +168,21 @@ class VaultPaymentMethod:
         event = _event(caller, opened.payment_method_id, results, vaulted)
         async with self._db.transaction() as tx:
             if vaulted:
-                stored = await repo.insert_or_get(tx, self._payment_method(caller, opened.payment_method_id, vaulted))
-                answer = reply(201, render_payment_method(stored, self._registry.names))
+                stored = await repo.insert_or_get(
+                    tx, self._payment_method(caller, opened.payment_method_id, vaulted, list(opened.holders))
+                )
+                answer = reply(201, render_payment_method(stored, list(opened.holders)))
             else:
                 answer = error_reply(_refusal(results), request.request_id)
             await record_many(tx, [event])
             await store_reply(tx, request, answer, opened.payment_method_id)
         return answer
 
-    def _payment_method(self, caller: Caller, payment_method_id: str, vaulted: dict[str, VaultResult]) -> PaymentMethod:
-        ordered = [name for name in self._registry.names if name in vaulted]
+    @staticmethod
+    def _payment_method(
+        caller: Caller, payment_method_id: str, vaulted: dict[str, VaultResult], order: list[str]
+    ) -> PaymentMethod:
+        ordered = [name for name in order if name in vaulted]
         card = next((vaulted[n].card for n in ordered if vaulted[n].card is not None), None) or CardSummary()
         return PaymentMethod(
             id=payment_method_id,
@@ -191,10 +212,10 @@ def _event(
 
 
 class PaymentMethodService:
-    def __init__(self, db: Database, runner: OperationRunner, registry: GatewayRegistry) -> None:
+    def __init__(self, db: Database, runner: OperationRunner, accounts: VaultAccounts) -> None:
         self._db = db
         self._runner = runner
-        self._registry = registry
+        self._accounts = accounts
 
     async def create(
         self,
@@ -210,7 +231,7 @@ class PaymentMethodService:
         request = self._runner.request(
             caller, params, request_id=request_id, idempotency_key=idempotency_key, raw_body=raw_body, path=path
         )
-        return await self._runner.run(VaultPaymentMethod(self._db, self._registry), request)
+        return await self._runner.run(VaultPaymentMethod(self._db, self._accounts), request)
 
     async def get(self, caller: Caller, payment_method_id: str) -> dict[str, Any]:
         """The rendered payment method; another merchant's or another mode's id is not found."""
@@ -220,4 +241,4 @@ class PaymentMethodService:
             )
         if payment_method is None:
             raise NotFound(f"No such payment_method: '{payment_method_id}'", param="id")
-        return render_payment_method(payment_method, self._registry.names)
+        return render_payment_method(payment_method, await self._accounts.names(caller.merchant_id, caller.livemode))

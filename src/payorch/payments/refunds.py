@@ -25,10 +25,10 @@ from payorch.audit.events import Actor, AuditEvent, Origin, Resource, outbox_par
 from payorch.audit.events import Outcome as AuditOutcome
 from payorch.errors import ApiError, GatewayRefused, NoGatewayAvailable
 from payorch.gateways.base import GatewayResult, Outcome
-from payorch.gateways.registry import GatewayRegistry
 from payorch.orchestration.config import ReconcilerConfig
 from payorch.orchestration.executor import NO_ANSWER, call_once
 from payorch.orchestration.reconcile import Decision
+from payorch.orchestration.routing import GatewayResolver
 from payorch.payments.config import IdempotencyConfig
 from payorch.payments.operations import Reply, error_reply, reply
 from payorch.storage import charges as charges_repo
@@ -153,17 +153,17 @@ class RefundLifecycle:
     def __init__(
         self,
         db: Database,
-        registry: GatewayRegistry,
+        gateways: GatewayResolver,
         idempotency_config: IdempotencyConfig,
         reconciler_config: ReconcilerConfig,
     ) -> None:
         self._db = db
-        self._registry = registry
+        self._gateways = gateways
         self._idem = idempotency_config
         self._recon = reconciler_config
 
     async def send(self, refund: Refund, reference: str | None) -> GatewayResult:
-        configured = self._registry.get(refund.gateway)
+        configured = await self._gateways.gateway(refund.merchant_id, refund.gateway)
         if configured is None or reference is None:
             return GatewayResult(Outcome.NOT_SENT, code="gateway_not_configured")
         call = configured.gateway.refund(reference, refund.amount, refund.currency, refund.id)
@@ -221,7 +221,10 @@ class RefundLifecycle:
                 references[refund.id] = None if charge is None else charge.gateway_reference
         resolved = []
         for refund in due:
-            if self._registry.get(refund.gateway) is None or references[refund.id] is None:
+            if (
+                await self._gateways.gateway(refund.merchant_id, refund.gateway) is None
+                or references[refund.id] is None
+            ):
                 # It may have been sent: only its own gateway can say. Left for an operator.
                 log.error("refund %s: gateway %s is not configured here; not resent", refund.id, refund.gateway)
                 continue

@@ -30,10 +30,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CardHint(StrictModel):
+    """What the frontend's tokenization told of the card, for routing rules (docs/routing.md). Never
+    the number: a network, the first digits (BIN) and the issuing country."""
+
+    network: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,20}$")] | None = None
+    bin: Annotated[str, StringConstraints(pattern=r"^[0-9]{6,8}$")] | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+
+
 class TokensPaymentMethod(StrictModel):
-    """Single-use or reusable tokens from each gateway's own SDK, keyed by gateway name."""
+    """Single-use or reusable tokens from each gateway's own SDK, keyed by gateway account name."""
 
     tokens: dict[GatewayName, Token] = Field(min_length=1, max_length=8)
+    card: CardHint | None = None
 
 
 def _payment_method_kind(value: Any) -> str:
@@ -74,6 +84,17 @@ class CardOut(BaseModel):
     exp_year: int | None
 
 
+class RoutingOut(BaseModel):
+    """How the charge was routed (docs/routing.md)."""
+
+    version: int | None = Field(description="The routing configuration's version; null: none was stored.")
+    rule: str | None = Field(description="The matched rule; null: the default or the static order.")
+    strategy: Literal["priority", "volume_split", "success_rate", "least_cost"]
+    candidates: list[str] = Field(description="The accounts in the order they were to be tried.")
+    skipped: dict[str, str] = Field(description="Every other account, and why it was left out.")
+    details: dict[str, Any] | None = Field(default=None, description="What the strategy weighed.")
+
+
 class ChargeOut(BaseModel):
     id: str
     object: Literal["charge"] = "charge"
@@ -94,6 +115,7 @@ class ChargeOut(BaseModel):
     decline_code: str | None
     description: str | None
     metadata: dict[str, str]
+    routing: RoutingOut | None = None
     created: int
     updated: int
 
@@ -158,6 +180,7 @@ def render_charge(charge: Charge) -> dict[str, Any]:
         "decline_code": charge.decline_code,
         "description": charge.description,
         "metadata": charge.metadata,
+        "routing": charge.routing,
         "created": int(charge.created_at.timestamp()),
         "updated": int(charge.updated_at.timestamp()),
     }

@@ -231,7 +231,7 @@ class Verification:
     verified_at: dt.datetime
 
 
-# Chained events through ``audit_chain_subject_idx`` (the same expression, migration 0009); the
+# Chained events through ``audit_chain_subject_idx`` (the same expression, migration 0010); the
 # outbox holds only what was not shipped yet, a few rows.
 _ABOUT = Statement("""
     SELECT event_id, payload, chain_seq FROM (

@@ -28,10 +28,10 @@ from payorch.storage.sql import Connection, Statement, row_to
 
 _INSERT_CHARGE = """
         INSERT INTO charges (id, merchant_id, livemode, amount, currency, status, capture, payment_method,
-                             description, metadata, idempotency_key, api_key_id, created_at, updated_at)
+                             description, metadata, idempotency_key, api_key_id, created_at, updated_at, routing)
         SELECT :charge_id::text, :merchant_id::text, :livemode::boolean, :amount::bigint, :currency::text,
                'pending', :capture::boolean, :payment_method::text, :description::text, :metadata::jsonb,
-               :key::text, :api_key_id::text, :created_at::timestamptz, :created_at::timestamptz
+               :key::text, :api_key_id::text, :created_at::timestamptz, :created_at::timestamptz, :routing::jsonb
          WHERE {condition}
         RETURNING id"""
 
@@ -85,11 +85,7 @@ _OPEN = Statement(
 _OPEN_UNDER_KEY = Statement(
     f"""
     WITH c AS ({_INSERT_CHARGE.format(condition="true")}),
-    a AS ({
-        _INSERT_ATTEMPT.format(
-            attempt="attempt_id", seq="seq", gateway="gateway", ref="token", condition="true"
-        )
-    }),
+    a AS ({_INSERT_ATTEMPT.format(attempt="attempt_id", seq="seq", gateway="gateway", ref="token", condition="true")}),
     o AS ({outbox_insert()})
     SELECT count(*) FROM c
     """
@@ -184,6 +180,7 @@ def _charge_params(charge: NewCharge, created_at: datetime) -> dict[str, Any]:
         "key": charge.idempotency_key,
         "api_key_id": charge.api_key_id,
         "created_at": created_at,
+        "routing": charge.routing,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 from payorch.storage.sql import Connection, Statement, row_to
 
@@ -35,6 +36,8 @@ class Charge:
     metadata: dict[str, str]
     created_at: datetime
     updated_at: datetime
+    routing: dict[str, Any] | None = None
+    """How it was routed (orchestration/routing.py ``Decision.record``); None before migration 0010."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class NewCharge:
     metadata: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
     api_key_id: str | None = None
+    routing: dict[str, Any] | None = None
 
     def pending(self, created_at: datetime) -> Charge:
         """The charge as its first write leaves it."""
@@ -96,6 +100,7 @@ class NewCharge:
             metadata=dict(self.metadata),
             created_at=created_at,
             updated_at=created_at,
+            routing=self.routing,
         )
 
 

@@ -23,6 +23,8 @@ class Event:
     resource_id: str
     payload: dict[str, Any]
     created_at: datetime
+    sequence: int
+    """The event's place among its object's events: 1, 2, 3, ... with no gaps (migration 0008)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +40,11 @@ _EMIT = Statement("""
                               :resource_id::text, :payload::jsonb)
 """)
 
-# In the order they were written: created_at is clock_timestamp(), so it orders the events of one
-# transaction too, where two ids made in the same millisecond need not.
+# In the order they were written: their per-object sequence.
 _LIST_FOR_RESOURCE = Statement(f"""
     SELECT {_EVENT_COLUMNS} FROM events
      WHERE merchant_id = :merchant_id::text AND resource_id = :resource_id::text
-     ORDER BY created_at, id
+     ORDER BY sequence
 """)
 
 _GET_EVENT = Statement(f"""

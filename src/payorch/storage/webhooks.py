@@ -7,6 +7,7 @@ dies mid-delivery only delays it until its lease runs out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,7 @@ class ClaimedDelivery:
     event_type: str
     event_payload: dict[str, Any]
     event_created_at: datetime
+    event_sequence: int
     url: str
     secret_ciphertext: bytes
     previous_secret_ciphertext: bytes | None
@@ -204,7 +206,7 @@ _CLAIM_DUE = Statement(f"""
        AND e.merchant_id = d.merchant_id AND e.id = d.event_id
        AND w.merchant_id = d.merchant_id AND w.id = d.endpoint_id
     RETURNING {_columns(Delivery, "d.")}, e.livemode, e.type AS event_type, e.payload AS event_payload,
-              e.created_at AS event_created_at, w.url, w.secret_ciphertext,
+              e.created_at AS event_created_at, e.sequence AS event_sequence, w.url, w.secret_ciphertext,
               w.previous_secret_ciphertext, w.previous_secret_expires_at
 """)
 
@@ -264,6 +266,7 @@ async def claim_due(connection: Connection, *, limit: int, lease_seconds: float)
             event_type=row["event_type"],
             event_payload=row["event_payload"],
             event_created_at=row["event_created_at"],
+            event_sequence=row["event_sequence"],
             url=row["url"],
             secret_ciphertext=row["secret_ciphertext"],
             previous_secret_ciphertext=row["previous_secret_ciphertext"],
@@ -327,6 +330,28 @@ async def requeue_delivery(
 
 
 # -- inbound gateway notifications ----------------------------------------------------------------
+
+NOTIFICATION_LIMITS = {"event_id": 255, "kind": 128, "attempt_id": 255, "reference": 255}
+"""The most characters each ``gateway_notifications`` column takes (``event_id`` by its check)."""
+EXTRA_VALUE_LIMIT = 1000
+"""The most characters of a notification's other fields (a dispute's id, a gateway's reason)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unstorable(value: str, limit: int) -> str | None:
+    """Why ``value`` cannot be stored as a notification's field (too long, a NUL or another control
+    character, a lone surrogate that is no UTF-8); None when it can."""
+    if len(value) > limit:
+        return f"is longer than {limit} characters"
+    if _CONTROL.search(value) is not None:
+        return "holds a control character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode"
+    return None
+
 
 _RECORD_NOTIFICATION = Statement("""
     INSERT INTO gateway_notifications (gateway, event_id, kind, attempt_id, reference, outcome)

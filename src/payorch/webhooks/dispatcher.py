@@ -63,6 +63,8 @@ def event_body(claimed: ClaimedDelivery) -> bytes:
         "object": "event",
         "type": claimed.event_type,
         "created": int(claimed.event_created_at.timestamp()),
+        # The event's place among its object's events (1, 2, ...): deliveries may arrive out of order.
+        "sequence": claimed.event_sequence,
         "livemode": claimed.livemode,
         "data": {"object": claimed.event_payload},
     }

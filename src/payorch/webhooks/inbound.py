@@ -24,7 +24,7 @@ from typing import Protocol
 from payorch.audit.events import Actor, AuditEvent, Resource, record
 from payorch.errors import InvalidRequest, NotFound
 from payorch.gateways.base import GatewayError, GatewayNotification, GatewayResult, Outcome
-from payorch.gateways.registry import GatewayRegistry
+from payorch.gateways.registry import Configured, GatewayRegistry
 from payorch.orchestration.reconcile import Decision
 from payorch.storage import attempts as attempts_repo
 from payorch.storage import charges as charges_repo
@@ -58,12 +58,53 @@ class RefundSettler(Protocol):
     async def settle_by_reference(self, gateway: str, reference: str, status: str) -> bool: ...
 
 
+class NotificationAccounts(Protocol):
+    """Merchants' own accounts, found by the id their notification path names."""
+
+    async def for_notification(self, account_id: str) -> tuple[str, Configured] | None: ...
+
+
 class UnverifiableNotification(InvalidRequest):
     code = "signature_verification_failed"
 
 
 class UnknownGateway(NotFound):
     code = "gateway_not_found"
+
+
+class UnstorableNotification(InvalidRequest):
+    """Correctly signed, but a field cannot be stored: a 400, so the gateway gives up on it."""
+
+    code = "notification_invalid"
+
+
+_BIGINT = 2**63 - 1
+
+
+def unstorable_field(notification: GatewayNotification) -> tuple[str, str] | None:
+    """The first field taken from the notification that cannot be stored, and why."""
+    if not notification.event_id or not notification.kind:
+        return ("event_id" if not notification.event_id else "kind"), "is empty"
+    fields = [(name, getattr(notification, name), limit) for name, limit in repo.NOTIFICATION_LIMITS.items()]
+    # The names in ``extra`` are the adapter's own; their values come from the gateway.
+    fields += [(f"extra.{name}", value, repo.EXTRA_VALUE_LIMIT) for name, value in notification.extra.items()]
+    for name, value, limit in fields:
+        why = None if value is None else repo.unstorable(value, limit)
+        if why is not None:
+            return name, why
+    if notification.amount is not None and abs(notification.amount) > _BIGINT:
+        return "amount", "is out of range"
+    return None
+
+
+def _check_storable(gateway: str, notification: GatewayNotification) -> None:
+    """Every field taken from a notification is bounded before anything of it is stored or logged:
+    one that is not storable is a 400 (so the gateway stops retrying), with nothing stored."""
+    problem = unstorable_field(notification)
+    if problem is not None:
+        field, why = problem
+        log.warning("refused a %s notification: its %s %s; nothing stored", gateway, field, why)
+        raise UnstorableNotification(f"The notification's {field} {why}; it was not stored.", param=field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +118,30 @@ class Received:
 
 class InboundService:
     def __init__(
-        self, db: Database, registry: GatewayRegistry, attempts: AttemptSettler, refunds: RefundSettler
+        self,
+        db: Database,
+        registry: GatewayRegistry,
+        attempts: AttemptSettler,
+        refunds: RefundSettler,
+        accounts: NotificationAccounts | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self._attempts = attempts
         self._refunds = refunds
+        self._accounts = accounts
+
+    async def _configured(self, gateway: str) -> Configured | None:
+        """A platform account by name, or a merchant's own by id: its own secrets verify what it sends."""
+        configured = self._registry.get(gateway)
+        if configured is None and self._accounts is not None:
+            found = await self._accounts.for_notification(gateway)
+            configured = None if found is None else found[1]
+        return configured
 
     async def receive(self, gateway: str, headers: Mapping[str, str], body: bytes) -> Received:
         """Verify, deduplicate and apply one notification; raise a 4xx ApiError if it cannot be trusted."""
-        configured = self._registry.get(gateway)
+        configured = await self._configured(gateway)
         if configured is None:
             raise UnknownGateway(f"No such gateway: '{gateway}'.", param="gateway")
         try:
@@ -98,6 +153,7 @@ class InboundService:
             raise UnverifiableNotification(
                 "The notification's signature could not be verified.", param="signature"
             ) from error
+        _check_storable(gateway, notification)
         async with self._db.connection() as connection:
             fresh = await repo.record_notification(
                 connection,

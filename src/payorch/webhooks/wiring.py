@@ -9,7 +9,7 @@ from payorch.gateways.registry import GatewayRegistry
 from payorch.storage.database import Database
 from payorch.webhooks.config import WebhooksConfig
 from payorch.webhooks.dispatcher import Dispatcher, OutcomeHook
-from payorch.webhooks.inbound import AttemptSettler, InboundService, RefundSettler
+from payorch.webhooks.inbound import AttemptSettler, InboundService, NotificationAccounts, RefundSettler
 from payorch.webhooks.service import WebhookService
 from payorch.webhooks.signing import SecretBox
 
@@ -32,6 +32,7 @@ def build_webhooks(
     *,
     data_dir: Path,
     on_outcome: OutcomeHook | None = None,
+    accounts: NotificationAccounts | None = None,
 ) -> Webhooks:
     """``data_dir`` holds the key that seals endpoints' signing secrets when none is configured."""
     configured_key = config.secret_key.get_secret_value() if config.secret_key is not None else None
@@ -39,5 +40,5 @@ def build_webhooks(
     return Webhooks(
         endpoints=WebhookService(db, config, box),
         dispatcher=Dispatcher(db, config, box, on_outcome=on_outcome),
-        inbound=InboundService(db, registry, attempts, refunds),
+        inbound=InboundService(db, registry, attempts, refunds, accounts),
     )

@@ -53,6 +53,17 @@ class AdyenGateway:
             follow_redirects=False,
         )
 
+    async def verify_credentials(self) -> GatewayResult:
+        """``/paymentMethods`` for the merchant account: authenticated, moves no money."""
+        answer = await self._post("/paymentMethods", {"merchantAccount": self._merchant_account}, "verify")
+        if answer.failure is not None:
+            return answer.failure
+        if answer.status in (401, 403):
+            return GatewayResult(Outcome.NOT_SENT, code="credentials_refused", message="Adyen refused the key")
+        if answer.status == 200:
+            return GatewayResult(Outcome.APPROVED, code="verified")
+        return GatewayResult(Outcome.UNKNOWN, code=str(answer.status), message="unexpected Adyen answer")
+
     async def authorize(self, request: PaymentRequest) -> GatewayResult:
         """Authorise (manual capture) or authorise with immediate capture (``captureDelayHours`` 0)."""
         result, _status = await self._pay(request)
@@ -87,14 +98,19 @@ class AdyenGateway:
         try:
             method, _shopper = mapping.payment_method_from_token(token)
         except ValueError as error:
-            return VaultResult(Outcome.NOT_SENT, code="invalid_token", message=str(error))
+            return VaultResult(Outcome.NOT_SENT, code="invalid_token", message=str(error), request_refused=True)
         body = mapping.vault_body(method, idempotency_key, self._merchant_account)
         answer = await self._post("/payments", body, idempotency_key)
         result = self._payment_result(answer, capture=False)
         extra = answer.body.get("additionalData") if isinstance(answer.body, Mapping) else None
         stored_id = extra.get("tokenization.storedPaymentMethodId") if isinstance(extra, Mapping) else None
         if result.outcome is not Outcome.APPROVED or not isinstance(stored_id, str):
-            return VaultResult(result.outcome, code=result.code or "not_stored", message=result.message)
+            return VaultResult(
+                result.outcome,
+                code=result.code or "not_stored",
+                message=result.message,
+                request_refused=result.request_refused,
+            )
         stored = f"{mapping.STORED_PREFIX}{idempotency_key}:{stored_id}"
         return VaultResult(Outcome.APPROVED, token=stored, card=result.card, code=result.code)
 
@@ -123,7 +139,7 @@ class AdyenGateway:
             body = mapping.payment_body(request, self._merchant_account)
         except ValueError as error:
             # Nothing went out; a token Adyen cannot use is a reason to try the next gateway.
-            return GatewayResult(Outcome.NOT_SENT, code="invalid_token", message=str(error)), 400
+            return mapping.refused_token(str(error)), 400
         answer = await self._post("/payments", body, request.attempt_id)
         return self._payment_result(answer, capture=request.capture), answer.status
 

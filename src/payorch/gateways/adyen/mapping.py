@@ -61,6 +61,22 @@ REFUSAL_REASONS: dict[str, tuple[str, bool]] = {
     "46": ("do_not_try_again", False),
 }
 
+# Validation errorCodes about the card's own data (101 invalid card number, 103 CVC length, 129
+# expiry date invalid) -> the decline code Stripe gives the same mistake.
+CARD_DATA_ERRORS: dict[str, str] = {"101": "incorrect_number", "103": "invalid_cvc", "129": "invalid_expiry_year"}
+
+# Validation errorCodes -> the payorch field they are about: the payment method's encrypted data
+# (102 variant, 172-174 decryption), the amount (100 missing, 137 invalid), the currency (138).
+_REFUSED_PARAMS: dict[str, str] = {
+    "102": "payment_method",
+    "172": "payment_method",
+    "173": "payment_method",
+    "174": "payment_method",
+    "100": "amount",
+    "137": "amount",
+    "138": "currency",
+}
+
 _NOTIFICATION_FIELDS = (
     "pspReference",
     "originalReference",
@@ -202,9 +218,21 @@ def result_from_error(status: int, body: object) -> GatewayResult:
     if status in (401, 403, 429):
         return GatewayResult(Outcome.NOT_SENT, code=code, message=message)
     if status in (400, 404, 422) and code != IN_PROGRESS_ERROR_CODE and fields:
+        if code in CARD_DATA_ERRORS:
+            # The card's own data is wrong: what Stripe answers as a card_error, never retried.
+            return GatewayResult(Outcome.HARD_DECLINE, code=code, decline_code=CARD_DATA_ERRORS[code], message=message)
         # Validation refused this request (its fault, not the gateway's): the breaker does not count it.
-        return GatewayResult(Outcome.NOT_SENT, code=code, message=message, request_refused=True)
+        return GatewayResult(
+            Outcome.NOT_SENT, code=code, message=message, request_refused=True, param=_REFUSED_PARAMS.get(code)
+        )
     return GatewayResult(Outcome.UNKNOWN, code=code, message=message)
+
+
+def refused_token(message: str) -> GatewayResult:
+    """A token Adyen cannot use, refused before anything was sent."""
+    return GatewayResult(
+        Outcome.NOT_SENT, code="invalid_token", message=message, request_refused=True, param="payment_method"
+    )
 
 
 def lookup_result(replay: GatewayResult, status: int | None) -> GatewayResult:

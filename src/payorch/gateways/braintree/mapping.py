@@ -104,13 +104,29 @@ def _first_error(error_result: Any) -> tuple[str | None, str | None]:
 _INVALID_PAYMENT_METHOD: Final = frozenset(
     {"91564", "91565", "91566", "91518", "91517", "91731", "91732", "91733", "93107", "93108", "93109"}
 )
+"""Validation codes about the nonce or vaulted token: unknown, expired, already used, not this merchant's."""
+
+_INVALID_AMOUNT: Final = frozenset({"81502", "81503", "81528", "81531"})
+"""Amount required, invalid format, too large, not above zero."""
+
+_CARD_DATA_ERRORS: Final = {
+    "81715": "incorrect_number",
+    "81716": "incorrect_number",
+    "81707": "invalid_cvc",
+    "81710": "invalid_expiry_year",
+    "81712": "invalid_expiry_month",
+    "81713": "invalid_expiry_year",
+}
+"""Validation codes about the card's own data -> the decline code Stripe gives the same mistake."""
 
 
 def sdk_result(result: Any) -> GatewayResult:
     """A ``SuccessfulResult``/``ErrorResult`` carrying a transaction -> :class:`GatewayResult`.
 
     ``None`` is what the SDK returns for a 2xx body with neither a transaction nor an error: garbage.
-    A validation error without a transaction means Braintree refused the request before processing.
+    A validation error without a transaction means Braintree refused the request before processing:
+    nothing ran (a search by order id finds nothing), so it is NOT_SENT and the request's own fault,
+    except where the card's data is wrong, which is the card's decline.
     """
     if result is None:
         return GatewayResult(Outcome.UNKNOWN, code="malformed_response", message="no transaction in answer")
@@ -119,8 +135,10 @@ def sdk_result(result: Any) -> GatewayResult:
     if getattr(result, "transaction", None) is not None:
         return transaction_result(result.transaction)
     code, message = _first_error(result)
-    decline_code = "invalid_payment_method" if code in _INVALID_PAYMENT_METHOD else "invalid_request"
-    return GatewayResult(Outcome.HARD_DECLINE, code=code, decline_code=decline_code, message=message)
+    if code in _CARD_DATA_ERRORS:
+        return GatewayResult(Outcome.HARD_DECLINE, code=code, decline_code=_CARD_DATA_ERRORS[code], message=message)
+    param = "payment_method" if code in _INVALID_PAYMENT_METHOD else "amount" if code in _INVALID_AMOUNT else None
+    return GatewayResult(Outcome.NOT_SENT, code=code, message=message, request_refused=True, param=param)
 
 
 def capture_result(result: Any) -> GatewayResult:

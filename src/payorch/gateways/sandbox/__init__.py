@@ -14,14 +14,18 @@ def _build(config: SandboxConfig, services: GatewayServices) -> Gateway:
         raise ValueError(f"gateway {config.name}: the sandbox needs its books (GatewayServices.processor_books)")
     # The sandbox has no HTTP client of its own to time out: its simulated hang must outlast the
     # executor's race, so it is given the race's length as "the timeout" it hangs past.
-    return SandboxGateway(config.name, services.processor_books, timeout=config.race_timeout)
+    return SandboxGateway(
+        config.name, services.processor_books, timeout=config.race_timeout, approval_rate=config.approval_rate
+    )
 
 
 PLUGIN = GatewayPlugin(
     kind="sandbox",
     title="Sandbox",
     config=SandboxConfig,
-    capabilities=Capabilities(authorize=True, partial_capture=True, void=True, refund=True, vault=True, lookup=True),
+    capabilities=Capabilities(
+        authorize=True, partial_capture=True, void=True, refund=True, vault=True, lookup=True, verify_credentials=True
+    ),
     build=_build,
     embedded_names=("sandbox", "sandbox_backup"),
 )

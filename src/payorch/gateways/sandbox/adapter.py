@@ -11,12 +11,14 @@ tokens the way Stripe's test cards do (DESIGN.md section 5):
 ``tok_unavailable``    fails before processing (not sent)
 ``tok_timeout``        hangs past the timeout, then approves (a late success)
 ``tok_error``          answers 500 after processing (unknown, yet charged)
+any other token        refused before processing as an invalid request (not sent)
 =====================  ==============================================================
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,9 +73,10 @@ def _test_card(token: str) -> _TestCard | None:
 class SandboxGateway:
     """A :class:`~payorch.gateways.base.Gateway` backed by the sandbox's books."""
 
-    def __init__(self, name: str, ledger: SandboxBooks, *, timeout: float) -> None:
+    def __init__(self, name: str, ledger: SandboxBooks, *, timeout: float, approval_rate: float = 1.0) -> None:
         self.name = name
         self._ledger = ledger
+        self._approval_rate = approval_rate
         # A late success answers after the caller has given up on it.
         self._late_after = timeout + 0.5
         self._late: set[asyncio.Task[BookedPayment]] = set()
@@ -82,14 +85,18 @@ class SandboxGateway:
         """Charge or authorize per the test token's behaviour."""
         test = _test_card(request.token)
         if test is None:
+            # Refused before processing, as Stripe refuses an unknown token: the request's fault.
             return GatewayResult(
-                Outcome.HARD_DECLINE,
+                Outcome.NOT_SENT,
                 code="invalid_token",
-                decline_code="invalid_token",
                 message="No such token at the sandbox.",
+                request_refused=True,
+                param="payment_method",
             )
         if test.behaviour == "unavailable":
             return GatewayResult(Outcome.NOT_SENT, code="503", message="Sandbox unavailable; nothing was processed.")
+        if test.behaviour == "approve" and not self._approves(request.attempt_id):
+            test = _TestCard(test.card, "soft_decline", "issuer_unavailable")
         if test.behaviour in ("decline", "soft_decline"):
             payment, _ = await self._ledger.record(self._payment(request, "declined", test.decline_code))
             outcome = Outcome.HARD_DECLINE if test.behaviour == "decline" else Outcome.SOFT_DECLINE
@@ -113,6 +120,16 @@ class SandboxGateway:
         if test.behaviour == "error_after_processing":
             return GatewayResult(Outcome.UNKNOWN, code="500", message="Sandbox error after processing.")
         return self._result(payment, test.card)
+
+    def _approves(self, attempt_id: str) -> bool:
+        if self._approval_rate >= 1:
+            return True
+        draw = int.from_bytes(hashlib.sha256(attempt_id.encode()).digest()[:4], "big") / 2**32
+        return draw < self._approval_rate
+
+    async def verify_credentials(self) -> GatewayResult:
+        """The sandbox has no credentials to refuse."""
+        return GatewayResult(Outcome.APPROVED, code="verified")
 
     async def _settle_late(self, request: PaymentRequest) -> BookedPayment:
         await asyncio.sleep(self._late_after)
@@ -210,7 +227,9 @@ class SandboxGateway:
         """Exchange a test token for a reusable sandbox payment method."""
         test = TEST_TOKENS.get(token)
         if test is None:
-            return VaultResult(Outcome.HARD_DECLINE, code="invalid_token", message="No such token at the sandbox.")
+            return VaultResult(
+                Outcome.NOT_SENT, code="invalid_token", message="No such token at the sandbox.", request_refused=True
+            )
         return VaultResult(Outcome.APPROVED, token=f"{VAULT_PREFIX}{secrets.token_hex(8)}_{token}", card=test.card)
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:

@@ -116,13 +116,29 @@ class StripeGateway:
                     {"type": "card", "card": {"token": token}}, {"idempotency_key": idempotency_key}
                 )
             else:
-                return VaultResult(Outcome.NOT_SENT, code="unsupported_token", message="expected tok_ or pm_")
+                return VaultResult(
+                    Outcome.NOT_SENT, code="unsupported_token", message="expected tok_ or pm_", request_refused=True
+                )
         except stripe.StripeError as error:
             failed = mapping.result_from_error(error)
-            return VaultResult(failed.outcome, code=failed.code, message=failed.message)
+            return VaultResult(
+                failed.outcome, code=failed.code, message=failed.message, request_refused=failed.request_refused
+            )
         except Exception as error:  # the SDK's own parsing; never past the adapter
             return VaultResult(Outcome.UNKNOWN, code=type(error).__name__, message="unexpected Stripe answer")
         return VaultResult(Outcome.APPROVED, token=method.id, card=mapping.card_summary(method.to_dict()))
+
+    async def verify_credentials(self) -> GatewayResult:
+        """Retrieve the account's balance: authenticated, moves no money."""
+        try:
+            await self._client.v1.balance.retrieve_async()
+        except (stripe.AuthenticationError, stripe.PermissionError):
+            return GatewayResult(Outcome.NOT_SENT, code="credentials_refused", message="Stripe refused the key")
+        except stripe.StripeError as error:
+            return mapping.result_from_error(error)
+        except Exception as error:  # the SDK's own parsing; never past the adapter
+            return GatewayResult(Outcome.UNKNOWN, code=type(error).__name__, message="unexpected Stripe answer")
+        return GatewayResult(Outcome.APPROVED, code="verified")
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:
         """Verify ``Stripe-Signature`` (HMAC and timestamp tolerance) with the SDK's verifier, then decode."""

@@ -207,8 +207,37 @@ def result_from_error_response(status: int | None, headers: Mapping[str, str], b
         return GatewayResult(Outcome.NOT_SENT, code=code, message=message)
     if status in (400, 401, 403, 404) and error_type != "idempotency_error":
         refused = status in (400, 404)  # this request's fault (a bad token), not the gateway's
-        return GatewayResult(Outcome.NOT_SENT, code=code or str(error_type), message=message, request_refused=refused)
+        return GatewayResult(
+            Outcome.NOT_SENT,
+            code=code or str(error_type),
+            message=message,
+            request_refused=refused,
+            param=refused_param(error) if refused else None,
+        )
     return GatewayResult(Outcome.UNKNOWN, code=code or str(error_type or f"http_{status}"), message=message)
+
+
+# Stripe's names for what payorch calls ``payment_method`` (a charge's token, a vault's token).
+_TOKEN_PARAMS = frozenset({"payment_method", "payment_method_data[card][token]", "card[token]", "source", "token"})
+_TOKEN_CODES = frozenset(
+    {
+        "token_already_used",
+        "token_in_use",
+        "payment_method_unactivated",
+        "payment_method_unexpected_state",
+        "payment_method_invalid_parameter",
+        "payment_method_not_available",
+    }
+)
+_OWN_PARAMS = frozenset({"amount", "currency", "description"})
+
+
+def refused_param(error: Mapping[str, Any]) -> str | None:
+    """The payorch field a refused request's error is about, in payorch's names; None if it names none."""
+    param, code = _str_or_none(error.get("param")), _str_or_none(error.get("code"))
+    if param in _TOKEN_PARAMS or code in _TOKEN_CODES:
+        return "payment_method"
+    return param if param in _OWN_PARAMS else None
 
 
 def lookup_result(replay: GatewayResult, status: int | None) -> GatewayResult:

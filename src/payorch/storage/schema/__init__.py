@@ -7,6 +7,7 @@ SQL functions) stays in the migrations.
 
 from __future__ import annotations
 
+from payorch.storage.schema.accounts import gateway_accounts, routing_configs
 from payorch.storage.schema.audit import audit_chain, audit_outbox, audit_sink_cursors, audit_verifications
 from payorch.storage.schema.bank_links import bank_link_states, bank_links
 from payorch.storage.schema.base import metadata
@@ -32,12 +33,14 @@ __all__ = [
     "charges",
     "dashboard_users",
     "events",
+    "gateway_accounts",
     "gateway_notifications",
     "idempotency_keys",
     "merchants",
     "metadata",
     "payment_methods",
     "refunds",
+    "routing_configs",
     "sandbox_operations",
     "sandbox_payments",
     "webhook_deliveries",

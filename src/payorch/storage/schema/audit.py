@@ -65,7 +65,7 @@ audit_sink_cursors = Table(
     CheckConstraint("last_seq >= 0", name="last_seq"),
 )
 
-# Each sink's verification runs (migration 0009): the dashboard's Audit page shows the last.
+# Each sink's verification runs (migration 0010): the dashboard's Audit page shows the last.
 audit_verifications = Table(
     "audit_verifications",
     metadata,
@@ -90,5 +90,5 @@ def _in_event(*path: str) -> ColumnElement[str]:
 
 AUDIT_SUBJECT = func.coalesce(_in_event("details", "charge"), _in_event("resource", "id"))
 """What an event of the chain is about: the charge its details name (an attempt, a refund), else its
-resource. The dashboard finds a charge's own audit events by it (migration 0009)."""
+resource. The dashboard finds a charge's own audit events by it (migration 0010)."""
 Index("audit_chain_subject_idx", AUDIT_SUBJECT)

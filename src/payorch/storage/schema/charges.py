@@ -62,6 +62,8 @@ charges = Table(
     stamped("updated_at"),
     # Added by 0006, so it is the last column of the table as it exists.
     Column("capture_requested_amount", BigInteger),
+    # Added by 0010: how the charge was routed (orchestration/routing.py Decision), written with it.
+    Column("routing", JSONB),
     merchant_key(),
     CheckConstraint("amount > 0", name="amount"),
     CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency"),
@@ -76,7 +78,7 @@ charges = Table(
 )
 # The list endpoint: newest first within one merchant and mode.
 Index("charges_list_idx", charges.c.merchant_id, charges.c.livemode, charges.c.id.desc())
-# The dashboard finds a charge by its card's last four digits (migration 0009); a charge has no card
+# The dashboard finds a charge by its card's last four digits (migration 0010); a charge has no card
 # summary until a gateway answered.
 Index(
     "charges_card_last4_idx",

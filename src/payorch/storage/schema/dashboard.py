@@ -1,4 +1,4 @@
-"""Dashboard users: merchants' users and operators (migration 0009).
+"""Dashboard users: merchants' users and operators (migration 0010).
 
 Not partitioned: sign-in finds a user by email alone, so the email is unique across merchants. Under
 Citus this is a reference table, like ``merchants`` (a unique key without ``merchant_id`` cannot be

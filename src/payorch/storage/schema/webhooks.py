@@ -85,7 +85,7 @@ Index(
     webhook_deliveries.c.endpoint_id,
     webhook_deliveries.c.id.desc(),
 )
-# One merchant's dead letters, newest first (the dashboard's Webhooks page; migration 0009).
+# One merchant's dead letters, newest first (the dashboard's Webhooks page; migration 0010).
 Index(
     "webhook_deliveries_dead_idx",
     webhook_deliveries.c.merchant_id,

@@ -17,15 +17,15 @@ Indexes for what the dashboard filters on:
 - ``audit_chain_subject_idx``: a charge's own audit events (the charge, its attempts and refunds
   name it as their resource or in ``details.charge``).
 
-Revision ID: 0009_dashboard
+Revision ID: 0010_dashboard
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0009_dashboard"
-down_revision = "0007_refunds_unresolved_index"
+revision = "0010_dashboard"
+down_revision = "0009_gateway_accounts_routing"
 branch_labels = None
 depends_on = None
 
