@@ -108,6 +108,14 @@ OPERATION_IDS = {
     ("/v1/webhook_endpoints/{endpoint_id}/deliveries", "get"): "list_webhook_deliveries",
     ("/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver", "post"): "redeliver_webhook_delivery",
     ("/v1/gateway_webhooks/{gateway}", "post"): "receive_gateway_notification",
+    ("/v1/gateway_accounts", "post"): "create_gateway_account",
+    ("/v1/gateway_accounts", "get"): "list_gateway_accounts",
+    ("/v1/gateway_accounts/{account_id}", "get"): "retrieve_gateway_account",
+    ("/v1/gateway_accounts/{account_id}", "post"): "update_gateway_account",
+    ("/v1/gateway_accounts/{account_id}", "delete"): "delete_gateway_account",
+    ("/v1/routing", "put"): "update_routing",
+    ("/v1/routing", "get"): "retrieve_routing",
+    ("/v1/routing/evaluate", "post"): "evaluate_routing",
 }
 
 

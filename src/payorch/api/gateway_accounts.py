@@ -68,7 +68,7 @@ async def list_accounts(caller: CurrentCaller, runtime: RuntimeDep) -> dict[str,
 @accounts_router.get(
     "/{account_id}",
     response_model=AccountOut,
-    operation_id="get_gateway_account",
+    operation_id="retrieve_gateway_account",
     summary="Retrieve a gateway account",
     responses={**API_ERRORS, **NOT_FOUND},
 )
@@ -111,7 +111,7 @@ async def delete_account(account_id: AccountId, caller: CurrentCaller, runtime: 
 @routing_router.put(
     "",
     response_model=RoutingOutDoc,
-    operation_id="put_routing",
+    operation_id="update_routing",
     summary="Store a new version of your routing configuration",
     responses={
         **API_ERRORS,
@@ -126,7 +126,7 @@ async def put_routing(params: RoutingPut, caller: CurrentCaller, runtime: Runtim
 @routing_router.get(
     "",
     response_model=RoutingOutDoc,
-    operation_id="get_routing",
+    operation_id="retrieve_routing",
     summary="Your current routing configuration and its history",
     responses=API_ERRORS,
 )
