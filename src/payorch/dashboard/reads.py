@@ -12,20 +12,20 @@ from datetime import UTC, datetime, timedelta
 from payorch.errors import NotFound
 from payorch.storage import audit as audit_repo
 from payorch.storage import charges as charges_repo
+from payorch.storage import delivery_views, gateway_stats
 from payorch.storage import events as events_repo
-from payorch.storage import gateway_stats
 from payorch.storage import merchants as merchants_repo
 from payorch.storage import refunds as refunds_repo
-from payorch.storage import webhooks as webhooks_repo
 from payorch.storage.audit import AuditEntry, Verification
 from payorch.storage.charge_search import ChargeFilter, search_charges
 from payorch.storage.charges import Attempt, Charge
 from payorch.storage.database import Database
+from payorch.storage.delivery_views import DeliveryView
 from payorch.storage.events import Event
 from payorch.storage.gateway_stats import GatewayWindow
 from payorch.storage.merchants import ApiKeySummary
 from payorch.storage.refunds import Refund
-from payorch.storage.webhooks import DeliveryView, Endpoint
+from payorch.storage.webhooks import Endpoint
 
 AUDIT_EVENTS_SHOWN = 200
 DELIVERIES_SHOWN = 10
@@ -84,7 +84,7 @@ class ConsoleReads:
             for refund in refunds:
                 events += await events_repo.list_for_resource(connection, merchant_id, refund.id)
             events.sort(key=lambda event: (event.created_at, event.id))
-            deliveries = await webhooks_repo.deliveries_for_events(connection, merchant_id, [e.id for e in events])
+            deliveries = await delivery_views.deliveries_for_events(connection, merchant_id, [e.id for e in events])
             audit = await audit_repo.events_about(connection, merchant_id, charge_id, limit=AUDIT_EVENTS_SHOWN)
         return ChargeView(charge, attempts, refunds, events, deliveries, audit)
 
@@ -109,7 +109,7 @@ class ConsoleReads:
     async def endpoint_deliveries(self, merchant_id: str, endpoints: list[Endpoint]) -> dict[str, list[DeliveryView]]:
         async with self._db.connection() as connection:
             return {
-                endpoint.id: await webhooks_repo.recent_deliveries(
+                endpoint.id: await delivery_views.recent_deliveries(
                     connection, merchant_id, endpoint.id, limit=DELIVERIES_SHOWN
                 )
                 for endpoint in endpoints
@@ -117,7 +117,7 @@ class ConsoleReads:
 
     async def dead_letters(self, merchant_id: str) -> list[DeliveryView]:
         async with self._db.connection() as connection:
-            return await webhooks_repo.dead_letters(connection, merchant_id, limit=DEAD_LETTERS_SHOWN)
+            return await delivery_views.dead_letters(connection, merchant_id, limit=DEAD_LETTERS_SHOWN)
 
     async def api_keys(self, merchant_id: str) -> list[ApiKeySummary]:
         async with self._db.connection() as connection:
