@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
+from payorch.audit.sink_health import SinkHealth
 from payorch.banking.service import BankLinkService
 from payorch.gateways.plugin import GatewayServices
 from payorch.gateways.registry import GatewayRegistry, build_registry
@@ -123,15 +124,16 @@ class Runtime:
                     on_shipped=metrics.audit_batch_shipped,
                     on_failed=metrics.audit_batch_failed,
                     on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds}),
+                    on_health=metrics.set_audit_sink_up,
                 ),
             ),
             bank_links=BankLinkService.build(db, settings.banking, settings.data_dir),
         )
 
     def start_background(self) -> None:
-        """The reconciler, the idempotency purge and the audit shipper (in ``payorch worker``, or in
-        the API when embedded). The shipper checks its sinks first: a misconfigured one (an S3 bucket
-        without Object Lock) ends its task with ``SinkMisconfigured``, which ``wait_background`` raises."""
+        """The reconciler, the idempotency purge, the webhook dispatcher and the audit shipper (in
+        ``payorch worker``, or in the API when embedded). A misconfigured or hanging audit sink never
+        ends the shipper, let alone the others: it is reported (``audit_sink_health``) and retried."""
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
         self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
@@ -164,6 +166,13 @@ class Runtime:
                 failed = not task.cancelled() and task.exception() is not None
                 states[task.get_name()] = "failed" if failed else "stopped"
         return states
+
+    def audit_sink_health(self) -> dict[str, SinkHealth] | None:
+        """Each audit sink's health while this process runs the shipper (None when it does not)."""
+        running = any(task.get_name() == "audit-shipper" and not task.done() for task in self._tasks)
+        if self.audit_shipper is None or not running:
+            return None
+        return self.audit_shipper.health()
 
     async def wait_background(self) -> None:
         await asyncio.gather(*self._tasks)

@@ -52,6 +52,9 @@ class AuditConfig(BaseModel):
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     backoff_initial_seconds: float = Field(default=1.0, ge=0)
     backoff_max_seconds: float = Field(default=60.0, ge=0)
+    sink_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """Longest any one sink call (a check, a batch put) may take before it counts as failed and the
+    sink backs off; a hanging sink never holds back chaining or the other sinks."""
     lock_key: int = DEFAULT_LOCK_KEY
 
     @model_validator(mode="after")
