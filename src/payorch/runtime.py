@@ -14,6 +14,9 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
+from payorch.audit.auth_failures import AuthFailureAudit
+from payorch.audit.failure_windows import RedisWindows
+from payorch.audit.refusals import RefusalAudit
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
 from payorch.audit.sink_health import SinkHealth
 from payorch.banking.service import BankLinkService
@@ -50,6 +53,8 @@ class Runtime:
     """The one pool of database connections (storage/database.py)."""
     registry: GatewayRegistry
     charges: ChargeService
+    auth_failures: AuthFailureAudit
+    """Failed authentications on the audit trail, counted per key prefix and client IP."""
     charge_recovery: ChargeRecovery
     """Lookups of charge attempts whose outcome is unknown (the reconciler runs it)."""
     reconciler: Reconciler
@@ -92,16 +97,20 @@ class Runtime:
         charge_recovery = ChargeRecovery(db, registry, settings.reconciler, settings.idempotency)
         refund_lifecycle = RefundLifecycle(db, registry, settings.idempotency, settings.reconciler)
         reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
+        refusals = RefusalAudit(
+            db, timeout=settings.audit.refusals.write_timeout_seconds, on_write_failed=metrics.audit_write_failed
+        )
         return cls(
             settings=settings,
             db=db,
             registry=registry,
             charges=ChargeService(db, runner, create_charge),
+            auth_failures=build_auth_failures(settings, redis, refusals, metrics),
             charge_recovery=charge_recovery,
             reconciler=reconciler,
             authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
-            captures=CaptureService(runner, FollowUpCharge(db, registry)),
-            refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
+            captures=CaptureService(runner, FollowUpCharge(db, registry), refusals),
+            refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle, refusals),
             payment_methods=PaymentMethodService(db, runner, registry),
             breakers=breakers,
             webhooks=build_webhooks(
@@ -139,6 +148,7 @@ class Runtime:
         self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
         if self.audit_shipper is not None:
             self._spawn("audit-shipper", self.audit_shipper.run_forever)
+        self.auth_failures.start()  # summaries of windows that API processes left in Redis
 
     def _spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(loop(self._stop), name=name))
@@ -203,6 +213,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
+        await self.auth_failures.aclose()
         await self.registry.aclose()
         if self.bank_links is not None:
             await self.bank_links.aclose()
@@ -210,6 +221,17 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
         await self.db.close()
+
+
+def build_auth_failures(
+    settings: Settings, redis: Redis | RedisCluster | None, refusals: RefusalAudit, metrics: Metrics
+) -> AuthFailureAudit:
+    """Failed-authentication windows in Redis when one is configured, in process otherwise."""
+    config = settings.audit.refusals
+    shared = None
+    if redis is not None:
+        shared = RedisWindows(redis, keys_per_ip=config.keys_per_ip, window_seconds=config.window_seconds)
+    return AuthFailureAudit(refusals, config, shared=shared, on_fallback=metrics.audit_window_fallback)
 
 
 async def initialize_cluster(redis: RedisCluster) -> None:
