@@ -176,8 +176,9 @@ async def test_two_api_processes_count_in_one_window_through_redis(database_url:
     runtime = await Runtime.build(settings, database_url)
     redis = connect_redis(make_settings(database_url, redis_url=redis_url))
     assert redis is not None
+    processes: list[AuthFailureAudit] = []
     try:
-        processes = [
+        processes += [
             AuthFailureAudit(
                 RefusalAudit(runtime.db),
                 config,
@@ -200,6 +201,8 @@ async def test_two_api_processes_count_in_one_window_through_redis(database_url:
         assert events[1]["details"]["count"] == 199
         assert counted(events) == 200
     finally:
+        for process in processes:
+            await process.aclose()
         await redis.aclose()
         await runtime.aclose()
 

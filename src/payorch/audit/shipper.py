@@ -5,9 +5,7 @@ the pool) and keeps it while it runs; any number of ``payorch worker`` processes
 others wait.
 
 While it holds the lock, independent loops run side by side:
-- the chainer: committed outbox rows, in outbox order, get the next chain positions; chain rows are
-  inserted and the outbox rows deleted in one transaction (the tip row is locked, and positions are
-  a primary key, so even two holders could not fork the chain). It never waits on a sink;
+- the chainer (``audit/chainer.py``), which never waits on a sink;
 - one loop per sink: the links after that sink's cursor are sent in batches of ``batch_size`` (a
   partial batch once its oldest event is ``max_batch_age`` old), and the cursor advances only after
   the sink accepted the batch. Every sink call is bounded by ``sink_timeout``; a failing, hanging or
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +28,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
+from payorch.audit.chainer import chain_pending, link_from_row
 from payorch.audit.config import DEFAULT_LOCK_KEY, AuditConfig
 from payorch.audit.sink_health import SinkHealth, SinkTracker
 from payorch.audit.sinks import build_sinks
@@ -42,7 +39,6 @@ from payorch.storage.sql import Connection
 
 logger = structlog.stdlib.get_logger(__name__)
 
-_CHAIN_CHUNK = 1000
 _MAX_BATCHES_PER_ROUND = 50
 T = TypeVar("T")
 
@@ -119,11 +115,6 @@ class AuditShipper:
     @property
     def sinks(self) -> list[AuditSink]:
         return list(self._sinks)
-
-    @property
-    def holds_lock(self) -> bool:
-        """Whether this shipper is the one shipping now (the others wait for the lock)."""
-        return self._lock_conn is not None
 
     def health(self) -> dict[str, SinkHealth]:
         """Each sink's state, last error, backoff and lag, as this process last saw them."""
@@ -233,7 +224,7 @@ class AuditShipper:
             if self._lock_conn is None:
                 return
             await audit_store.ping(self._lock_conn)  # still ours: a lost connection ends the round
-            if await self._chain_pending():
+            if await chain_pending(self._db):
                 for tracker in self._state.values():
                     tracker.wake.set()
             await _pause([stop], self._poll_interval)
@@ -255,7 +246,7 @@ class AuditShipper:
 
     async def _round(self, *, force: bool) -> RoundReport:
         report = RoundReport()
-        report.chained = await self._chain_pending()
+        report.chained = await chain_pending(self._db)
         async with self._db.connection() as connection:
             await audit_store.ensure_cursors(connection, [sink.name for sink in self._sinks])
         outcomes = await asyncio.gather(
@@ -265,19 +256,6 @@ class AuditShipper:
             if isinstance(outcome, BaseException):
                 raise outcome
         return report
-
-    async def _chain_pending(self) -> int:
-        total = 0
-        while True:
-            async with self._db.transaction() as transaction:
-                rows = await audit_store.fetch_unchained(transaction, _CHAIN_CHUNK)
-                if not rows:
-                    return total
-                tip_seq, tip_hash = await audit_store.chain_tip(transaction)
-                await audit_store.append_chain(transaction, _links(rows, tip_seq, tip_hash or GENESIS_HASH))
-            total += len(rows)
-            if len(rows) < _CHAIN_CHUNK:
-                return total
 
     async def _ship(self, sink: AuditSink, report: RoundReport, *, force: bool) -> int:
         """Ship what is ready for ``sink``; the number of events it accepted."""
@@ -305,7 +283,7 @@ class AuditShipper:
                 lag = await audit_store.unshipped_lag(connection, cursor)
             if not rows or (len(rows) < self._batch_size and not force and lag < self._max_batch_age):
                 break
-            batch, sent = [_link_from_row(row) for row in rows], True
+            batch, sent = [link_from_row(row) for row in rows], True
             try:
                 await self._bounded(sink, "put_batch", sink.put_batch(batch))
             except Exception as exc:  # whatever a sink raises is that sink's failure, never the shipper's
@@ -379,28 +357,6 @@ class AuditShipper:
             self._metrics.on_health(name, up)
 
 
-def _links(rows: Sequence[audit_store.OutboxRow], tip_seq: int, prev_hash: str) -> list[audit_store.ChainLink]:
-    """The next chain positions for ``rows``, in outbox order, after the tip (``tip_seq``, ``prev_hash``)."""
-    links: list[audit_store.ChainLink] = []
-    for seq, row in enumerate(rows, start=tip_seq + 1):
-        body = chained_body(seq, row.payload)
-        digest = link_hash(prev_hash, body)
-        links.append(
-            audit_store.ChainLink(
-                seq=seq,
-                event_id=row.event_id,
-                outbox_seq=row.seq,
-                occurred_at=row.occurred_at,
-                recorded_at=row.created_at,
-                prev_hash=prev_hash,
-                hash=digest,
-                canonical=body.decode("utf-8"),
-            )
-        )
-        prev_hash = digest
-    return links
-
-
 async def _pause(events: Iterable[asyncio.Event], seconds: float) -> None:
     """Until one of ``events`` is set, or ``seconds`` have passed."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
@@ -426,11 +382,6 @@ async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> 
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return None
-
-
-def _link_from_row(row: audit_store.ChainRow) -> ChainedEvent:
-    body = json.loads(row.canonical)
-    return ChainedEvent(seq=row.seq, prev_hash=row.prev_hash, hash=row.hash, event=body["event"])
 
 
 def build_shipper(

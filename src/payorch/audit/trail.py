@@ -53,6 +53,42 @@ def cli_details(**details: Any) -> dict[str, Any]:
     return {**details, "host": socket.gethostname()}
 
 
+def cli_origin() -> Origin:
+    """Where a CLI action came from: the host it ran on (there is no client IP or request)."""
+    return Origin(host=socket.gethostname())
+
+
+def cli_event(
+    action: str, resource: Resource, *, merchant_id: str | None = None, outcome: Outcome = "success", **details: Any
+) -> AuditEvent:
+    """A CLI action of its own (a reconciler run, a migration, an audit verification): the OS user,
+    the host, and ``details``."""
+    return AuditEvent(
+        actor=cli_actor(merchant_id),
+        action=action,
+        resource=resource,
+        outcome=outcome,
+        origin=cli_origin(),
+        details=cli_details(**details),
+    )
+
+
+def reconciler_run(actions: list[str]) -> AuditEvent:
+    """``payorch reconcile``: one run by an operator, and how many attempts it decided what about
+    (each decision is also on the trail as ``reconciler.decision``)."""
+    counts = {action: actions.count(action) for action in sorted(set(actions))}
+    return cli_event(
+        AuditAction.RECONCILER_RUN, Resource(type="reconciler", id="run"), looked_up=len(actions), actions=counts
+    )
+
+
+def database_migrated(*, partitions: int) -> AuditEvent:
+    """``payorch migrate``: the schema upgraded to the latest revision by an operator."""
+    return cli_event(
+        AuditAction.DATABASE_MIGRATED, Resource(type="database", id="payorch"), revision="head", partitions=partitions
+    )
+
+
 def reconciler_actor(merchant_id: str) -> Actor:
     return RECONCILER.model_copy(update={"merchant_id": merchant_id})
 
@@ -187,30 +223,39 @@ def reconciler_decision(
     )
 
 
-def merchant_created(actor: Actor, *, merchant_id: str, name: str, **details: Any) -> AuditEvent:
+def merchant_created(
+    actor: Actor, *, merchant_id: str, name: str, origin: Origin | None = None, **details: Any
+) -> AuditEvent:
     return AuditEvent(
         actor=actor.model_copy(update={"merchant_id": merchant_id}),
         action=AuditAction.MERCHANT_CREATED,
         resource=Resource(type="merchant", id=merchant_id),
+        origin=origin or Origin(),
         details={"name": name, **details},
     )
 
 
-def api_key_created(actor: Actor, *, merchant_id: str, key_id: str, mode: str, **details: Any) -> AuditEvent:
+def api_key_created(
+    actor: Actor, *, merchant_id: str, key_id: str, mode: str, origin: Origin | None = None, **details: Any
+) -> AuditEvent:
     """Never the key itself: it is shown once to whoever created it and stored only as a hash."""
     return AuditEvent(
         actor=actor.model_copy(update={"merchant_id": merchant_id}),
         action=AuditAction.API_KEY_CREATED,
         resource=Resource(type="api_key", id=key_id),
+        origin=origin or Origin(),
         details={"mode": mode, **details},
     )
 
 
-def api_key_revoked(actor: Actor, *, merchant_id: str, key_id: str, **details: Any) -> AuditEvent:
+def api_key_revoked(
+    actor: Actor, *, merchant_id: str, key_id: str, origin: Origin | None = None, **details: Any
+) -> AuditEvent:
     return AuditEvent(
         actor=actor.model_copy(update={"merchant_id": merchant_id}),
         action=AuditAction.API_KEY_REVOKED,
         resource=Resource(type="api_key", id=key_id),
+        origin=origin or Origin(),
         details=details,
     )
 

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from payorch.audit import trail
 from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
 from payorch.audit.config import AuditConfig
+from payorch.audit.events import AuditAction, AuditEvent, Resource
 from payorch.audit.sinks import CloudTrailLakeSink, build_sinks
 from payorch.audit.sinks.base import AuditSink, CorruptRecord, SinkError
 from payorch.storage import audit as audit_store
@@ -324,6 +326,20 @@ async def verify_configured(
         results.ok = False
         results.lines.append("no readable sink is configured (CloudTrail Lake is read through an event data store)")
     return results
+
+
+def verification_event(results: VerifyResults, sink: str | None) -> AuditEvent:
+    """``audit_trail.verified``: who read the trail, from which host, which sinks and what was found
+    (reading audit logs is itself an audited action, PCI DSS 10.2.1.3)."""
+    found = {
+        name: report.first_problem.kind if report.first_problem else "ok" for name, report in results.reports.items()
+    }
+    return trail.cli_event(
+        AuditAction.AUDIT_TRAIL_VERIFIED,
+        Resource(type="audit_trail", id=sink or "all"),
+        outcome="success" if results.ok else "failure",
+        sinks=found,
+    )
 
 
 async def _database_chain(database_url: str | None, results: VerifyResults) -> _DatabaseChain | None:
