@@ -20,6 +20,8 @@ import boto3
 from moto.server import ThreadedMotoServer
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import make_settings
+from tests.fakes.cloudtrail_data_server import CloudTrailDataFake
+from tests.integration.served_payorch import free_port
 
 from payorch.audit.sinks.s3 import make_aws_client
 from payorch.runtime import Runtime
@@ -30,10 +32,15 @@ CHANNEL = "arn:aws:cloudtrail:us-east-1:123456789012:channel/payorch-sinks"
 AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextmanager
+def cloudtrail_fake() -> Iterator[CloudTrailDataFake]:
+    """The cloudtrail-data fake, knowing ``CHANNEL``, for a block."""
+    fake = CloudTrailDataFake(channels={CHANNEL})
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 @contextmanager
@@ -136,6 +143,16 @@ def caught_up(runtime: Runtime, *sinks: str) -> Callable[[], Awaitable[bool]]:
         return pending == 0 and tip > 0 and all(cursors.get(sink, 0) == tip for sink in sinks)
 
     return condition
+
+
+def counter(runtime: Runtime, name: str, **labels: str) -> float:
+    """A metric's value in ``runtime`` (the sum over the samples with these labels)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(runtime.metrics.render().decode())
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 async def gauges(runtime: Runtime, name: str) -> dict[str, float]:

@@ -13,10 +13,9 @@ import uuid
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import make_settings, own_app
 from tests.factories import create_merchant, fetch_rows
-from tests.integration.audit_sinks_support import wait_for
+from tests.integration.audit_sinks_support import counter, wait_for
 
 from payorch.app import create_app
 from payorch.audit.auth_failures import AuthFailureAudit, FailedAuthentication
@@ -52,15 +51,6 @@ async def events_from(runtime: Runtime, ip: str) -> list[dict[str, Any]]:
 
 def counted(events: list[dict[str, Any]]) -> int:
     return sum(int(event["details"]["count"]) for event in events)
-
-
-def _counter(runtime: Runtime, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(runtime.metrics.render().decode())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 async def call_from(runtime: Runtime, ip: str, headers: dict[str, str]) -> httpx.Response:
@@ -215,7 +205,7 @@ async def test_redis_down_the_window_is_counted_in_process_and_the_answer_is_401
         await runtime.auth_failures.flush(everything=True)
         events = await events_from(runtime, ip)
         assert counted(events) == 5
-        assert _counter(runtime, "payorch_audit_window_fallbacks_total") >= 5
+        assert counter(runtime, "payorch_audit_window_fallbacks_total") >= 5
 
 
 async def test_a_failing_audit_write_leaves_the_401_and_is_counted(database_url: str) -> None:
@@ -238,4 +228,4 @@ async def test_a_failing_audit_write_leaves_the_401_and_is_counted(database_url:
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"
         assert await events_from(runtime, ip) == []
-        assert _counter(runtime, "payorch_audit_write_failures_total", kind="authentication") == 1
+        assert counter(runtime, "payorch_audit_write_failures_total", kind="authentication") == 1

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import own_app
 from tests.factories import MerchantFixture, charge_body, create_merchant, fetch_rows, post_charge
+from tests.integration.audit_sinks_support import counter
 
 from payorch.runtime import Runtime
 
@@ -224,15 +224,6 @@ async def test_an_idempotency_key_reused_with_other_parameters_is_not_a_money_re
     assert await events_of_request(runtime, reused.headers["Request-Id"]) == []
 
 
-def _counter(runtime: Runtime, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(runtime.metrics.render().decode())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 async def test_a_failing_audit_write_is_logged_and_counted_never_a_500(database_url: str) -> None:
     """The refusal's own audit write fails (a trigger refuses its row): the refusal is answered as
     it would have been, and the loss is counted."""
@@ -258,4 +249,4 @@ async def test_a_failing_audit_write_is_logged_and_counted_never_a_500(database_
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "resource_missing"
         assert await events_of_request(runtime, response.headers["Request-Id"]) == []
-        assert _counter(runtime, "payorch_audit_write_failures_total", kind="refusal") == 1
+        assert counter(runtime, "payorch_audit_write_failures_total", kind="refusal") == 1

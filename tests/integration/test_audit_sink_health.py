@@ -25,6 +25,7 @@ from tests.integration.audit_sinks_support import (
     aws_credentials,
     caught_up,
     chain_state,
+    cloudtrail_fake,
     gauges,
     grant_s3,
     iam_user_without_permissions,
@@ -58,10 +59,8 @@ def s3_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cloudtrail() -> Iterator[CloudTrailDataFake]:
-    fake = CloudTrailDataFake(channels={CHANNEL})
-    fake.start()
-    yield fake
-    fake.stop()
+    with cloudtrail_fake() as fake:
+        yield fake
 
 
 class Worker:

@@ -18,6 +18,7 @@ from tests.integration.audit_sinks_support import (
     aws_credentials,
     caught_up,
     chain_state,
+    cloudtrail_fake,
     gauges,
     locked_bucket,
     moto_s3,
@@ -41,10 +42,8 @@ def own_database() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cloudtrail() -> Iterator[CloudTrailDataFake]:
-    fake = CloudTrailDataFake(channels={CHANNEL})
-    fake.start()
-    yield fake
-    fake.stop()
+    with cloudtrail_fake() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
