@@ -106,7 +106,8 @@ async def assert_degraded_but_running(w: Worker, sink: str) -> None:
     assert answer.status_code == 200, "a liveness probe must not restart the other jobs away"
     body = answer.json()
     assert body["status"] == "degraded"
-    assert body["jobs"] == dict.fromkeys(JOBS, "running")
+    assert JOBS <= set(body["jobs"])
+    assert set(body["jobs"].values()) == {"running"}
     assert body["audit_sinks"][sink]["healthy"] is False
     assert body["audit_sinks"][sink]["state"] == "misconfigured"
     assert body["audit_sinks"]["local"]["healthy"] is True
