@@ -16,6 +16,7 @@ import typer
 from payorch.settings import Settings
 
 if TYPE_CHECKING:
+    from payorch.audit.events import AuditEvent
     from payorch.storage.database import Database
     from payorch.storage.sql import Connection
 
@@ -53,10 +54,13 @@ def database_url(settings: Settings) -> str:
 @app.command()
 def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions per money table.")] = None) -> None:
     """Apply the database migrations (Alembic upgrade head)."""
+    from payorch.audit import trail
     from payorch.storage.bootstrap import run_migrations
 
     settings = _settings()
-    run_migrations(database_url(settings), partitions=partitions or settings.partitions)
+    url = database_url(settings)
+    run_migrations(url, partitions=partitions or settings.partitions)
+    asyncio.run(_record_cli_event(url, trail.database_migrated(partitions=partitions or settings.partitions)))
     typer.echo("migrations applied")
 
 
@@ -74,12 +78,14 @@ async def _ensure_demo(url: str, data_dir: Path) -> str | None:
             return key_file.read_text().strip() if key_file.exists() else None
         merchant = await repo.insert_merchant(transaction, new_id("mer"), "Demo merchant")
         key = await create_key(transaction, merchant.id, "test")
-        actor, details = trail.cli_actor(), trail.cli_details(demo=True)
+        actor, origin, details = trail.cli_actor(), trail.cli_origin(), trail.cli_details(demo=True)
         await record_many(
             transaction,
             [
-                trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
-                trail.api_key_created(actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details),
+                trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, origin=origin, **details),
+                trail.api_key_created(
+                    actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, origin=origin, **details
+                ),
             ],
         )
     key_file.write_text(key.secret + "\n")
@@ -187,6 +193,8 @@ def worker() -> None:
 @app.command()
 def reconcile() -> None:
     """Resolve every due unknown or abandoned attempt once, then exit."""
+    from payorch.audit import trail
+    from payorch.audit.events import record
     from payorch.runtime import Runtime
 
     settings = _settings()
@@ -196,6 +204,8 @@ def reconcile() -> None:
         runtime = await Runtime.build(settings, url)
         try:
             decisions = await runtime.reconciler.run_once()
+            async with runtime.db.transaction() as transaction:
+                await record(transaction, trail.reconciler_run([decision.action for decision in decisions]))
         finally:
             await runtime.aclose()
         for decision in decisions:
@@ -215,7 +225,9 @@ def merchants_create(name: Annotated[str, typer.Option(help="The merchant's name
 
     async def action(transaction: Connection) -> str:
         merchant = await repo.insert_merchant(transaction, new_id("mer"), name)
-        event = trail.merchant_created(trail.cli_actor(), merchant_id=merchant.id, name=name, **trail.cli_details())
+        event = trail.merchant_created(
+            trail.cli_actor(), merchant_id=merchant.id, name=name, origin=trail.cli_origin(), **trail.cli_details()
+        )
         await record(transaction, event)
         return merchant.id
 
@@ -243,7 +255,9 @@ def keys_create(
         actor, details = trail.cli_actor(), trail.cli_details()
         await record(
             transaction,
-            trail.api_key_created(actor, merchant_id=merchant, key_id=key.key_id, mode=key.mode, **details),
+            trail.api_key_created(
+                actor, merchant_id=merchant, key_id=key.key_id, mode=key.mode, origin=trail.cli_origin(), **details
+            ),
         )
         return f"{key.key_id} {key.secret}"
 
@@ -262,7 +276,10 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...)
         if merchant_id is None:
             raise typer.BadParameter(f"no active key {key_id}", param_hint="KEY_ID")
         actor, details = trail.cli_actor(), trail.cli_details()
-        await record(transaction, trail.api_key_revoked(actor, merchant_id=merchant_id, key_id=key_id, **details))
+        revoked = trail.api_key_revoked(
+            actor, merchant_id=merchant_id, key_id=key_id, origin=trail.cli_origin(), **details
+        )
+        await record(transaction, revoked)
         return f"revoked {key_id}"
 
     typer.echo(_in_transaction(action))
@@ -275,8 +292,9 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Re-read a sink, recompute the hash chain against the database's, and name the first gap,
-    reorder or altered event. Exits 1 on any problem."""
-    from payorch.audit.verify import verify_configured
+    reorder or altered event, and every position the sink and the database's chain do not share.
+    Exits 1 on any problem. The verification is itself recorded on the trail."""
+    from payorch.audit.verify import verification_event, verify_configured
 
     settings = _settings()
     try:
@@ -287,6 +305,11 @@ def audit_verify(
     results = asyncio.run(verify_configured(settings.audit, data_dir=settings.data_dir, database_url=url, sink=sink))
     for line in results.lines:
         typer.echo(line)
+    if url is not None and results.database_reached:  # reading the trail is itself audited (PCI DSS 10.2.1.3)
+        try:
+            asyncio.run(_record_cli_event(url, verification_event(results, sink)))
+        except Exception as exc:  # the verdict stands; only its record is missing
+            typer.echo(f"the verification could not be recorded on the trail ({type(exc).__name__})", err=True)
     raise typer.Exit(0 if results.ok else 1)
 
 
@@ -299,9 +322,7 @@ def bank_links_refresh(
 ) -> None:
     """Trade the link's stored refresh token for an access token (storing a rotated refresh token as
     a new secret version). Prints the outcome, never a token."""
-    import getpass
-
-    from payorch.audit.events import Actor
+    from payorch.audit import trail
     from payorch.errors import ApiError
     from payorch.runtime import Runtime
     from payorch.storage import bank_links as repo
@@ -320,9 +341,10 @@ def bank_links_refresh(
                     owner = await repo.merchant_of(connection, link_id)
             if owner is None:
                 raise typer.BadParameter(f"No such bank link: {link_id}", param_hint="LINK_ID")
-            actor = Actor(merchant_id=owner, user=f"cli:{getpass.getuser()}")
             try:
-                token = await runtime.bank_links.refresh(owner, link_id, actor=actor)
+                token = await runtime.bank_links.refresh(
+                    owner, link_id, actor=trail.cli_actor(owner), origin=trail.cli_origin()
+                )
             except ApiError as exc:
                 raise typer.BadParameter(exc.message, param_hint="LINK_ID") from None
         finally:
@@ -338,8 +360,7 @@ def bank_links_refresh(
 def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The delivery id (whd_...).")]) -> None:
     """Queue a webhook delivery again now (e.g. dead-lettered), with a fresh retry window and the same
     webhook-id; a running worker sends it."""
-    import getpass
-
+    from payorch.audit import trail
     from payorch.runtime import Runtime
 
     settings = _settings()
@@ -349,7 +370,7 @@ def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The deli
         runtime = await Runtime.build(settings, url)
         try:
             delivery = await runtime.webhooks.endpoints.redeliver_by_id(
-                delivery_id, operator=f"cli:{getpass.getuser()}"
+                delivery_id, operator=trail.cli_actor().user or "cli", origin=trail.cli_origin()
             )
         finally:
             await runtime.aclose()
@@ -370,6 +391,14 @@ async def _database(url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+async def _record_cli_event(url: str, event: AuditEvent) -> None:
+    """A CLI action's own audit event, in a transaction of its own."""
+    from payorch.audit.events import record
+
+    async with _database(url) as db, db.transaction() as transaction:
+        await record(transaction, event)
 
 
 def _in_transaction(action: Callable[[Connection], Awaitable[str]]) -> str:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from payorch.audit.auth_failures import FailedAuthentication
 from payorch.audit.events import Actor, Origin
 from payorch.ids import new_id
 from payorch.storage import merchants as repo
@@ -100,15 +101,27 @@ class KeyAuthenticator:
         self._inflight: dict[str, asyncio.Task[repo.ApiKeyRecord | None]] = {}
 
     async def authenticate(self, presented: str) -> Caller | None:
+        identified = await self.identify(presented)
+        return identified if isinstance(identified, Caller) else None
+
+    async def identify(self, presented: str | None) -> Caller | FailedAuthentication:
+        """The caller a key authenticates, or why it was refused, naming the key by its mode and
+        lookup id (never its secret) for the audit trail."""
+        if not presented:
+            return FailedAuthentication("missing", "missing")
         parsed = parse(presented)
         if parsed is None:
-            return None
+            return FailedAuthentication("malformed", "malformed")
         mode, lookup = parsed
+        prefix = f"{mode}:{lookup}"
         record = await self._record(lookup)
-        if record is None or record.revoked_at is not None or record.mode != mode:
-            return None
-        if not hmac.compare_digest(_digest(presented), record.secret_hash):
-            return None
+        if record is None:
+            return FailedAuthentication("unknown_key", prefix)
+        known = FailedAuthentication("invalid_secret", prefix, record.merchant_id, record.id)
+        if record.mode != mode or not hmac.compare_digest(_digest(presented), record.secret_hash):
+            return known
+        if record.revoked_at is not None:
+            return FailedAuthentication("revoked", prefix, record.merchant_id, record.id)
         return Caller(merchant_id=record.merchant_id, key_id=record.id, livemode=mode == "live")
 
     async def _record(self, lookup: str) -> repo.ApiKeyRecord | None:
