@@ -6,8 +6,8 @@ unique key without ``merchant_id`` rules out a Citus distributed table. Under Ci
 reference table (``create_reference_table('dashboard_users')``, like ``merchants``, which it
 references): small, read on every dashboard request, written on sign-in.
 
-``audit_verifications`` keeps each sink's verification runs (``payorch audit verify`` from the
-dashboard's Audit page): one global table, like the chain it verifies.
+``audit_verifications`` keeps each sink's verification runs (``payorch audit verify``, from the
+command line or the dashboard's Audit page): one global table, like the chain it verifies.
 
 Indexes for what the dashboard filters on:
 - ``charges_card_last4_idx``: a charge found by its card's last four digits within one merchant

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from payorch.dashboard.commands import users_app
 from payorch.settings import Settings
 
 if TYPE_CHECKING:
-    from payorch.audit.events import Actor
-    from payorch.dashboard.users import DashboardUsers
+    from payorch.audit.events import AuditEvent
     from payorch.storage.database import Database
     from payorch.storage.sql import Connection
 
@@ -31,11 +31,9 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 bank_links_app = typer.Typer(help="Bank links (OAuth).", no_args_is_help=True)
 app.add_typer(bank_links_app, name="bank-links")
-users_app = typer.Typer(help="Dashboard users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 
 T = TypeVar("T")
-
 
 
 def _settings() -> Settings:
@@ -44,23 +42,22 @@ def _settings() -> Settings:
 
 def database_url(settings: Settings) -> str:
     """PAYORCH_DATABASE_URL, or the embedded server under the data directory (started if needed)."""
-    if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
-    from payorch.embedded import stop_with_last_holder
-    from payorch.storage.bootstrap import start_embedded
+    from payorch import embedded
 
-    url = start_embedded(settings.data_dir)
-    stop_with_last_holder(settings.data_dir)  # Ctrl-C on `make run` stops what it started
-    return url
+    configured = settings.database_url.get_secret_value() if settings.database_url is not None else None
+    return embedded.database_url(configured, settings.data_dir)
 
 
 @app.command()
 def migrate(partitions: Annotated[int | None, typer.Option(help="Hash partitions per money table.")] = None) -> None:
     """Apply the database migrations (Alembic upgrade head)."""
+    from payorch.audit import trail
     from payorch.storage.bootstrap import run_migrations
 
     settings = _settings()
-    run_migrations(database_url(settings), partitions=partitions or settings.partitions)
+    url = database_url(settings)
+    run_migrations(url, partitions=partitions or settings.partitions)
+    asyncio.run(_record_cli_event(url, trail.database_migrated(partitions=partitions or settings.partitions)))
     typer.echo("migrations applied")
 
 
@@ -167,6 +164,8 @@ def worker() -> None:
 @app.command()
 def reconcile() -> None:
     """Resolve every due unknown or abandoned attempt once, then exit."""
+    from payorch.audit import trail
+    from payorch.audit.events import record
     from payorch.runtime import Runtime
 
     settings = _settings()
@@ -176,6 +175,8 @@ def reconcile() -> None:
         runtime = await Runtime.build(settings, url)
         try:
             decisions = await runtime.reconciler.run_once()
+            async with runtime.db.transaction() as transaction:
+                await record(transaction, trail.reconciler_run([decision.action for decision in decisions]))
         finally:
             await runtime.aclose()
         for decision in decisions:
@@ -195,7 +196,9 @@ def merchants_create(name: Annotated[str, typer.Option(help="The merchant's name
 
     async def action(transaction: Connection) -> str:
         merchant = await repo.insert_merchant(transaction, new_id("mer"), name)
-        event = trail.merchant_created(trail.cli_actor(), merchant_id=merchant.id, name=name, **trail.cli_details())
+        event = trail.merchant_created(
+            trail.cli_actor(), merchant_id=merchant.id, name=name, origin=trail.cli_origin(), **trail.cli_details()
+        )
         await record(transaction, event)
         return merchant.id
 
@@ -219,7 +222,12 @@ def keys_create(
         if await repo.get_merchant(transaction, merchant) is None:
             raise typer.BadParameter(f"no merchant {merchant}", param_hint="--merchant")
         key = await issue_key(
-            transaction, merchant, "live" if mode == "live" else "test", trail.cli_actor(), **trail.cli_details()
+            transaction,
+            merchant,
+            "live" if mode == "live" else "test",
+            trail.cli_actor(),
+            trail.cli_origin(),
+            **trail.cli_details(),
         )
         return f"{key.key_id} {key.secret}"
 
@@ -233,7 +241,10 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...)
     from payorch.security.api_keys import revoke_key
 
     async def action(transaction: Connection) -> str:
-        if await revoke_key(transaction, key_id, trail.cli_actor(), **trail.cli_details()) is None:
+        if (
+            await revoke_key(transaction, key_id, trail.cli_actor(), origin=trail.cli_origin(), **trail.cli_details())
+            is None
+        ):
             raise typer.BadParameter(f"no active key {key_id}", param_hint="KEY_ID")
         return f"revoked {key_id}"
 
@@ -247,8 +258,9 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Re-read a sink, recompute the hash chain against the database's, and name the first gap,
-    reorder or altered event. Exits 1 on any problem."""
-    from payorch.audit.verify import verify_configured
+    reorder or altered event, and every position the sink and the database's chain do not share.
+    Exits 1 on any problem. The verification is itself recorded on the trail."""
+    from payorch.audit.verify import record_verification, verification_event, verify_configured
 
     settings = _settings()
     try:
@@ -259,6 +271,12 @@ def audit_verify(
     results = asyncio.run(verify_configured(settings.audit, data_dir=settings.data_dir, database_url=url, sink=sink))
     for line in results.lines:
         typer.echo(line)
+    if url is not None and results.database_reached:  # reading the trail is itself audited (PCI DSS 10.2.1.3)
+        try:
+            event = verification_event(results, sink)
+            _in_transaction(lambda transaction: record_verification(transaction, results, event), url=url)
+        except Exception as exc:  # the verdict stands; only its record is missing
+            typer.echo(f"the verification could not be recorded on the trail ({type(exc).__name__})", err=True)
     raise typer.Exit(0 if results.ok else 1)
 
 
@@ -271,9 +289,7 @@ def bank_links_refresh(
 ) -> None:
     """Trade the link's stored refresh token for an access token (storing a rotated refresh token as
     a new secret version). Prints the outcome, never a token."""
-    import getpass
-
-    from payorch.audit.events import Actor
+    from payorch.audit import trail
     from payorch.errors import ApiError
     from payorch.runtime import Runtime
     from payorch.storage import bank_links as repo
@@ -292,9 +308,10 @@ def bank_links_refresh(
                     owner = await repo.merchant_of(connection, link_id)
             if owner is None:
                 raise typer.BadParameter(f"No such bank link: {link_id}", param_hint="LINK_ID")
-            actor = Actor(merchant_id=owner, user=f"cli:{getpass.getuser()}")
             try:
-                token = await runtime.bank_links.refresh(owner, link_id, actor=actor)
+                token = await runtime.bank_links.refresh(
+                    owner, link_id, actor=trail.cli_actor(owner), origin=trail.cli_origin()
+                )
             except ApiError as exc:
                 raise typer.BadParameter(exc.message, param_hint="LINK_ID") from None
         finally:
@@ -310,8 +327,7 @@ def bank_links_refresh(
 def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The delivery id (whd_...).")]) -> None:
     """Queue a webhook delivery again now (e.g. dead-lettered), with a fresh retry window and the same
     webhook-id; a running worker sends it."""
-    import getpass
-
+    from payorch.audit import trail
     from payorch.runtime import Runtime
 
     settings = _settings()
@@ -321,7 +337,7 @@ def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The deli
         runtime = await Runtime.build(settings, url)
         try:
             delivery = await runtime.webhooks.endpoints.redeliver_by_id(
-                delivery_id, operator=f"cli:{getpass.getuser()}"
+                delivery_id, operator=trail.cli_actor().user or "cli", origin=trail.cli_origin()
             )
         finally:
             await runtime.aclose()
@@ -330,50 +346,6 @@ def webhooks_redeliver(delivery_id: Annotated[str, typer.Argument(help="The deli
     if asyncio.run(main()) is None:
         raise typer.BadParameter(f"no delivery {delivery_id} to a live endpoint", param_hint="DELIVERY_ID")
     typer.echo(f"queued {delivery_id}")
-
-
-@users_app.command("create")
-def users_create(
-    email: Annotated[str, typer.Option(help="The user's email: what they sign in with.")],
-    merchant: Annotated[str | None, typer.Option(help="The merchant the user belongs to (mer_...).")] = None,
-    operator: Annotated[bool, typer.Option("--operator", help="An operator: sees every merchant.")] = False,
-) -> None:
-    """Create a dashboard user and print the password. It is shown this once and stored only as a hash."""
-    if (merchant is None) == (not operator):
-        raise typer.BadParameter("give --merchant mer_... or --operator (not both)", param_hint="--merchant")
-    user, password = _with_users(lambda users: users.create(email, merchant_id=merchant, actor=_cli_actor()))
-    typer.echo(f"{user.id} {user.email} {password}")
-
-
-@users_app.command("unlock")
-def users_unlock(email: Annotated[str, typer.Option(help="The locked user's email.")]) -> None:
-    """Clear a user's failed sign-ins and lock now (a lock also ends by itself after lockout_minutes)."""
-    user = _with_users(lambda users: users.unlock(email, actor=_cli_actor()))
-    if user is None:
-        raise typer.BadParameter(f"no dashboard user {email}", param_hint="--email")
-    typer.echo(f"unlocked {user.email}")
-
-
-def _cli_actor() -> Actor:
-    from payorch.audit import trail
-
-    return trail.cli_actor()
-
-
-def _with_users(action: Callable[[DashboardUsers], Awaitable[T]]) -> T:
-    from payorch.dashboard.users import DashboardUsers, UserError
-
-    settings = _settings()
-    url = database_url(settings)
-
-    async def main() -> T:
-        async with _database(url) as db:
-            return await action(DashboardUsers(db, settings.dashboard))
-
-    try:
-        return asyncio.run(main())
-    except UserError as error:
-        raise typer.BadParameter(str(error)) from None
 
 
 @asynccontextmanager
@@ -388,11 +360,19 @@ async def _database(url: str) -> AsyncIterator[Database]:
         await db.close()
 
 
-def _in_transaction(action: Callable[[Connection], Awaitable[str]]) -> str:
-    url = database_url(_settings())
+async def _record_cli_event(url: str, event: AuditEvent) -> None:
+    """A CLI action's own audit event, in a transaction of its own."""
+    from payorch.audit.events import record
 
-    async def main() -> str:
-        async with _database(url) as db, db.transaction() as transaction:
+    async with _database(url) as db, db.transaction() as transaction:
+        await record(transaction, event)
+
+
+def _in_transaction(action: Callable[[Connection], Awaitable[T]], *, url: str | None = None) -> T:
+    target = url or database_url(_settings())
+
+    async def main() -> T:
+        async with _database(target) as db, db.transaction() as transaction:
             return await action(transaction)
 
     return asyncio.run(main())

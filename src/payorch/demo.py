@@ -32,13 +32,15 @@ async def ensure_demo(url: str, data_dir: Path) -> tuple[str | None, tuple[str, 
             if merchant is None:
                 merchant = await repo.insert_merchant(transaction, new_id("mer"), "Demo merchant")
                 key = await create_key(transaction, merchant.id, "test")
-                actor, details = trail.cli_actor(), trail.cli_details(demo=True)
+                actor, origin, details = trail.cli_actor(), trail.cli_origin(), trail.cli_details(demo=True)
                 await record_many(
                     transaction,
                     [
-                        trail.merchant_created(actor, merchant_id=merchant.id, name=merchant.name, **details),
+                        trail.merchant_created(
+                            actor, merchant_id=merchant.id, name=merchant.name, origin=origin, **details
+                        ),
                         trail.api_key_created(
-                            actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, **details
+                            actor, merchant_id=merchant.id, key_id=key.key_id, mode=key.mode, origin=origin, **details
                         ),
                     ],
                 )
@@ -63,7 +65,11 @@ async def _ensure_demo_user(db: Database, data_dir: Path, merchant_id: str) -> t
             return None
     users = DashboardUsers(db, DashboardConfig())
     user, password = await users.create(
-        DEMO_EMAIL, merchant_id=merchant_id, actor=trail.cli_actor(), **trail.cli_details(demo=True)
+        DEMO_EMAIL,
+        merchant_id=merchant_id,
+        actor=trail.cli_actor(),
+        origin=trail.cli_origin(),
+        **trail.cli_details(demo=True),
     )
     _private_file(login_file, f"{user.email} {password}")
     return user.email, password

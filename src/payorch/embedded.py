@@ -65,3 +65,15 @@ def stop_with_last_holder(data_dir: Path) -> None:
             drop_dead_holders(pgdata)
 
     atexit.register(before_pgserver_cleanup)
+
+
+def database_url(configured: str | None, data_dir: Path) -> str:
+    """``configured`` (PAYORCH_DATABASE_URL), or the embedded server under ``data_dir``: started if
+    needed, and stopped with the last payorch process using it (Ctrl-C on `make run`)."""
+    if configured is not None:
+        return configured
+    from payorch.storage.bootstrap import start_embedded
+
+    url = start_embedded(data_dir)
+    stop_with_last_holder(data_dir)
+    return url

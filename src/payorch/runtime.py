@@ -19,7 +19,11 @@ from payorch.accounts.crypto import build_key_wrapper
 from payorch.accounts.directory import AccountDirectory
 from payorch.accounts.routing_service import RoutingService
 from payorch.accounts.service import AccountService
+from payorch.audit.auth_failures import AuthFailureAudit
+from payorch.audit.failure_windows import RedisWindows
+from payorch.audit.refusals import RefusalAudit
 from payorch.audit.shipper import AuditShipper, ShipperMetrics, build_shipper
+from payorch.audit.sink_health import SinkHealth
 from payorch.banking.service import BankLinkService
 from payorch.dashboard.users import DashboardUsers
 from payorch.gateways.plugin import GatewayServices
@@ -56,6 +60,8 @@ class Runtime:
     """The one pool of database connections (storage/database.py)."""
     registry: GatewayRegistry
     charges: ChargeService
+    auth_failures: AuthFailureAudit
+    """Failed authentications on the audit trail, counted per key prefix and client IP."""
     charge_recovery: ChargeRecovery
     """Lookups of charge attempts whose outcome is unknown (the reconciler runs it)."""
     reconciler: Reconciler
@@ -108,16 +114,20 @@ class Runtime:
         charge_recovery = ChargeRecovery(db, directory, settings.reconciler, settings.idempotency)
         refund_lifecycle = RefundLifecycle(db, directory, settings.idempotency, settings.reconciler)
         reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
+        refusals = RefusalAudit(
+            db, timeout=settings.audit.refusals.write_timeout_seconds, on_write_failed=metrics.audit_write_failed
+        )
         built = cls(
             settings=settings,
             db=db,
             registry=registry,
             charges=ChargeService(db, runner, create_charge),
+            auth_failures=build_auth_failures(settings, redis, refusals, metrics),
             charge_recovery=charge_recovery,
             reconciler=reconciler,
             authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
-            captures=CaptureService(runner, FollowUpCharge(db, directory)),
-            refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
+            captures=CaptureService(runner, FollowUpCharge(db, directory), refusals),
+            refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle, refusals),
             payment_methods=PaymentMethodService(db, runner, directory),
             breakers=breakers,
             webhooks=build_webhooks(
@@ -146,6 +156,7 @@ class Runtime:
                     on_shipped=metrics.audit_batch_shipped,
                     on_failed=metrics.audit_batch_failed,
                     on_lag=lambda sink, seconds: metrics.set_outbox_lag({sink: seconds}),
+                    on_health=metrics.set_audit_sink_up,
                 ),
             ),
             bank_links=BankLinkService.build(db, settings.banking, settings.data_dir),
@@ -155,14 +166,15 @@ class Runtime:
         return built
 
     def start_background(self) -> None:
-        """The reconciler, the idempotency purge and the audit shipper (in ``payorch worker``, or in
-        the API when embedded). The shipper checks its sinks first: a misconfigured one (an S3 bucket
-        without Object Lock) ends its task with ``SinkMisconfigured``, which ``wait_background`` raises."""
+        """The reconciler, the idempotency purge, the webhook dispatcher and the audit shipper (in
+        ``payorch worker``, or in the API when embedded). A misconfigured or hanging audit sink never
+        ends the shipper, let alone the others: it is reported (``audit_sink_health``) and retried."""
         self._spawn("reconciler", self.reconciler.run_forever)
         self._spawn("idempotency-purge", self._purge_forever)
         self._spawn("webhook-dispatcher", self.webhooks.dispatcher.run_forever)
         if self.audit_shipper is not None:
             self._spawn("audit-shipper", self.audit_shipper.run_forever)
+        self.auth_failures.start()  # summaries of windows that API processes left in Redis
 
     def _spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(loop(self._stop), name=name))
@@ -190,6 +202,13 @@ class Runtime:
                 failed = not task.cancelled() and task.exception() is not None
                 states[task.get_name()] = "failed" if failed else "stopped"
         return states
+
+    def audit_sink_health(self) -> dict[str, SinkHealth] | None:
+        """Each audit sink's health while this process runs the shipper (None when it does not)."""
+        running = any(task.get_name() == "audit-shipper" and not task.done() for task in self._tasks)
+        if self.audit_shipper is None or not running:
+            return None
+        return self.audit_shipper.health()
 
     async def wait_background(self) -> None:
         await asyncio.gather(*self._tasks)
@@ -220,6 +239,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
+        await self.auth_failures.aclose()
         await self.outcomes.drain()
         await self.directory.aclose()  # the platform's adapters and every merchant's
         if self.bank_links is not None:
@@ -258,6 +278,17 @@ def _routing(
     rates = MemorySuccessRates(window) if redis is None else RedisSuccessRates(redis, window)
     router = Router(rates, exploration=config.success_rate_exploration)
     return directory, ChargeRouting(directory, router, breakers), OutcomeRecorder(rates)
+
+
+def build_auth_failures(
+    settings: Settings, redis: Redis | RedisCluster | None, refusals: RefusalAudit, metrics: Metrics
+) -> AuthFailureAudit:
+    """Failed-authentication windows in Redis when one is configured, in process otherwise."""
+    config = settings.audit.refusals
+    shared = None
+    if redis is not None:
+        shared = RedisWindows(redis, keys_per_ip=config.keys_per_ip, window_seconds=config.window_seconds)
+    return AuthFailureAudit(refusals, config, shared=shared, on_fallback=metrics.audit_window_fallback)
 
 
 async def initialize_cluster(redis: RedisCluster) -> None:

@@ -23,7 +23,7 @@ from tests.conftest import _admin, _server_url, make_settings, run_in_thread
 from tests.factories import charge_body
 
 from payorch.app import create_app
-from payorch.audit.chain import ChainedEvent
+from payorch.audit.chain import ChainedEvent, chain_events
 from payorch.runtime import Runtime
 from payorch.storage import audit as audit_store
 from payorch.storage.bootstrap import run_migrations
@@ -228,3 +228,45 @@ def test_verify_of_an_unconfigured_or_unreadable_sink_fails_clearly(cli_env: dic
     result = payorch(cli_env, "audit", "verify", "--sink", "s3")
     assert result.returncode == 1
     assert "sink 's3' is not configured" in result.stdout
+
+
+def test_verify_names_events_appended_past_the_databases_tip(
+    shipped: dict[str, str],
+    cli_env: dict[str, str],
+    audit_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A forger with write access appends correctly chained events after the last one: the sink alone
+    is a valid chain; the database's chain has no such positions."""
+    files = tampered_copy(audit_dir, tmp_path / "appended")
+    last = ChainedEvent.from_json(files[-1].read_text().splitlines()[-1])
+    forged_event = dict(last.event, id="aud_" + "Z" * 26, action="refund.created", details={"amount": 99_999})
+    forged = chain_events(last.hash, last.seq + 1, [forged_event, dict(forged_event, id="aud_" + "Y" * 26)])
+    with files[-1].open("a") as batch:  # in the last batch ...
+        batch.write(forged[0].to_json() + "\n")
+    (tmp_path / "appended" / f"{forged[1].seq:012d}-{forged[1].seq:012d}.jsonl").write_text(forged[1].to_json() + "\n")
+    env = {**cli_env, "PAYORCH_AUDIT__LOCAL__DIRECTORY": str(tmp_path / "appended")}
+    result = payorch(env, "audit", "verify", "--sink", "local")
+    assert result.returncode == 1, result.stdout
+    assert f"FAILED at seq {last.seq + 1} (not_in_database)" in result.stdout
+    assert forged[0].event_id in result.stdout
+    assert f"seq {last.seq + 1}-{last.seq + 2}" in result.stdout
+
+
+def test_verify_names_every_missing_batch(
+    shipped: dict[str, str],
+    cli_env: dict[str, str],
+    audit_dir: Path,
+    tmp_path: Path,
+) -> None:
+    files = tampered_copy(audit_dir, tmp_path / "holes")
+    assert len(files) >= 3
+    first, tail = (ChainedEvent.from_json(path.read_text().splitlines()[0]).seq for path in (files[0], files[-1]))
+    files[0].unlink()
+    files[-1].unlink()
+    env = {**cli_env, "PAYORCH_AUDIT__LOCAL__DIRECTORY": str(tmp_path / "holes")}
+    result = payorch(env, "audit", "verify", "--sink", "local")
+    assert result.returncode == 1
+    assert f"FAILED at seq {first} (gap)" in result.stdout
+    assert f"also at seq {tail}-" in result.stdout
+    assert "(missing_tail)" in result.stdout

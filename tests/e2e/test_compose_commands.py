@@ -152,6 +152,9 @@ def s3(dotenv: dict[str, str]) -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto's state is the process's, not the server's: an earlier run's bucket (and the audit events
+    # its worker shipped, such as ``payorch migrate``'s) must not be found by this one.
+    httpx.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=10).raise_for_status()
     try:
         client = boto3.client(
             "s3",

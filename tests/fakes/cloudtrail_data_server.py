@@ -7,11 +7,14 @@ in a thread, for the real boto3 client pointed at it with ``endpoint_url``. It:
 - validates the body: 1..100 events, ids unique and well-formed, ``eventData`` a JSON object in the
   integration event format, ``eventDataChecksum`` (base64 SHA-256) matching when given;
 - stores accepted events per channel, counting how often each id arrived;
-- answers partial failures (``fail_next``) and outages (``outage``) on demand.
+- answers partial failures (``fail_next``) and outages (``outage``) on demand;
+- hangs on demand (``hang``): it accepts the connection and the request and never answers while
+  ``hang`` is set, storing nothing (then a 503 nobody is waiting for any more).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -62,6 +65,9 @@ class CloudTrailDataFake:
     rejected: list[str] = field(default_factory=list)
     """Why requests were refused at the request level (bad signature, bad body)."""
     outage: bool = False
+    hang: bool = False
+    hung_calls: int = 0
+    """How many requests arrived while ``hang`` was set (each one held without an answer)."""
     _fail: dict[str, tuple[int, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: uvicorn.Server | None = None
@@ -98,6 +104,7 @@ class CloudTrailDataFake:
         return self.url
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.hang = False  # held requests end, so the server can stop
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout)
@@ -109,6 +116,12 @@ class CloudTrailDataFake:
         problem = self._check_signature(request, body)
         if problem is not None:
             return self._error(403, "InvalidSignatureException", problem)
+        if self.hang:
+            with self._lock:
+                self.hung_calls += 1
+            while self.hang:  # the fake holds the request until the test lets go
+                await asyncio.sleep(0.05)
+            return self._error(503, "ServiceUnavailableException", "held until nobody waited")
         if self.outage:
             return self._error(503, "ServiceUnavailableException", "injected outage")
         channel = urllib.parse.parse_qs(request.url.query).get("channelArn", [""])[0]

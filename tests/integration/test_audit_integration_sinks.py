@@ -11,9 +11,8 @@ import asyncio
 import secrets
 import socket
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import _admin, _server_url, make_settings, run_in_thread
 from tests.factories import MerchantFixture, charge_body, create_merchant
 from tests.fakes.cloudtrail_data_server import CloudTrailDataFake
+from tests.integration.audit_sinks_support import chain_state, wait_for
 
 from payorch.app import create_app
 from payorch.audit.chain import ChainedEvent
@@ -210,25 +210,6 @@ async def app_client(audit_settings: Settings, started: Runtime) -> AsyncIterato
     transport = httpx.ASGITransport(app=create_app(audit_settings, runtime=started))
     async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test", timeout=60) as http:
         yield http
-
-
-async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
-
-
-async def chain_state(runtime: Runtime) -> tuple[int, int, dict[str, int]]:
-    """(events waiting in the outbox, chain tip, each sink's cursor)."""
-    async with runtime.db.transaction() as transaction:
-        pending = await audit_store.count_outbox(transaction)
-        tip, _ = await audit_store.chain_tip(transaction)
-        return pending, tip, await audit_store.get_cursors(transaction)
 
 
 async def all_shipped(runtime: Runtime) -> bool:

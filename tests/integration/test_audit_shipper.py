@@ -291,10 +291,30 @@ async def test_run_forever_ships_as_events_arrive_and_stops(db, tmp_path: Path):
     assert (await verify_sink(sink)).ok
 
 
-async def test_a_misconfigured_sink_stops_the_shipper_at_start(db):
-    shipper = shipper_for(db, [Misconfigured()])
+async def test_a_misconfigured_sink_is_named_at_start_and_no_longer_stops_the_shipper(db, tmp_path: Path):
+    """The preflight still names the misconfiguration; running, the shipper reports it and ships to
+    the other sinks (tests/integration/test_audit_sink_health.py goes further, on moto)."""
+    tag = uuid.uuid4().hex[:8]
+    good = LocalDirectorySink(tmp_path, name=f"good-{tag}")
+    shipper = AuditShipper(db, [Misconfigured(), good], batch_size=50, max_batch_age=0, poll_interval=0.05)
     with pytest.raises(SinkMisconfigured, match="Object Lock"):
-        await shipper.run_forever(asyncio.Event())
+        await shipper.check_sinks()
+    stop = asyncio.Event()
+    task = asyncio.create_task(shipper.run_forever(stop))
+    try:
+        await record_many(db, tag, 5)
+        deadline = time.monotonic() + 30
+        while len(mine(await good.read_all(), tag)) < 5:
+            assert time.monotonic() < deadline, "the healthy sink did not get its events"
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+        health = shipper.health()
+        assert health["misconfigured"].state == "misconfigured"
+        assert "Object Lock" in (health["misconfigured"].error or "")
+        assert health[good.name].state == "up"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
 
 
 async def test_the_chain_table_is_append_only(db, tmp_path: Path):

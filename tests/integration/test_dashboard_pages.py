@@ -182,9 +182,16 @@ async def test_operators_pick_a_merchant_and_see_the_audit_page(app: tuple[Runti
     verified = await post_form(client, "/dashboard/audit", "/dashboard/audit/verify")
     assert verified.status_code == 303
     rows = await query(
-        runtime.db, "SELECT sink, verified_by FROM audit_verifications WHERE verified_by = :u", u=f"dashboard:{email}"
+        runtime.db, "SELECT sink, ok FROM audit_verifications WHERE verified_by = :u", u=f"dashboard:{email}"
     )
     assert [row["sink"] for row in rows] == ["local"]
+    events = await query(
+        runtime.db,
+        "SELECT payload->>'outcome' AS outcome FROM audit_outbox "
+        "WHERE payload->>'action' = 'audit_trail.verified' AND payload->'actor'->>'user' = :u",
+        u=f"dashboard:{email}",
+    )
+    assert [row["outcome"] for row in events] == ["success" if rows[0]["ok"] else "failure"]
     assert merchant.id != someone.id
 
 

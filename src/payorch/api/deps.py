@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from payorch.audit.events import Origin
 from payorch.errors import AuthenticationFailed
 from payorch.observability.logging import bind_merchant
 from payorch.payments.operations import Reply
@@ -29,21 +30,24 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
-    if credentials is None:
-        raise AuthenticationFailed(
-            "You did not provide an API key: use 'Authorization: Bearer <your sk_test_ or sk_live_ key>'.",
-            code="missing_api_key",
-        )
     # The runtime straight from the app, not as a sub-dependency: each dependency FastAPI solves
     # per request costs more than reading the attribute (docs/benchmarks.md).
     runtime: Runtime = request.app.state.runtime
-    caller = await runtime.authenticator.authenticate(credentials.credentials)
-    if caller is None:
-        raise AuthenticationFailed("Invalid API key provided.")
-    bind_merchant(caller.merchant_id)  # every later log line of this request names the merchant
     # The peer address; the rate limiter resolves X-Forwarded-For through trusted proxies only.
     ip = request.scope.get("state", {}).get("client_ip") or (request.client.host if request.client else None)
-    return replace(caller, ip=ip, request_id=str(getattr(request.state, "request_id", "")) or None)
+    request_id = str(getattr(request.state, "request_id", "")) or None
+    identified = await runtime.authenticator.identify(None if credentials is None else credentials.credentials)
+    if not isinstance(identified, Caller):
+        # Audited (PCI DSS 10.2.1.4), bounded per key prefix and IP; the 401 does not wait on it failing.
+        await runtime.auth_failures.failed(identified, Origin(ip=ip, request_id=request_id))
+        if credentials is None:
+            raise AuthenticationFailed(
+                "You did not provide an API key: use 'Authorization: Bearer <your sk_test_ or sk_live_ key>'.",
+                code="missing_api_key",
+            )
+        raise AuthenticationFailed("Invalid API key provided.")
+    bind_merchant(identified.merchant_id)  # every later log line of this request names the merchant
+    return replace(identified, ip=ip, request_id=request_id)
 
 
 CurrentCaller = Annotated[Caller, Depends(authenticate)]

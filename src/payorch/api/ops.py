@@ -32,14 +32,26 @@ Jobs = Callable[[], Mapping[str, str]]
 
 
 def ops_app(runtime: Runtime, jobs: Jobs | None = None) -> Starlette:
-    """``/healthz`` is 503 once any of ``jobs`` is not running; without jobs it says the process lives."""
+    """``/healthz`` is 503 once any of ``jobs`` is not running; without jobs it says the process lives.
+
+    With jobs (the worker) it also lists each audit sink. A sink that is down, hanging or
+    misconfigured makes the status ``degraded`` but stays 200: this is a liveness answer, and a
+    restart would neither fix a bucket nor a credential, while it would stop the webhook dispatcher
+    and the reconciler that are working. ``payorch_audit_sink_up`` and the lag gauge are what to
+    alert on (docs/audit.md, docs/operations.md).
+    """
 
     async def healthz(_: Request) -> Response:
         if jobs is None:
             return JSONResponse({"status": "ok"})
         states = dict(jobs())
         stopped = sorted(name for name, state in states.items() if state != "running")
-        body = {"status": "unavailable" if stopped else "ok", "jobs": states}
+        body: dict[str, object] = {"status": "unavailable" if stopped else "ok", "jobs": states}
+        sinks = runtime.audit_sink_health()
+        if sinks is not None:
+            body["audit_sinks"] = {name: health.as_dict() for name, health in sinks.items()}
+            if not stopped and not all(health.healthy for health in sinks.values()):
+                body["status"] = "degraded"
         return JSONResponse(body, status_code=503 if stopped else 200)
 
     async def readyz(_: Request) -> Response:

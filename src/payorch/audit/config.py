@@ -41,6 +41,23 @@ class CloudTrailSinkConfig(AwsClientConfig):
     failed_entry_attempts: int = Field(default=3, ge=1, le=10)
 
 
+class RefusalAuditConfig(BaseModel):
+    """The audit events of refused money actions and failed authentications (PCI DSS 10.2.1.2,
+    10.2.1.4), each written in a short transaction of its own."""
+
+    window_seconds: int = Field(default=60, ge=1, le=3600)
+    """Failed authentications are counted per key prefix and client IP over windows this long: the
+    first of a window is written at once, the rest as one summary event when the window closes."""
+    keys_per_ip: int = Field(default=20, ge=1, le=10_000)
+    """Distinct key prefixes counted apart per client IP and window; more (a flood of random keys)
+    are counted together under the prefix ``*``."""
+    flush_interval_seconds: float = Field(default=5.0, gt=0, le=600)
+    """How often closed windows are looked for and their summaries written."""
+    write_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    """Longest a refused request waits for its audit event (or the window in Redis); past it the
+    event is logged and counted as lost (``payorch_audit_write_failures_total``), never a 500."""
+
+
 class AuditConfig(BaseModel):
     local: LocalSinkConfig | None = None
     s3: S3SinkConfig | None = None
@@ -52,7 +69,11 @@ class AuditConfig(BaseModel):
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     backoff_initial_seconds: float = Field(default=1.0, ge=0)
     backoff_max_seconds: float = Field(default=60.0, ge=0)
+    sink_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """Longest any one sink call (a check, a batch put) may take before it counts as failed and the
+    sink backs off; a hanging sink never holds back chaining or the other sinks."""
     lock_key: int = DEFAULT_LOCK_KEY
+    refusals: RefusalAuditConfig = Field(default_factory=RefusalAuditConfig)
 
     @model_validator(mode="after")
     def _local_by_default(self) -> AuditConfig:

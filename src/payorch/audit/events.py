@@ -38,6 +38,9 @@ class AuditAction(enum.StrEnum):
     CHARGE_PROCESSING = "charge.processing"
     CHARGE_CAPTURED = "charge.captured"
     CHARGE_CANCELED = "charge.canceled"
+    CHARGE_CAPTURE_REFUSED = "charge.capture_refused"
+    CHARGE_CANCEL_REFUSED = "charge.cancel_refused"
+    REFUND_REFUSED = "refund.refused"
     REFUND_CREATED = "refund.created"
     REFUND_SUCCEEDED = "refund.succeeded"
     REFUND_FAILED = "refund.failed"
@@ -46,6 +49,13 @@ class AuditAction(enum.StrEnum):
     MERCHANT_CREATED = "merchant.created"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
+    RECONCILER_RUN = "reconciler.run"
+    DATABASE_MIGRATED = "database.migrated"
+    AUDIT_TRAIL_VERIFIED = "audit_trail.verified"
+    """``payorch audit verify`` read the trail (PCI DSS 10.2.1.3: access to audit logs)."""
+    AUTHENTICATION_FAILED = "authentication.failed"
+    AUTHENTICATION_FAILURES = "authentication.failures"
+    """The summary of a window's failed authentications after its first (``details.count``)."""
     WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
     WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
     WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
@@ -58,7 +68,6 @@ class AuditAction(enum.StrEnum):
     DASHBOARD_USER_LOCKED = "dashboard_user.locked"
     DASHBOARD_USER_UNLOCKED = "dashboard_user.unlocked"
     DASHBOARD_USER_SIGNED_OUT = "dashboard_user.signed_out"
-    AUDIT_VERIFIED = "audit.verified"
 
 
 def new_audit_id(now: dt.datetime | None = None) -> str:
@@ -94,11 +103,13 @@ class Resource(BaseModel):
 
 
 class Origin(BaseModel):
-    """From where: client IP (as resolved through trusted proxies) and the request id."""
+    """From where: client IP (as resolved through trusted proxies) and the request id; for an action
+    without a request (the CLI), the host it ran on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     ip: str | None = None
     request_id: str | None = None
+    host: str | None = Field(default=None, max_length=255)
 
 
 class AuditEvent(BaseModel):
@@ -125,6 +136,12 @@ class AuditEvent(BaseModel):
         """The JSON form stored and shipped: every field but the id and timestamp goes through
         ``redact``, so a card number or key anywhere (a user name, a resource id) is masked too."""
         payload: dict[str, Any] = redact(self.model_dump(mode="json", exclude={"id", "occurred_at"}))
+        if self.origin.host is None:
+            del payload["origin"]["host"]  # events with a request keep their {ip, request_id} origin
+        elif "host" not in payload["details"]:
+            # CLI events have always named their host in details; those recorded through a service
+            # (a redelivery, a bank link refresh) carry it there too.
+            payload["details"]["host"] = payload["origin"]["host"]
         payload["id"] = self.id
         payload["occurred_at"] = self.occurred_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
         return payload

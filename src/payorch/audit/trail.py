@@ -1,4 +1,4 @@
-"""Builders for the audit events the charge path, the reconciler and the CLI record.
+"""Builders for the audit events the charge path, the reconciler, refusals and the CLI record.
 
 They take plain values (ids, statuses, codes), so ``audit`` depends on nothing above it; the caller
 records what they return with ``record_many`` in the transaction that performs the action.
@@ -6,6 +6,7 @@ records what they return with ``record_many`` in the transaction that performs t
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 import socket
@@ -14,6 +15,8 @@ from typing import Any
 from payorch.audit.events import Actor, AuditAction, AuditEvent, Origin, Outcome, Resource
 
 RECONCILER = Actor(user="system:reconciler")
+ANONYMOUS_API_CALLER = "anonymous:api"
+"""The actor's user for a request whose API key was refused: nobody was authenticated."""
 
 # Attempt statuses (payments.states.AttemptStatus values) -> the audit outcome they mean.
 _ATTEMPT_OUTCOME: dict[str, Outcome] = {
@@ -48,6 +51,42 @@ def cli_actor(merchant_id: str | None = None) -> Actor:
 def cli_details(**details: Any) -> dict[str, Any]:
     """A CLI action's details, with the host it ran on (the origin of an action without a request)."""
     return {**details, "host": socket.gethostname()}
+
+
+def cli_origin() -> Origin:
+    """Where a CLI action came from: the host it ran on (there is no client IP or request)."""
+    return Origin(host=socket.gethostname())
+
+
+def cli_event(
+    action: str, resource: Resource, *, merchant_id: str | None = None, outcome: Outcome = "success", **details: Any
+) -> AuditEvent:
+    """A CLI action of its own (a reconciler run, a migration, an audit verification): the OS user,
+    the host, and ``details``."""
+    return AuditEvent(
+        actor=cli_actor(merchant_id),
+        action=action,
+        resource=resource,
+        outcome=outcome,
+        origin=cli_origin(),
+        details=cli_details(**details),
+    )
+
+
+def reconciler_run(actions: list[str]) -> AuditEvent:
+    """``payorch reconcile``: one run by an operator, and how many attempts it decided what about
+    (each decision is also on the trail as ``reconciler.decision``)."""
+    counts = {action: actions.count(action) for action in sorted(set(actions))}
+    return cli_event(
+        AuditAction.RECONCILER_RUN, Resource(type="reconciler", id="run"), looked_up=len(actions), actions=counts
+    )
+
+
+def database_migrated(*, partitions: int) -> AuditEvent:
+    """``payorch migrate``: the schema upgraded to the latest revision by an operator."""
+    return cli_event(
+        AuditAction.DATABASE_MIGRATED, Resource(type="database", id="payorch"), revision="head", partitions=partitions
+    )
 
 
 def reconciler_actor(merchant_id: str) -> Actor:
@@ -184,29 +223,120 @@ def reconciler_decision(
     )
 
 
-def merchant_created(actor: Actor, *, merchant_id: str, name: str, **details: Any) -> AuditEvent:
+def merchant_created(
+    actor: Actor, *, merchant_id: str, name: str, origin: Origin | None = None, **details: Any
+) -> AuditEvent:
     return AuditEvent(
         actor=actor.model_copy(update={"merchant_id": merchant_id}),
         action=AuditAction.MERCHANT_CREATED,
         resource=Resource(type="merchant", id=merchant_id),
+        origin=origin or Origin(),
         details={"name": name, **details},
     )
 
 
-def api_key_created(actor: Actor, *, merchant_id: str, key_id: str, mode: str, **details: Any) -> AuditEvent:
+def api_key_created(
+    actor: Actor, *, merchant_id: str, key_id: str, mode: str, origin: Origin | None = None, **details: Any
+) -> AuditEvent:
     """Never the key itself: it is shown once to whoever created it and stored only as a hash."""
     return AuditEvent(
         actor=actor.model_copy(update={"merchant_id": merchant_id}),
         action=AuditAction.API_KEY_CREATED,
         resource=Resource(type="api_key", id=key_id),
+        origin=origin or Origin(),
         details={"mode": mode, **details},
     )
 
 
-def api_key_revoked(actor: Actor, *, merchant_id: str, key_id: str, **details: Any) -> AuditEvent:
+def api_key_revoked(
+    actor: Actor, *, merchant_id: str, key_id: str, origin: Origin | None = None, **details: Any
+) -> AuditEvent:
     return AuditEvent(
         actor=actor.model_copy(update={"merchant_id": merchant_id}),
         action=AuditAction.API_KEY_REVOKED,
         resource=Resource(type="api_key", id=key_id),
+        origin=origin or Origin(),
         details=details,
+    )
+
+
+def refused(
+    actor: Actor, origin: Origin, *, action: str, resource: Resource, code: str, message: str, **details: Any
+) -> AuditEvent:
+    """A money action refused before anything moved (``charge.capture_refused``, ``refund.refused``,
+    ...): who asked, from where, for what, and the refusal's code and message as answered."""
+    return AuditEvent(
+        actor=actor,
+        action=action,
+        resource=resource,
+        outcome="failure",
+        origin=origin,
+        details={"code": code, "message": message, **details},
+    )
+
+
+def authentication_failed(
+    origin: Origin,
+    *,
+    reason: str,
+    key_prefix: str,
+    merchant_id: str | None,
+    key_id: str | None,
+    window_start: dt.datetime,
+    window_seconds: int,
+    counted_as: str | None = None,
+) -> AuditEvent:
+    """The first refused API key of a window for this key prefix and client IP (``details.count`` 1).
+    ``key_prefix`` names the key without its secret (its mode and lookup id), or ``missing`` /
+    ``malformed``; a known key's merchant and id are named too. ``counted_as``: the window's prefix
+    when the IP's distinct prefixes ran out (``*``)."""
+    details: dict[str, Any] = {
+        "code": "invalid_api_key",
+        "reason": reason,
+        "key_prefix": key_prefix,
+        "count": 1,
+        "window_start": window_start.isoformat(),
+        "window_seconds": window_seconds,
+    }
+    if counted_as is not None:
+        details["counted_as"] = counted_as
+    return AuditEvent(
+        actor=Actor(merchant_id=merchant_id, api_key_id=key_id, user=ANONYMOUS_API_CALLER),
+        action=AuditAction.AUTHENTICATION_FAILED,
+        resource=Resource(type="api_key", id=key_id or key_prefix),
+        outcome="failure",
+        origin=origin,
+        details=details,
+    )
+
+
+def authentication_failures(
+    ip: str | None,
+    *,
+    key_prefix: str,
+    count: int,
+    window_start: dt.datetime,
+    window_seconds: int,
+    first: dict[str, Any],
+) -> AuditEvent:
+    """The summary of one window's failed authentications for a key prefix and client IP, after the
+    first (written on its own): ``count`` of them, ``window_total`` with the first. ``first`` is what
+    the first one named (reason, merchant, key id, request id)."""
+    merchant_id, key_id = first.get("merchant_id"), first.get("key_id")
+    return AuditEvent(
+        actor=Actor(merchant_id=merchant_id, api_key_id=key_id, user=ANONYMOUS_API_CALLER),
+        action=AuditAction.AUTHENTICATION_FAILURES,
+        resource=Resource(type="api_key", id=key_id or key_prefix),
+        outcome="failure",
+        origin=Origin(ip=ip),
+        details={
+            "code": "invalid_api_key",
+            "reason": first.get("reason"),
+            "key_prefix": key_prefix,
+            "count": count,
+            "window_total": count + 1,
+            "window_start": window_start.isoformat(),
+            "window_seconds": window_seconds,
+            "first_request_id": first.get("request_id"),
+        },
     )

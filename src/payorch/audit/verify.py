@@ -1,29 +1,41 @@
 """Re-read a sink and recompute the chain: ``payorch audit verify`` (DESIGN.md section 8).
 
-The first problem found is named by chain position and event id:
+Problems are named by chain position and event id:
 - ``gap``: a position is missing (an event or a whole batch was deleted);
 - ``reorder``: a position appears out of order (events moved within or across batches);
 - ``altered``: an event's content no longer hashes to its recorded hash, or its ``prev_hash`` does
   not match the previous link, or it differs from the database's record of that position;
-- ``duplicate``: the same position stored twice with different content.
+- ``duplicate``: the same position stored twice with different content;
+- ``missing_tail``: the database's chain (up to what the sink acknowledged) goes on past the sink's
+  last position;
+- ``not_in_database``: the sink holds a position the database's chain does not have (a correctly
+  chained event appended past the database's tip is caught here).
 Identical re-deliveries of a position (a batch re-shipped after an outage) are not problems.
+
+The chain is walked once in stored order, stopping at the first structural problem; then every
+position is compared with the database on its own, so that every missing, extra or differing
+position is reported (as runs of consecutive positions), not only the first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from payorch.audit import trail
 from payorch.audit.chain import GENESIS_HASH, ChainedEvent, chained_body, link_hash
 from payorch.audit.config import AuditConfig
+from payorch.audit.events import AuditAction, AuditEvent, Resource, record
 from payorch.audit.sinks import CloudTrailLakeSink, build_sinks
 from payorch.audit.sinks.base import AuditSink, CorruptRecord, SinkError
 from payorch.storage import audit as audit_store
 from payorch.storage.database import DATABASE_ERRORS, Database, DatabaseConfig
+from payorch.storage.sql import Connection
 
-ProblemKind = Literal["gap", "reorder", "altered", "duplicate", "unreadable", "missing_tail"]
+ProblemKind = Literal["gap", "reorder", "altered", "duplicate", "unreadable", "missing_tail", "not_in_database"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +44,26 @@ class VerifyProblem:
     seq: int | None
     event_id: str | None
     message: str
+    through: int | None = None
+    """The last position of a run of consecutive positions with this problem (None: just ``seq``)."""
+
+    def positions(self) -> str:
+        if self.seq is None:
+            return "-"
+        return f"{self.seq}-{self.through}" if self.through not in (None, self.seq) else str(self.seq)
 
 
 @dataclass(slots=True)
 class VerifyReport:
-    """``ok`` is True only when every position 1..last is present once, in order, and hashes match."""
+    """``ok`` is True only when every position 1..last is present once, in order, hashes match, and
+    (with the database's chain) no position is missing, extra or different."""
 
     checked: int = 0
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
     duplicates_ignored: int = 0
+    unshipped: int = 0
+    """Positions the database has chained past what the sink acknowledged: not yet shipped, not a problem."""
     problems: list[VerifyProblem] = field(default_factory=list)
 
     @property
@@ -54,17 +76,39 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            return f"ok: {self.checked} events, chain positions 1..{self.last_seq}, tip {self.last_hash}"
+            text = f"ok: {self.checked} events, chain positions 1..{self.last_seq}, tip {self.last_hash}"
+            return text + (f"; {self.unshipped} chained events not shipped to it yet" if self.unshipped else "")
         problem = self.problems[0]
         return f"FAILED at seq {problem.seq} ({problem.kind}): {problem.message}"
 
+    def further_problems(self) -> list[str]:
+        """One line per problem after the first (the first is in ``summary``)."""
+        return [f"also at seq {p.positions()} ({p.kind}): {p.message}" for p in self.problems[1:]]
 
-def verify(events: Sequence[ChainedEvent], *, anchors: Mapping[int, str] | None = None) -> VerifyReport:
-    """Recompute the chain over ``events`` in stored order and report the first problem.
 
-    ``anchors`` (seq -> hash, as the database's ``audit_chain`` holds them) catch a rewrite that
-    recomputed every later hash, and a tail that was cut off.
+def verify(
+    events: Sequence[ChainedEvent],
+    *,
+    anchors: Mapping[int, str] | None = None,
+    known: Mapping[int, str] | None = None,
+) -> VerifyReport:
+    """Recompute the chain over ``events`` in stored order and report every problem.
+
+    ``anchors`` (seq -> hash, as the database's ``audit_chain`` holds them) are the positions the sink
+    must hold, each with that hash: they catch a rewrite that recomputed every later hash, and a
+    deleted event or tail. ``known`` is the database's whole chain (default: ``anchors``): a stored
+    position outside it was never chained by payorch (an event appended past the tip).
     """
+    report = _walk(events, anchors)
+    if known is None:
+        known = anchors
+    if anchors is not None or known is not None:
+        _compare_positions(report, events, anchors or {}, known or {})
+    return report
+
+
+def _walk(events: Sequence[ChainedEvent], anchors: Mapping[int, str] | None) -> VerifyReport:
+    """The chain in stored order, up to the first problem in it."""
     report = VerifyReport()
     stored_ids = {link.seq: link.event_id for link in events}
     seen: dict[int, str] = {}
@@ -84,18 +128,80 @@ def verify(events: Sequence[ChainedEvent], *, anchors: Mapping[int, str] | None 
         report.checked += 1
         report.last_seq = link.seq
         report.last_hash = link.hash
-    if anchors:
-        last_anchor = max(anchors)
-        if last_anchor > report.last_seq:
-            report.problems.append(
-                VerifyProblem(
-                    "missing_tail",
-                    report.last_seq + 1,
-                    None,
-                    f"the database chain reaches seq {last_anchor}; the sink stops at {report.last_seq}",
-                )
-            )
     return report
+
+
+def _compare_positions(
+    report: VerifyReport, events: Sequence[ChainedEvent], anchors: Mapping[int, str], known: Mapping[int, str]
+) -> None:
+    """Every position on its own against the database: missing, extra, or not what it chained."""
+    stored: dict[int, ChainedEvent] = {}
+    altered: list[int] = []
+    for link in events:
+        stored.setdefault(link.seq, link)
+        expected = known.get(link.seq)
+        if not _hash_ok(link) or (expected is not None and expected != link.hash):
+            altered.append(link.seq)
+    last_stored = max(stored, default=0)
+    acknowledged = max(anchors, default=0)
+    missing = sorted(seq for seq in anchors if seq not in stored)
+    extra = sorted(seq for seq in stored if seq not in known)
+    tip = max(known, default=0)
+    report.unshipped = sum(1 for seq in known if seq > acknowledged and seq not in stored)
+    found: list[VerifyProblem] = []
+    for first, last in _runs(missing):
+        if first > last_stored:
+            message = f"the database chain reaches seq {acknowledged}; the sink stops at {last_stored}"
+            found.append(VerifyProblem("missing_tail", first, None, message, last))
+        else:
+            found.append(VerifyProblem("gap", first, None, _count(first, last) + " the database has are missing", last))
+    for first, last in _runs(extra):
+        name = stored[first].event_id or None
+        message = (
+            f"{_count(first, last)} ({name} first) are not in the database's chain, which ends at seq {tip}: "
+            "events the shipper never chained"
+        )
+        found.append(VerifyProblem("not_in_database", first, name, message, last))
+    for first, last in _runs(sorted(set(altered))):
+        name = stored[first].event_id or None
+        message = f"{_count(first, last)} ({name} first) do not match their hash or the database's chain"
+        found.append(VerifyProblem("altered", first, name, message, last))
+    report.problems = _merged(report.problems, found)
+
+
+def _merged(walked: list[VerifyProblem], found: list[VerifyProblem]) -> list[VerifyProblem]:
+    """The walk's first problem, widened by a run of the same kind that contains it; then the rest,
+    by position."""
+    problems = list(walked)
+    for problem in found:
+        same = next((p for p in problems if p.kind == problem.kind and _contains(problem, p.seq)), None)
+        if same is None:
+            problems.append(problem)
+        elif (problem.through or problem.seq or 0) > (same.through or same.seq or 0):
+            problems[problems.index(same)] = dataclasses.replace(same, through=problem.through)
+    head, rest = problems[:1], problems[1:]
+    return head + sorted(rest, key=lambda p: (p.seq or 0, p.kind))
+
+
+def _contains(run: VerifyProblem, seq: int | None) -> bool:
+    if seq is None or run.seq is None:
+        return False
+    return run.seq <= seq <= (run.through if run.through is not None else run.seq)
+
+
+def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted positions as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    for seq in positions:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+def _count(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"{last - first + 1} positions, seq {first}-{last},"
 
 
 def _hash_ok(link: ChainedEvent) -> bool:
@@ -130,6 +236,7 @@ def _check_link(
                 expected_seq,
                 None,
                 f"seq {expected_seq} is missing: the next stored event is seq {link.seq} ({name})",
+                link.seq - 1,
             )
         return VerifyProblem("reorder", link.seq, name, f"seq {link.seq} ({name}) found after seq {expected_seq - 1}")
     if not _hash_ok(link):
@@ -145,8 +252,10 @@ def _check_link(
     return None
 
 
-async def verify_sink(sink: AuditSink, *, anchors: Mapping[int, str] | None = None) -> VerifyReport:
-    """Read everything ``sink`` holds and verify it. The CLI exits non-zero unless ``report.ok``."""
+async def verify_sink(
+    sink: AuditSink, *, anchors: Mapping[int, str] | None = None, known: Mapping[int, str] | None = None
+) -> VerifyReport:
+    """Read everything ``sink`` holds and verify it (``verify``). The CLI exits non-zero unless ``report.ok``."""
     try:
         events = await sink.read_all()
     except CorruptRecord as exc:
@@ -157,7 +266,7 @@ async def verify_sink(sink: AuditSink, *, anchors: Mapping[int, str] | None = No
         report = VerifyReport()
         report.problems.append(VerifyProblem("unreadable", None, None, f"{sink.name}: {exc}"))
         return report
-    return verify(events, anchors=anchors)
+    return verify(events, anchors=anchors, known=known)
 
 
 @dataclass(slots=True)
@@ -167,6 +276,18 @@ class VerifyResults:
     reports: dict[str, VerifyReport] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     ok: bool = True
+    database_reached: bool = False
+    """Whether the sinks were compared with the database's chain."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DatabaseChain:
+    hashes: dict[int, str]
+    cursors: dict[str, int]
+
+    def acknowledged_by(self, sink: str) -> dict[int, str]:
+        last = self.cursors.get(sink, 0)
+        return {seq: digest for seq, digest in self.hashes.items() if seq <= last}
 
 
 async def verify_configured(
@@ -174,10 +295,11 @@ async def verify_configured(
 ) -> VerifyResults:
     """Verify the configured sinks (or the one named ``sink``) against the database's chain.
 
-    Each sink is anchored to the database's hashes up to its own cursor (what it acknowledged), so
-    events chained but not shipped yet are not reported as a cut-off tail, while a rewritten chain or
-    a tail deleted from the sink is. CloudTrail Lake cannot be read back through its channel: asked
-    for by name it fails with that explanation; by default it is skipped.
+    Each sink must hold every position up to its own cursor (what it acknowledged), so events chained
+    but not shipped yet are not reported as a cut-off tail, while a rewritten chain or a tail deleted
+    from the sink is; and it must hold no position the database's chain lacks. CloudTrail Lake cannot
+    be read back through its channel: asked for by name it fails with that explanation; by default it
+    is skipped.
     """
     results = VerifyResults()
     sinks = build_sinks(config, data_dir=data_dir)
@@ -190,11 +312,16 @@ async def verify_configured(
             return results
     else:
         sinks = [candidate for candidate in sinks if not isinstance(candidate, CloudTrailLakeSink)]
-    anchors = await _anchors(database_url, [candidate.name for candidate in sinks], results)
+    chain = await _database_chain(database_url, results)
+    results.database_reached = chain is not None
     for candidate in sinks:
-        report = await verify_sink(candidate, anchors=None if anchors is None else anchors[candidate.name])
+        if chain is None:
+            report = await verify_sink(candidate)
+        else:
+            report = await verify_sink(candidate, anchors=chain.acknowledged_by(candidate.name), known=chain.hashes)
         results.reports[candidate.name] = report
         results.lines.append(f"{candidate.name}: {report.summary()}")
+        results.lines.extend(f"{candidate.name}: {line}" for line in report.further_problems())
         results.ok = results.ok and report.ok
     if not sinks:
         results.ok = False
@@ -202,9 +329,37 @@ async def verify_configured(
     return results
 
 
-async def _anchors(
-    database_url: str | None, sink_names: Sequence[str], results: VerifyResults
-) -> dict[str, dict[int, str]] | None:
+def verification_event(results: VerifyResults, sink: str | None) -> AuditEvent:
+    """``audit_trail.verified``: who read the trail, from which host, which sinks and what was found
+    (reading audit logs is itself an audited action, PCI DSS 10.2.1.3)."""
+    found = {
+        name: report.first_problem.kind if report.first_problem else "ok" for name, report in results.reports.items()
+    }
+    return trail.cli_event(
+        AuditAction.AUDIT_TRAIL_VERIFIED,
+        Resource(type="audit_trail", id=sink or "all"),
+        outcome="success" if results.ok else "failure",
+        sinks=found,
+    )
+
+
+async def record_verification(connection: Connection, results: VerifyResults, event: AuditEvent) -> None:
+    """Keep each sink's report (the dashboard's Audit page shows the last) and the run's audit event,
+    in the connection's transaction."""
+    for sink, report in results.reports.items():
+        await audit_store.record_verification(
+            connection,
+            sink=sink,
+            ok=report.ok,
+            checked=report.checked,
+            last_seq=report.last_seq,
+            summary=report.summary(),
+            verified_by=event.actor.user or "unknown",
+        )
+    await record(connection, event)
+
+
+async def _database_chain(database_url: str | None, results: VerifyResults) -> _DatabaseChain | None:
     if database_url is None:
         return None
     db = Database(DatabaseConfig(database_url, pool_size=1))
@@ -217,4 +372,4 @@ async def _anchors(
         return None
     finally:
         await db.close()
-    return {name: {seq: h for seq, h in hashes.items() if seq <= cursors.get(name, 0)} for name in sink_names}
+    return _DatabaseChain(hashes, cursors)

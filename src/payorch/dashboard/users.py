@@ -157,13 +157,15 @@ class DashboardUsers:
             event = _user_event(AuditAction.DASHBOARD_USER_SIGNED_OUT, actor_of(user), user.id, origin)
             await record(transaction, event)
 
-    async def unlock(self, email: str, *, actor: Actor, **details: object) -> DashboardUser | None:
+    async def unlock(
+        self, email: str, *, actor: Actor, origin: Origin | None = None, **details: object
+    ) -> DashboardUser | None:
         """Clear a user's failed sign-ins and lock (an operator's reset)."""
         async with self._db.transaction() as transaction:
             user = await repo.unlock(transaction, normalize_email(email))
             if user is not None:
                 who = actor.model_copy(update={"merchant_id": user.merchant_id})
-                event = _user_event(AuditAction.DASHBOARD_USER_UNLOCKED, who, user.id, None, details=dict(details))
+                event = _user_event(AuditAction.DASHBOARD_USER_UNLOCKED, who, user.id, origin, details=dict(details))
                 await record(transaction, event)
         return user
 

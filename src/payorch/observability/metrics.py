@@ -114,6 +114,23 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.audit_sink_up = Gauge(
+            "payorch_audit_sink_up",
+            "1 while an audit sink takes events, 0 while it is down, hanging or misconfigured (retried).",
+            ["sink"],
+            registry=r,
+        )
+        self.audit_write_failures = Counter(
+            "payorch_audit_write_failures",
+            "Audit events of refused requests that could not be written (the request was answered anyway).",
+            ["kind"],
+            registry=r,
+        )
+        self.audit_window_fallbacks = Counter(
+            "payorch_audit_window_fallbacks",
+            "Failed-authentication windows counted in process because Redis failed or was slow.",
+            registry=r,
+        )
         self.webhook_deliveries = Counter(
             "payorch_webhook_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"], registry=r
         )
@@ -166,6 +183,16 @@ class Metrics:
 
     def audit_batch_failed(self, sink: str, events: int) -> None:
         self.audit_failed.labels(sink).inc(events)
+
+    def set_audit_sink_up(self, sink: str, up: bool) -> None:
+        self.audit_sink_up.labels(sink).set(1 if up else 0)
+
+    def audit_write_failed(self, kind: str) -> None:
+        """An audit event of a refused request or a failed authentication was lost (``kind``)."""
+        self.audit_write_failures.labels(kind).inc()
+
+    def audit_window_fallback(self) -> None:
+        self.audit_window_fallbacks.inc()
 
     def set_outbox_lag(self, lag_by_sink: Mapping[str, float]) -> None:
         for sink, seconds in lag_by_sink.items():

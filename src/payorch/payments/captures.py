@@ -25,8 +25,10 @@ from typing import Literal
 
 from pydantic import Field, StrictInt
 
-from payorch.audit.events import AuditEvent, Resource, outbox_params, record_many
+from payorch.audit import trail
+from payorch.audit.events import AuditAction, AuditEvent, Resource, outbox_params, record_many
 from payorch.audit.events import Outcome as AuditOutcome
+from payorch.audit.refusals import RefusalAudit
 from payorch.errors import (
     ApiError,
     GatewayOutcomeUnknown,
@@ -217,10 +219,32 @@ class FollowUpCharge:
         return charge
 
 
+REFUSALS = (InvalidRequest, InvalidState, NotFound)
+"""What a capture or a cancel is refused with before anything moves: audited on their own
+(the refused request's transaction rolled back), PCI DSS 10.2.1.2."""
+
+
+def _refused(caller: Caller, params: FollowUp, refusal: ApiError) -> AuditEvent:
+    capture = params.kind == "capture"
+    details: dict[str, object] = {"param": refusal.param}
+    if capture:
+        details["amount"] = params.amount
+    return trail.refused(
+        caller.actor(),
+        caller.origin(),
+        action=AuditAction.CHARGE_CAPTURE_REFUSED if capture else AuditAction.CHARGE_CANCEL_REFUSED,
+        resource=Resource(type="charge", id=params.charge_id[:128] or "-"),
+        code=refusal.error_code,
+        message=refusal.message,
+        **details,
+    )
+
+
 class CaptureService:
-    def __init__(self, runner: OperationRunner, operation: FollowUpCharge) -> None:
+    def __init__(self, runner: OperationRunner, operation: FollowUpCharge, refusals: RefusalAudit) -> None:
         self._runner = runner
         self._operation = operation
+        self._refusals = refusals
 
     async def capture(self, caller: Caller, charge_id: str, amount: int | None, *, request_id: str) -> Reply:
         """Capture ``amount`` (default: all) of an authorized charge; once per charge."""
@@ -234,4 +258,8 @@ class CaptureService:
         request = self._runner.request(
             caller, params, request_id=request_id, idempotency_key=None, raw_body=None, path=""
         )
-        return await self._runner.run(self._operation, request)
+        try:
+            return await self._runner.run(self._operation, request)
+        except REFUSALS as refusal:
+            await self._refusals.record(_refused(caller, params, refusal), kind="refusal")
+            raise

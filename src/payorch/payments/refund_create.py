@@ -15,8 +15,10 @@ from typing import Annotated
 
 from pydantic import Field, StrictInt, StringConstraints
 
-from payorch.audit.events import outbox_params
-from payorch.errors import InvalidRequest, InvalidState, NotFound
+from payorch.audit import trail
+from payorch.audit.events import AuditAction, AuditEvent, Resource, outbox_params
+from payorch.audit.refusals import RefusalAudit
+from payorch.errors import ApiError, InvalidRequest, InvalidState, NotFound
 from payorch.gateways.base import GatewayResult
 from payorch.ids import new_id
 from payorch.money import MAX_AMOUNT
@@ -145,12 +147,42 @@ class CreateRefund:
         return OpenedRefund(refund, charge.gateway_reference)
 
 
+REFUSALS = (InvalidRequest, InvalidState, NotFound)
+"""What a refund is refused with before anything moves (more than is refundable, a charge not
+captured or not refundable, no such charge): audited on their own, as the refused request's
+transaction rolled back (PCI DSS 10.2.1.2). An idempotency key reused with other parameters
+(``IdempotencyMismatch``) is not one of them: it is refused before any charge is read, and the
+key's first request is on the trail already (docs/audit.md)."""
+
+
+def _refused(caller: Caller, params: RefundCreate, refusal: ApiError) -> AuditEvent:
+    return trail.refused(
+        caller.actor(),
+        caller.origin(),
+        action=AuditAction.REFUND_REFUSED,
+        resource=Resource(type="charge", id=params.charge),
+        code=refusal.error_code,
+        message=refusal.message,
+        param=refusal.param,
+        amount=params.amount,
+        reason=params.reason,
+    )
+
+
 class RefundService:
-    def __init__(self, db: Database, runner: OperationRunner, create: CreateRefund, lifecycle: RefundLifecycle) -> None:
+    def __init__(
+        self,
+        db: Database,
+        runner: OperationRunner,
+        create: CreateRefund,
+        lifecycle: RefundLifecycle,
+        refusals: RefusalAudit,
+    ) -> None:
         self._db = db
         self._runner = runner
         self._create = create
         self.lifecycle = lifecycle
+        self._refusals = refusals
 
     async def create(
         self,
@@ -166,7 +198,11 @@ class RefundService:
         request = self._runner.request(
             caller, params, request_id=request_id, idempotency_key=idempotency_key, raw_body=raw_body, path=path
         )
-        return await self._runner.run(self._create, request)
+        try:
+            return await self._runner.run(self._create, request)
+        except REFUSALS as refusal:
+            await self._refusals.record(_refused(caller, params, refusal), kind="refusal")
+            raise
 
     async def get(self, caller: Caller, refund_id: str) -> Refund:
         async with self._db.connection() as connection:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from payorch.audit import trail
+from payorch.audit.auth_failures import FailedAuthentication
 from payorch.audit.events import Actor, Origin, record
 from payorch.ids import new_id
 from payorch.storage import merchants as repo
@@ -96,8 +97,10 @@ async def issue_key(
     """Create a key and record ``api_key.created`` in the connection's transaction (the CLI, the
     dashboard). The event never holds the key."""
     key = await create_key(connection, merchant_id, mode)
-    event = trail.api_key_created(actor, merchant_id=merchant_id, key_id=key.key_id, mode=key.mode, **details)
-    await record(connection, event if origin is None else event.model_copy(update={"origin": origin}))
+    event = trail.api_key_created(
+        actor, merchant_id=merchant_id, key_id=key.key_id, mode=key.mode, origin=origin, **details
+    )
+    await record(connection, event)
     return key
 
 
@@ -115,8 +118,8 @@ async def revoke_key(
     processes stop accepting it within their key cache's TTL."""
     revoked = await repo.revoke_api_key(connection, key_id, merchant_id=merchant_id)
     if revoked is not None:
-        event = trail.api_key_revoked(actor, merchant_id=revoked, key_id=key_id, **details)
-        await record(connection, event if origin is None else event.model_copy(update={"origin": origin}))
+        event = trail.api_key_revoked(actor, merchant_id=revoked, key_id=key_id, origin=origin, **details)
+        await record(connection, event)
     return revoked
 
 
@@ -133,15 +136,27 @@ class KeyAuthenticator:
         self._inflight: dict[str, asyncio.Task[repo.ApiKeyRecord | None]] = {}
 
     async def authenticate(self, presented: str) -> Caller | None:
+        identified = await self.identify(presented)
+        return identified if isinstance(identified, Caller) else None
+
+    async def identify(self, presented: str | None) -> Caller | FailedAuthentication:
+        """The caller a key authenticates, or why it was refused, naming the key by its mode and
+        lookup id (never its secret) for the audit trail."""
+        if not presented:
+            return FailedAuthentication("missing", "missing")
         parsed = parse(presented)
         if parsed is None:
-            return None
+            return FailedAuthentication("malformed", "malformed")
         mode, lookup = parsed
+        prefix = f"{mode}:{lookup}"
         record = await self._record(lookup)
-        if record is None or record.revoked_at is not None or record.mode != mode:
-            return None
-        if not hmac.compare_digest(_digest(presented), record.secret_hash):
-            return None
+        if record is None:
+            return FailedAuthentication("unknown_key", prefix)
+        known = FailedAuthentication("invalid_secret", prefix, record.merchant_id, record.id)
+        if record.mode != mode or not hmac.compare_digest(_digest(presented), record.secret_hash):
+            return known
+        if record.revoked_at is not None:
+            return FailedAuthentication("revoked", prefix, record.merchant_id, record.id)
         return Caller(merchant_id=record.merchant_id, key_id=record.id, livemode=mode == "live")
 
     async def _record(self, lookup: str) -> repo.ApiKeyRecord | None:

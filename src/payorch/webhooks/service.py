@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from payorch.audit.events import Actor, AuditAction, AuditEvent, Resource, record
+from payorch.audit.events import Actor, AuditAction, AuditEvent, Origin, Resource, record
 from payorch.errors import InvalidRequest, NotFound
 from payorch.ids import new_id
 from payorch.security.api_keys import Caller
@@ -139,8 +139,10 @@ class WebhookService:
             )
         return delivery
 
-    async def redeliver_by_id(self, delivery_id: str, *, operator: str) -> Delivery | None:
-        """The operator's ``payorch webhooks redeliver``: by delivery id alone."""
+    async def redeliver_by_id(
+        self, delivery_id: str, *, operator: str, origin: Origin | None = None
+    ) -> Delivery | None:
+        """The operator's ``payorch webhooks redeliver``: by delivery id alone (``origin``: its host)."""
         async with self._db.transaction() as transaction:
             found = await repo.find_delivery(transaction, delivery_id)
             if found is None:
@@ -155,6 +157,7 @@ class WebhookService:
                         actor=Actor(merchant_id=found.merchant_id, user=operator),
                         action=AuditAction.WEBHOOK_ENDPOINT_UPDATED,
                         resource=Resource(type="webhook_endpoint", id=found.endpoint_id),
+                        origin=origin or Origin(),
                         details={"redelivered": delivery_id},
                     ),
                 )

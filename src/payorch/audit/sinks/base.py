@@ -3,8 +3,12 @@ form nobody (including us) can rewrite, and can read them all back for ``verify`
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Protocol, runtime_checkable
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from payorch.audit.chain import ChainedEvent
 
@@ -20,6 +24,10 @@ class SinkMisconfigured(SinkError):
 
 class SinkUnsupported(SinkError):
     """The sink cannot do this operation (for example reading back from CloudTrail Lake)."""
+
+
+class SinkBusy(SinkError):
+    """The sink's previous call has not returned yet (it hangs): nothing was sent this time."""
 
 
 class CorruptRecord(SinkError):
@@ -52,6 +60,82 @@ class AuditSink(Protocol):
     async def read_all(self) -> list[ChainedEvent]:
         """Every stored link, in stored order (batch by chain position, then line order)."""
         ...
+
+
+T = TypeVar("T")
+
+
+class SinkThread:
+    """Runs one sink's blocking calls (boto3, file I/O) on threads of its own.
+
+    A call that hangs (an endpoint that accepts the connection and never answers) holds only this
+    sink's thread: never the event loop's default executor, which DNS lookups and the other sinks
+    share. Once the shipper stops waiting for a hung call (its timeout), further calls are refused at
+    once (``SinkBusy``) until the hung one returns on its own (the client's read timeout), so hung
+    calls never pile up. The threads are daemons: a hung call does not hold the process at exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._abandoned = 0
+        """Calls still running whose caller stopped waiting."""
+
+    async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            if self._abandoned:
+                raise SinkBusy(f"{self._name}: an earlier call has not returned yet")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        call = _Call(loop, future)
+        thread = threading.Thread(
+            target=self._call, args=(call, function, args, kwargs), name=f"audit-sink-{self._name}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread could be started
+            raise SinkError(f"{self._name}: {exc}") from exc
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            with self._lock:
+                if not call.returned:
+                    call.abandoned = True
+                    self._abandoned += 1
+            raise
+
+    def _call(self, call: _Call[T], function: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (function(*args, **kwargs), None)
+        except BaseException as exc:  # handed to the waiting coroutine, which raises it
+            outcome = (None, exc)
+        with self._lock:
+            call.returned = True
+            if call.abandoned:
+                self._abandoned -= 1
+                return
+        try:
+            call.loop.call_soon_threadsafe(_settle, call.future, outcome)
+        except RuntimeError:  # the loop is closed: nobody waits for this answer any more
+            pass
+
+
+@dataclass(slots=True)
+class _Call(Generic[T]):
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    returned: bool = False
+    abandoned: bool = False
+
+
+def _settle(future: asyncio.Future[T], outcome: tuple[T | None, BaseException | None]) -> None:
+    if future.done():  # the waiter was cancelled
+        return
+    result, error = outcome
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 _BATCH_NAME = re.compile(r"(\d{12,})-(\d{12,})\.jsonl$")

@@ -4,7 +4,8 @@ CloudTrail has no ``PutEvents`` API; custom events go to a CloudTrail Lake chann
 ``PutAuditEvents``: at most 100 events per call, each with ``eventData`` (a JSON string in the Lake
 integration event format) and ``eventDataChecksum``. The answer lists ``successful`` and ``failed``
 entries; only the failed ones are sent again, and ids already accepted are remembered so a batch the
-shipper re-sends after an outage is not stored twice.
+shipper re-sends after an outage is not stored twice. They are remembered on the sink's own thread as
+the answer arrives, so a call the shipper stopped waiting for (its timeout) still counts what it stored.
 
 ``eventDataChecksum`` follows the API reference: base64 of the binary SHA-256 of ``eventData``
 (``printf %s "$eventData" | openssl dgst -binary -sha256 | base64``).
@@ -17,21 +18,27 @@ import base64
 import hashlib
 import json
 import re
+import threading
 from collections import OrderedDict
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from payorch.audit.chain import ChainedEvent
-from payorch.audit.sinks.base import SinkError, SinkMisconfigured, SinkUnsupported
+from payorch.audit.sinks.base import SinkError, SinkMisconfigured, SinkThread, SinkUnsupported
 
 MAX_EVENTS_PER_CALL = 100
 EVENT_DATA_VERSION = "1.0"
 
 _CHANNEL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:(\d{12}):channel/[A-Za-z0-9._/-]+$")
 _MISCONFIGURED_CODES = frozenset(
-    {"ChannelNotFound", "InvalidChannelARN", "ChannelInsufficientPermission", "ChannelUnsupportedSchema"}
-)
+    {
+        "ChannelNotFound", "InvalidChannelARN", "ChannelInsufficientPermission", "ChannelUnsupportedSchema",
+        # A refused credential: retried with backoff like the rest, but reported as configuration.
+        "InvalidSignatureException", "UnrecognizedClientException", "AccessDeniedException",
+        "ExpiredTokenException", "InvalidClientTokenId",
+    }
+)  # fmt: skip
 
 
 def event_data_checksum(event_data: str) -> str:
@@ -112,6 +119,8 @@ class CloudTrailLakeSink:
         self._retry_delay = retry_delay
         self._delivered: OrderedDict[str, None] = OrderedDict()
         self._remember = remember_ids
+        self._delivered_lock = threading.Lock()  # the sink's thread adds, the shipper reads
+        self._thread = SinkThread(name)
 
     async def check(self) -> None:
         """The ARN was validated at construction; ``cloudtrail-data`` has no read call to probe the
@@ -124,7 +133,8 @@ class CloudTrailLakeSink:
         )
 
     async def put_batch(self, events: list[ChainedEvent]) -> None:
-        pending = [link for link in events if link.event_id not in self._delivered]
+        with self._delivered_lock:
+            pending = [link for link in events if link.event_id not in self._delivered]
         for start in range(0, len(pending), MAX_EVENTS_PER_CALL):
             await self._put_chunk(pending[start : start + MAX_EVENTS_PER_CALL])
 
@@ -136,8 +146,7 @@ class CloudTrailLakeSink:
                 await asyncio.sleep(self._retry_delay * 2 ** (attempt - 1))
             response = await self._call(list(remaining.values()))
             for accepted in response.get("successful", []):
-                if remaining.pop(accepted.get("id"), None) is not None:
-                    self._remember_delivered(accepted["id"])
+                remaining.pop(accepted.get("id"), None)
             failures = list(response.get("failed", []))
             if not remaining:
                 return
@@ -146,9 +155,7 @@ class CloudTrailLakeSink:
 
     async def _call(self, entries: list[dict[str, str]]) -> dict[str, Any]:
         try:
-            response: dict[str, Any] = await asyncio.to_thread(
-                self._client.put_audit_events, channelArn=self._channel_arn, auditEvents=entries
-            )
+            response: dict[str, Any] = await self._thread.run(self._send, entries)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISCONFIGURED_CODES:
@@ -156,6 +163,16 @@ class CloudTrailLakeSink:
             raise SinkError(f"cloudtrail: PutAuditEvents failed: {exc}") from exc
         except BotoCoreError as exc:
             raise SinkError(f"cloudtrail: PutAuditEvents failed: {exc}") from exc
+        return response
+
+    def _send(self, entries: list[dict[str, str]]) -> dict[str, Any]:
+        """On the sink's thread: one PutAuditEvents call, its accepted ids remembered at once."""
+        response: dict[str, Any] = self._client.put_audit_events(channelArn=self._channel_arn, auditEvents=entries)
+        sent = {entry["id"] for entry in entries}
+        with self._delivered_lock:
+            for accepted in response.get("successful", []):
+                if accepted.get("id") in sent:
+                    self._remember_delivered(accepted["id"])
         return response
 
     def _entry(self, link: ChainedEvent) -> dict[str, str]:
@@ -168,6 +185,7 @@ class CloudTrailLakeSink:
         }
 
     def _remember_delivered(self, event_id: str) -> None:
+        """Under ``_delivered_lock``."""
         self._delivered[event_id] = None
         while len(self._delivered) > self._remember:
             self._delivered.popitem(last=False)

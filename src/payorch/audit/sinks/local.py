@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 from payorch.audit.chain import ChainedEvent
-from payorch.audit.sinks.base import SinkError, batch_name, decode_batch, encode_batch, parse_batch_name
+from payorch.audit.sinks.base import SinkError, SinkThread, batch_name, decode_batch, encode_batch, parse_batch_name
 
 _READ_ONLY = 0o444
 
@@ -23,16 +22,17 @@ class LocalDirectorySink:
     def __init__(self, directory: Path, *, name: str = "local") -> None:
         self.name = name
         self.directory = directory
+        self._thread = SinkThread(name)  # a hung file system holds this sink only
 
     async def check(self) -> None:
-        await asyncio.to_thread(self._check)
+        await self._thread.run(self._check)
 
     async def put_batch(self, events: list[ChainedEvent]) -> None:
         if events:
-            await asyncio.to_thread(self._write, batch_name(events), encode_batch(events))
+            await self._thread.run(self._write, batch_name(events), encode_batch(events))
 
     async def read_all(self) -> list[ChainedEvent]:
-        return await asyncio.to_thread(self._read_all)
+        return await self._thread.run(self._read_all)
 
     def _check(self) -> None:
         try:

@@ -1,13 +1,12 @@
 """S3 sink: one object per batch in an Object Lock bucket (WORM), each put with a SHA-256 checksum.
 
 Keys: ``<prefix>audit/YYYY/MM/DD/<first-seq>-<last-seq>.jsonl``, the date being the first event's
-(UTC). boto3 is blocking, so every call runs in a worker thread; the client is built by
+(UTC). boto3 is blocking, so every call runs on the sink's own thread (``SinkThread``); the client is built by
 ``make_aws_client`` with explicit timeouts and a bounded retry budget, and handed in.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -19,6 +18,7 @@ from payorch.audit.chain import ChainedEvent
 from payorch.audit.sinks.base import (
     SinkError,
     SinkMisconfigured,
+    SinkThread,
     batch_name,
     decode_batch,
     encode_batch,
@@ -28,8 +28,12 @@ from payorch.audit.sinks.base import (
 LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
 
 _MISCONFIGURED_CODES = frozenset(
-    {"NoSuchBucket", "ObjectLockConfigurationNotFoundError", "AccessDenied", "InvalidBucketName"}
-)
+    {
+        "NoSuchBucket", "ObjectLockConfigurationNotFoundError", "AccessDenied", "InvalidBucketName",
+        # A refused credential: retried with backoff like the rest, but reported as configuration.
+        "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AllAccessDisabled",
+    }
+)  # fmt: skip
 
 
 def _client_error_code(exc: ClientError) -> str:
@@ -62,6 +66,7 @@ class S3ObjectLockSink:
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._lock_mode = lock_mode
         self._retention = dt.timedelta(days=retention_days)
+        self._thread = SinkThread(name)
 
     def key_for(self, events: list[ChainedEvent]) -> str:
         day = _event_date(events[0])
@@ -70,13 +75,9 @@ class S3ObjectLockSink:
     async def check(self) -> None:
         """Refuse a bucket without Object Lock: an audit trail that can be deleted is not one."""
         try:
-            response = await asyncio.to_thread(self._client.get_object_lock_configuration, Bucket=self._bucket)
-        except ClientError as exc:
-            if _client_error_code(exc) in _MISCONFIGURED_CODES:
-                raise SinkMisconfigured(f"s3://{self._bucket}: {_client_error_code(exc)}") from exc
-            raise SinkError(f"s3://{self._bucket}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise SinkError(f"s3://{self._bucket}: {exc}") from exc
+            response = await self._thread.run(self._client.get_object_lock_configuration, Bucket=self._bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "Object Lock check failed") from exc
         enabled = response.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
         if enabled != "Enabled":
             raise SinkMisconfigured(f"s3://{self._bucket} does not have Object Lock enabled")
@@ -88,7 +89,7 @@ class S3ObjectLockSink:
         checksum = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
         retain_until = dt.datetime.now(dt.UTC) + self._retention
         try:
-            await asyncio.to_thread(
+            await self._thread.run(
                 self._client.put_object,
                 Bucket=self._bucket,
                 Key=self.key_for(events),
@@ -100,15 +101,22 @@ class S3ObjectLockSink:
                 ObjectLockRetainUntilDate=retain_until,
             )
         except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"s3://{self._bucket}: put failed: {exc}") from exc
+            raise self._error(exc, "put failed") from exc
 
     async def read_all(self) -> list[ChainedEvent]:
         """Every batch object's current version, in chain-position order (not date order: a late
         committed event can carry an earlier date than the batch before it)."""
         try:
-            return await asyncio.to_thread(self._read_all)
+            return await self._thread.run(self._read_all)
         except (ClientError, BotoCoreError) as exc:
             raise SinkError(f"s3://{self._bucket}: read failed: {exc}") from exc
+
+    def _error(self, exc: Exception, what: str) -> SinkError:
+        """A configuration problem (no bucket, no Object Lock, a refused credential) is
+        ``SinkMisconfigured``; anything else (unreachable, throttled, 5xx) is ``SinkError``."""
+        if isinstance(exc, ClientError) and _client_error_code(exc) in _MISCONFIGURED_CODES:
+            return SinkMisconfigured(f"s3://{self._bucket}: {what}: {_client_error_code(exc)}")
+        return SinkError(f"s3://{self._bucket}: {what}: {exc}")
 
     def _read_all(self) -> list[ChainedEvent]:
         batches: list[tuple[tuple[int, int], str]] = []

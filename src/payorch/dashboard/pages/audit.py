@@ -1,8 +1,8 @@
 """Audit (operators): each sink's cursor and lag, its last verification, and verifying from the page.
 
 Verifying is ``payorch audit verify`` (``audit/verify.py``): each readable sink re-read and its hash
-chain recomputed against the database's. Each run is kept (``audit_verifications``) and is itself an
-audit event, written in one transaction.
+chain recomputed against the database's. Each run, from here or from the command line, is kept
+(``audit_verifications``) with its ``audit_trail.verified`` event, in one transaction.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from payorch.audit.events import AuditAction, AuditEvent, Resource, record_many
-from payorch.audit.verify import verify_configured
+from payorch.audit.verify import record_verification, verification_event, verify_configured
 from payorch.dashboard.reads import ConsoleReads
 from payorch.dashboard.web import PREFIX, Console, ConsoleDep, FormDep, Viewer, ViewerDep
 from payorch.errors import PermissionDenied
-from payorch.storage import audit as audit_repo
 
 router = APIRouter()
 
@@ -34,33 +32,15 @@ async def audit(request: Request, viewer: ViewerDep, console: ConsoleDep) -> Res
 
 
 async def _verify(console: Console, viewer: Viewer) -> tuple[bool, list[str]]:
+    """``payorch audit verify``, run by this person: the same reports and the same audit event, with
+    the person and their request as its actor and origin."""
     runtime = console.runtime
     settings = runtime.settings
     results = await verify_configured(settings.audit, data_dir=settings.data_dir, database_url=runtime.db.config.url)
     actor = viewer.actor().model_copy(update={"merchant_id": None})
-    events = [
-        AuditEvent(
-            actor=actor,
-            action=AuditAction.AUDIT_VERIFIED,
-            resource=Resource(type="audit_sink", id=sink),
-            outcome="success" if report.ok else "failure",
-            origin=viewer.origin,
-            details={"checked": report.checked, "last_seq": report.last_seq, "summary": report.summary()},
-        )
-        for sink, report in results.reports.items()
-    ]
+    event = verification_event(results, None).model_copy(update={"actor": actor, "origin": viewer.origin})
     async with runtime.db.transaction() as transaction:
-        for sink, report in results.reports.items():
-            await audit_repo.record_verification(
-                transaction,
-                sink=sink,
-                ok=report.ok,
-                checked=report.checked,
-                last_seq=report.last_seq,
-                summary=report.summary(),
-                verified_by=actor.user or "dashboard",
-            )
-        await record_many(transaction, events)
+        await record_verification(transaction, results, event)
     return results.ok, results.lines
 
 
