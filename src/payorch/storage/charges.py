@@ -37,7 +37,7 @@ class Charge:
     created_at: datetime
     updated_at: datetime
     routing: dict[str, Any] | None = None
-    """How it was routed (orchestration/routing.py ``Decision.record``); None before migration 0010."""
+    """How it was routed (orchestration/routing.py ``Decision.record``); None before migration 0009."""
 
 
 @dataclass(frozen=True, slots=True)
