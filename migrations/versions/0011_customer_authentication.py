@@ -109,6 +109,7 @@ END
 $$
 """
 
+
 def _revision_module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     if spec is None or spec.loader is None:

@@ -16,6 +16,8 @@ from payorch.api.middleware import RequestContextMiddleware
 from payorch.api.ops import OpsListener
 from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
+from payorch.gateways.plugin import GatewayServices
+from payorch.gateways.registry import gateway_pages
 from payorch.observability.http import ObservedRequestMiddleware
 from payorch.runtime import Runtime
 from payorch.settings import Settings
@@ -82,6 +84,13 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     app.include_router(webhook_endpoints.router)
     app.include_router(gateway_webhooks.router)
     app.include_router(bank_links.router)
+
+    def gateway_services() -> GatewayServices:
+        built: Runtime = app.state.runtime
+        return built.gateway_services
+
+    for pages in gateway_pages(settings.gateways):
+        app.mount(pages.prefix, pages.build(gateway_services))
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,

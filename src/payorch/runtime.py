@@ -23,7 +23,9 @@ from payorch.orchestration.breaker import CircuitBreakers
 from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Router
+from payorch.payments.authentication_expiry import AuthenticationExpiry
 from payorch.payments.captures import CaptureService, FollowUpCharge
+from payorch.payments.charge_confirm import ConfirmCharge, ConfirmService
 from payorch.payments.charge_create import CreateCharge
 from payorch.payments.charge_recovery import ChargeRecovery
 from payorch.payments.charge_service import ChargeService
@@ -54,9 +56,13 @@ class Runtime:
     reconciler: Reconciler
     authenticator: KeyAuthenticator
     captures: CaptureService
+    confirmations: ConfirmService
+    """Finishing charges whose customer authenticated (3-D Secure)."""
     refunds: RefundService
     payment_methods: PaymentMethodService
     breakers: CircuitBreakers
+    gateway_services: GatewayServices
+    """What the gateway packages were given (the sandbox's books, which its page reads too)."""
     webhooks: Webhooks
     """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
     metrics: Metrics = field(default_factory=Metrics)
@@ -80,7 +86,8 @@ class Runtime:
         if isinstance(redis, RedisCluster):
             await initialize_cluster(redis)
         limiter = build_limiter(settings.ratelimit, redis, on_fallback=metrics.ratelimit_fallback)
-        registry = build_registry(settings.gateways, GatewayServices(processor_books=SandboxLedger(db)))
+        gateway_services = GatewayServices(processor_books=SandboxLedger(db))
+        registry = build_registry(settings.gateways, gateway_services)
         breakers = CircuitBreakers(settings.breaker, {g.name: g.timeout for g in registry})
         executor = Executor(settings.routing, breakers, observer=metrics)
         runner = OperationRunner(db, settings.idempotency)
@@ -90,7 +97,8 @@ class Runtime:
         metrics.watch_breakers(breakers.states)
         charge_recovery = ChargeRecovery(db, registry, settings.reconciler, settings.idempotency)
         refund_lifecycle = RefundLifecycle(db, registry, settings.idempotency, settings.reconciler)
-        reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
+        expiry = AuthenticationExpiry(db, registry, settings.reconciler, charge_recovery)
+        reconciler = Reconciler([charge_recovery, expiry, refund_lifecycle], settings.reconciler)
         return cls(
             settings=settings,
             db=db,
@@ -100,9 +108,11 @@ class Runtime:
             reconciler=reconciler,
             authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
             captures=CaptureService(runner, FollowUpCharge(db, registry)),
+            confirmations=ConfirmService(runner, ConfirmCharge(db, registry, charge_recovery)),
             refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle),
             payment_methods=PaymentMethodService(db, runner, registry),
             breakers=breakers,
+            gateway_services=gateway_services,
             webhooks=build_webhooks(
                 settings.webhooks,
                 db,

@@ -104,7 +104,8 @@ class NextAction:
                 "type": "redirect_to_url",
                 "redirect_to_url": {"url": self.redirect_url, "return_url": self.return_url},
             }
-        return {"type": "gateway_sdk", "gateway_sdk": {"gateway": self.gateway, "account": self.account, **(self.sdk or {})}}
+        sdk = {"gateway": self.gateway, "account": self.account, **(self.sdk or {})}
+        return {"type": "gateway_sdk", "gateway_sdk": sdk}
 
 
 @dataclass(frozen=True, slots=True)

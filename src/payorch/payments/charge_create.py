@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from payorch.audit import trail
 from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
@@ -77,6 +77,7 @@ class CreateCharge:
         self._router = router
         self._executor = executor
         self._first_check = timedelta(seconds=reconciler_config.first_check_seconds)
+        self._expiry = timedelta(minutes=reconciler_config.authentication_expiry_minutes)
         self._metrics = metrics
 
     async def open(self, request: OperationRequest[ChargeCreate]) -> OpenedCharge | KeyExists:
@@ -107,7 +108,7 @@ class CreateCharge:
         if earlier is not None:
             # The request that died had created its charge: answer with it as it stands now.
             answer = lifecycle.reply_for(earlier, request.request_id)
-            if lifecycle.is_final(earlier):
+            if lifecycle.stores_reply(earlier):
                 await store_reply(connection, request, answer, earlier.id)
             return answer
         plan = await self._plan(connection, request)
@@ -147,13 +148,15 @@ class CreateCharge:
             moved = await charge_writes.close_charge(
                 connection,
                 attempt_id=final.attempt_id,
-                result=lifecycle.attempt_result(final, self.next_check_at()),
+                result=lifecycle.attempt_result(final, self.next_check_at(), datetime.now(UTC) + self._expiry),
                 charge=updated,
-                idempotency_key=request.idempotency_key if lifecycle.is_final(updated) else None,
+                idempotency_key=request.idempotency_key if lifecycle.stores_reply(updated) else None,
                 reply_status=answer.status,
                 reply_body=answer.body,
                 audit=outbox_params(events, conditional=[False] + [True] * (len(events) - 1)),
             )
+            if moved:
+                await lifecycle.remember_credential(connection, updated, final)
         if not moved:  # the reconciler got there first (the request outlived its stale window)
             updated, answer = await self._as_it_stands(request, charge)
         bind_charge(charge.id, updated.status, final.gateway)  # the request's log line names the outcome
@@ -170,7 +173,7 @@ class CreateCharge:
         async with self._db.transaction() as tx:
             current = await repo.get_charge(tx, charge.merchant_id, charge.id) or charge
             answer = lifecycle.reply_for(current, request.request_id)
-            if lifecycle.is_final(current):
+            if lifecycle.stores_reply(current):
                 await store_reply(tx, request, answer, charge.id)
         return current, answer
 
@@ -178,7 +181,7 @@ class CreateCharge:
         """Candidates, the new charge and its audit events. ``connection``: the caller's transaction,
         else a vaulted payment method is read on a connection of its own."""
         caller, params = request.caller, request.params
-        candidates = await self._candidates(connection, request)
+        candidates, network_transaction_ids = await self._candidates(connection, request)
         new = NewCharge(
             id=new_id("ch"),
             merchant_id=caller.merchant_id,
@@ -191,6 +194,10 @@ class CreateCharge:
             metadata=params.metadata,
             idempotency_key=request.idempotency_key,
             api_key_id=caller.key_id,
+            return_url=params.return_url,
+            setup_future_usage=params.setup_future_usage,
+            off_session=params.off_session,
+            customer_presence=_presence(params, network_transaction_ids),
         )
         attempt_id = new_id("att")
         actor, origin = _who(request)
@@ -214,8 +221,10 @@ class CreateCharge:
 
     async def _candidates(
         self, connection: Connection | None, request: OperationRequest[ChargeCreate]
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], dict[str, str]]:
+        """The gateways to try in order, and the stored credential's network transaction ids."""
         payment_method = request.params.payment_method
+        network_transaction_ids: dict[str, str] = {}
         if isinstance(payment_method, TokensPaymentMethod):
             tokens, param = payment_method.tokens, "payment_method.tokens"
             unknown = self._router.unknown_gateways(tokens)
@@ -229,9 +238,9 @@ class CreateCharge:
             # A vaulted payment method: eligible on every configured gateway that holds a token for it.
             if connection is None:
                 async with self._db.connection() as own:
-                    tokens = await self._vaulted_tokens(own, request, payment_method)
+                    tokens, network_transaction_ids = await self._vaulted_tokens(own, request, payment_method)
             else:
-                tokens = await self._vaulted_tokens(connection, request, payment_method)
+                tokens, network_transaction_ids = await self._vaulted_tokens(connection, request, payment_method)
             param = "payment_method"
         candidates = self._router.candidates(request.params.currency, tokens)
         if not candidates:
@@ -240,12 +249,12 @@ class CreateCharge:
                 param=param,
                 code="no_eligible_gateway",
             )
-        return candidates
+        return candidates, network_transaction_ids
 
     @staticmethod
     async def _vaulted_tokens(
         connection: Connection, request: OperationRequest[ChargeCreate], payment_method_id: str
-    ) -> dict[str, str]:
+    ) -> tuple[dict[str, str], dict[str, str]]:
         caller = request.caller
         payment_method = await payment_methods_repo.get_payment_method(
             connection, caller.merchant_id, payment_method_id, livemode=caller.livemode
@@ -254,7 +263,19 @@ class CreateCharge:
             raise InvalidRequest(
                 f"No such payment_method: '{payment_method_id}'.", param="payment_method", code="resource_missing"
             )
-        return payment_method.tokens
+        return payment_method.tokens, payment_method.network_transaction_ids
+
+
+def _presence(params: ChargeCreate, network_transaction_ids: dict[str, str]) -> dict[str, Any] | None:
+    """What is passed through to the gateways besides the columns (kept so a lookup replays the
+    very same request)."""
+    presence = {
+        "browser_info": params.browser_info,
+        "authentication_data": params.authentication_data,
+        "network_transaction_ids": network_transaction_ids if params.off_session else None,
+    }
+    kept = {name: value for name, value in presence.items() if value}
+    return kept or None
 
 
 def _who(request: OperationRequest[ChargeCreate]) -> tuple[Actor, Origin]:
@@ -269,7 +290,9 @@ class _Journal:
     opened: OpenedCharge
     next_check_at: Callable[[], datetime]
 
-    async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
+    async def next_attempt(
+        self, previous: AttemptOutcome, candidate: Candidate, seq: int, *, authentication_requested: bool = False
+    ) -> str:
         attempt_id = new_id("att")
         transition_attempt(AttemptStatus.PENDING, lifecycle.ATTEMPT_STATUS_BY_OUTCOME[previous.result.outcome])
         charge = self.opened.charge
@@ -291,5 +314,6 @@ class _Journal:
                 gateway=candidate.name,
                 token=candidate.token,
                 audit=outbox_params(events),
+                authentication_requested=authentication_requested,
             )
         return attempt_id

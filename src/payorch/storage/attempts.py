@@ -30,6 +30,22 @@ _LEASE_DUE = Statement(
     """
 )
 
+# Authentications whose customer did not come back in time: the attempt's next_check_at is its expiry.
+_LEASE_EXPIRED = Statement(
+    f"""
+    UPDATE charge_attempts AS a
+       SET next_check_at = now() + make_interval(secs => :lease_seconds::double precision),
+           check_count = a.check_count + 1, updated_at = now()
+      FROM (SELECT merchant_id, id FROM charge_attempts
+             WHERE status = 'requires_action' AND next_check_at <= now()
+             ORDER BY next_check_at
+             LIMIT :limit::integer
+             FOR UPDATE SKIP LOCKED) AS due
+     WHERE a.merchant_id = due.merchant_id AND a.id = due.id
+    RETURNING {", ".join(f"a.{name}" for name in ATTEMPT_COLUMNS.split(", "))}
+    """
+)
+
 _RECORD = Statement(
     f"""
     WITH r AS ({RECORD_ATTEMPT}), o AS ({outbox_insert("EXISTS (SELECT 1 FROM r)")})
@@ -66,6 +82,12 @@ async def lease_due(
     so several reconcilers never look up one attempt at once (``FOR UPDATE SKIP LOCKED``) and a
     reconciler that dies mid-lookup only delays it."""
     rows = await _LEASE_DUE.fetch(connection, limit=limit, stale_before=stale_before, lease_seconds=lease_seconds)
+    return [row_to(Attempt, row) for row in rows]
+
+
+async def lease_expired_authentications(connection: Connection, *, limit: int, lease_seconds: float) -> list[Attempt]:
+    """Claim attempts whose customer authentication is past its expiry, as ``lease_due`` does."""
+    rows = await _LEASE_EXPIRED.fetch(connection, limit=limit, lease_seconds=lease_seconds)
     return [row_to(Attempt, row) for row in rows]
 
 

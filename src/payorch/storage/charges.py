@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 from payorch.storage.sql import Connection, Statement, row_to
 
@@ -35,6 +36,15 @@ class Charge:
     metadata: dict[str, str]
     created_at: datetime
     updated_at: datetime
+    return_url: str | None = None
+    setup_future_usage: str | None = None
+    off_session: bool = False
+    customer_presence: dict[str, Any] | None = None
+    """The request's ``browser_info`` and ``authentication_data``, passed through to the gateway."""
+    next_action: dict[str, Any] | None = None
+    """While ``requires_action``: what the customer's frontend does (the public ``next_action``)."""
+    authentication: dict[str, Any] | None = None
+    """The customer authentication's outcome: ``{status, version, liability_shifted}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,8 @@ class Attempt:
     check_count: int
     next_check_at: datetime | None
     created_at: datetime
+    authentication_requested: bool = False
+    """The SCA retry: this attempt asked the issuer for a challenge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,10 @@ class NewCharge:
     metadata: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
     api_key_id: str | None = None
+    return_url: str | None = None
+    setup_future_usage: str | None = None
+    off_session: bool = False
+    customer_presence: dict[str, Any] | None = None
 
     def pending(self, created_at: datetime) -> Charge:
         """The charge as its first write leaves it."""
@@ -96,6 +112,10 @@ class NewCharge:
             metadata=dict(self.metadata),
             created_at=created_at,
             updated_at=created_at,
+            return_url=self.return_url,
+            setup_future_usage=self.setup_future_usage,
+            off_session=self.off_session,
+            customer_presence=self.customer_presence,
         )
 
 

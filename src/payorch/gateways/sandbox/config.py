@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from payorch.gateways.config import GatewayConfig, timeout_ms_field
 
 
@@ -12,3 +14,6 @@ class SandboxConfig(GatewayConfig):
 
     kind: Literal["sandbox"] = "sandbox"
     timeout_ms: int = timeout_ms_field(default=2000)
+    public_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    """Where customers' browsers reach payorch: the sandbox's authentication page
+    (``/sandbox/authenticate/{id}``) is sent to them under it."""

@@ -26,6 +26,7 @@ PLUGIN = GatewayPlugin(
         vault=True,
         lookup=True,
         notifications=True,
+        customer_authentication=True,
     ),
     build=_build,
     notification_scheme="Stripe-Signature with timestamp tolerance",
