@@ -13,6 +13,7 @@ SERVED = {
     ("/v1/charges/{charge_id}", "get"),
     ("/v1/charges/{charge_id}/capture", "post"),
     ("/v1/charges/{charge_id}/cancel", "post"),
+    ("/v1/charges/{charge_id}/confirm", "post"),
     ("/v1/refunds", "post"),
     ("/v1/refunds/{refund_id}", "get"),
     ("/v1/payment_methods", "post"),

@@ -43,6 +43,7 @@ from payorch.gateways.base import (
     VaultResult,
 )
 from payorch.gateways.sandbox.books import BookedPayment, PaymentEntry, SandboxBooks
+from payorch.gateways.sandbox.config import DEFAULT_PUBLIC_URL
 from payorch.ids import new_id
 
 
@@ -92,7 +93,9 @@ def _test_card(token: str) -> _TestCard | None:
 class SandboxGateway:
     """A :class:`~payorch.gateways.base.Gateway` backed by the sandbox's books."""
 
-    def __init__(self, name: str, ledger: SandboxBooks, *, timeout: float, public_url: str) -> None:
+    def __init__(
+        self, name: str, ledger: SandboxBooks, *, timeout: float, public_url: str = DEFAULT_PUBLIC_URL
+    ) -> None:
         self.name = name
         self._ledger = ledger
         self._page_url = public_url.rstrip("/") + AUTHENTICATION_PATH

@@ -8,12 +8,15 @@ from pydantic import Field
 
 from payorch.gateways.config import GatewayConfig, timeout_ms_field
 
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+"""``payorch serve``'s own address when nothing else is said."""
+
 
 class SandboxConfig(GatewayConfig):
     """A simulated processor (DESIGN.md section 5)."""
 
     kind: Literal["sandbox"] = "sandbox"
     timeout_ms: int = timeout_ms_field(default=2000)
-    public_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    public_url: str = Field(default=DEFAULT_PUBLIC_URL, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     """Where customers' browsers reach payorch: the sandbox's authentication page
     (``/sandbox/authenticate/{id}``) is sent to them under it."""
