@@ -37,7 +37,8 @@ async def _customer_answers(client: httpx.AsyncClient, charge: dict[str, Any], b
     """What the customer's browser does on the page: load it, press a button, follow the 303."""
     page = await client.get(_page_path(charge))
     assert page.status_code == 200
-    assert "Complete authentication" in page.text and "Fail authentication" in page.text
+    assert "Complete authentication" in page.text
+    assert "Fail authentication" in page.text
     action = re.search(rf'action="([^"]+/{button})"', page.text)
     assert action is not None
     return await client.post(action.group(1))
@@ -81,7 +82,8 @@ async def test_a_challenge_passed_at_the_page_succeeds_on_confirm(runtime: Runti
 
     assert back.status_code == 303
     target = urlsplit(back.headers["location"])
-    assert target.netloc == "shop.example" and target.path == "/checkout/done"
+    assert target.netloc == "shop.example"
+    assert target.path == "/checkout/done"
     assert parse_qs(target.query) == {"order": ["42"], "charge": [charge["id"]], "authentication": ["succeeded"]}
     assert confirmed.status_code == 200, confirmed.text
     done = confirmed.json()
