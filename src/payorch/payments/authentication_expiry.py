@@ -76,8 +76,9 @@ class AuthenticationExpiry:
         voided = await call_once(void, configured.race_timeout, NO_ANSWER)
         if voided.outcome is Outcome.APPROVED:
             return await self._cancel(attempt, charge, voided.code)
-        if voided.outcome in (Outcome.HARD_DECLINE, Outcome.SOFT_DECLINE):
-            # The gateway will not release it: the customer completed meanwhile. Ask again.
+        if voided.outcome in (Outcome.HARD_DECLINE, Outcome.SOFT_DECLINE) or voided.request_refused:
+            # The gateway will not release it (refused, or "not in a state to cancel"): the
+            # customer completed meanwhile. Ask again.
             again = await self._ask(configured, attempt, charge)
             if again.outcome in _FINISHED:
                 return await self._recovery.apply_result(attempt, again)
