@@ -52,7 +52,7 @@ async def stripe_app(
         await runtime.aclose()
 
 
-def body(token: str = "tok_threeDSecure2Required", **extra: Any) -> dict[str, Any]:
+def body(token: str = "tok_threeDSecure2Required", **extra: Any) -> dict[str, Any]:  # noqa: S107 - a test card
     return {"amount": 2000, "currency": "eur", "payment_method": {"tokens": {"stripe": token}}, **extra}
 
 
