@@ -12,11 +12,10 @@ from typing import Any
 
 import httpx
 import stripe
-from tests.conftest import make_settings
+from tests.conftest import own_app
 from tests.factories import MerchantFixture, post_charge, query
 from tests.fakes.stripe_server import StripeFake
 
-from payorch.app import create_app
 from payorch.runtime import Runtime
 
 WEBHOOK_SECRET = "whsec_authentication_test"
@@ -27,29 +26,20 @@ RETURN_URL = "https://shop.example/paid"
 async def stripe_app(
     database_url: str, fake: StripeFake, *, timeout_ms: int = 1000, **overrides: Any
 ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    settings = make_settings(
-        database_url,
-        gateways=[
-            {
-                "name": "stripe",
-                "kind": "stripe",
-                "api_key": fake.api_key,
-                "base_url": fake.url,
-                "timeout_ms": timeout_ms,
-                "webhook_secret": WEBHOOK_SECRET,
-            }
-        ],
-        breaker={"enabled": False},
-        **overrides,
-    )
-    runtime = await Runtime.build(settings, database_url)
-    transport = httpx.ASGITransport(app=create_app(settings, runtime=runtime))
+    """A Runtime and app of their own with one Stripe account on ``fake`` (its webhooks signed)."""
+    gateway = {
+        "name": "stripe",
+        "kind": "stripe",
+        "api_key": fake.api_key,
+        "base_url": fake.url,
+        "timeout_ms": timeout_ms,
+        "webhook_secret": WEBHOOK_SECRET,
+    }
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://payorch.test") as client:
-            yield runtime, client
+        async with own_app(database_url, gateways=[gateway], breaker={"enabled": False}, **overrides) as built:
+            yield built
     finally:
         fake.release()
-        await runtime.aclose()
 
 
 def body(token: str = "tok_threeDSecure2Required", **extra: Any) -> dict[str, Any]:  # noqa: S107 - a test card

@@ -85,18 +85,21 @@ class ConfirmCharge:
         self._recovery = recovery
 
     async def open(self, request: OperationRequest[Confirmation]) -> _Opened | KeyExists | Reply:
+        caller, charge_id = request.caller, request.params.charge_id
         async with self._db.connection() as connection:
-            charge = await self._charge(connection, request.caller, request.params.charge_id)
-            if lifecycle.is_final(charge):  # a notification (or another confirm) finished it first
-                return confirm_reply(charge, request.request_id)
-            if not lifecycle.awaits_customer(charge):
-                raise InvalidState(
-                    f"This charge is not waiting for customer authentication ({charge.status}).",
-                    code="charge_invalid_state",
-                )
-            attempts = await repo.list_attempts(connection, charge.merchant_id, charge.id)
+            # The attempts first: a notification settles the attempt and the charge in one
+            # transaction, so a charge read after them is never behind them.
+            attempts = await repo.list_attempts(connection, caller.merchant_id, charge_id)
+            charge = await self._charge(connection, caller, charge_id)
+        if lifecycle.is_final(charge):  # a notification (or another confirm) finished it first
+            return confirm_reply(charge, request.request_id)
+        if not lifecycle.awaits_customer(charge):
+            raise InvalidState(
+                f"This charge is not waiting for customer authentication ({charge.status}).",
+                code="charge_invalid_state",
+            )
         waiting = [a for a in attempts if a.status == AttemptStatus.REQUIRES_ACTION.value]
-        if not waiting:  # its attempt was just settled; the charge follows in the same transaction
+        if not waiting:  # cannot happen while the charge waits; answer it as it stands
             return confirm_reply(charge, request.request_id)
         return _Opened(charge, waiting[-1], request.params.details)
 

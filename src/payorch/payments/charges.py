@@ -128,6 +128,9 @@ def _target(outcome: AttemptOutcome, charge: Charge) -> tuple[ChargeStatus, dict
     fields: dict[str, Any] = {"next_action": None}
     if result.authentication is not None:
         fields["authentication"] = result.authentication.render()
+    elif result.outcome is Outcome.APPROVED and awaits_customer(charge):
+        # Approved after waiting for the customer (a notification says no more): they authenticated.
+        fields["authentication"] = {**(charge.authentication or _REQUIRED), "status": "succeeded"}
     if result.card is not None:
         fields.update(
             card_brand=result.card.brand,
