@@ -23,7 +23,14 @@ worker: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/payorch migrate
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium; installed here when missing (as root, with apt-get).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "the browser tests need Debian's chromium at $(CHROMIUM): apt-get install chromium"; exit 1; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

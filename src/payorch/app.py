@@ -28,6 +28,8 @@ from payorch.api.ratelimit import RuntimeRateLimitMiddleware
 from payorch.api.strict_query import reject_unknown_query
 from payorch.dashboard.app import build_dashboard
 from payorch.dashboard.web import PREFIX as DASHBOARD_PREFIX
+from payorch.gateways.plugin import GatewayServices
+from payorch.gateways.registry import gateway_pages
 from payorch.observability.http import ObservedRequestMiddleware
 from payorch.runtime import Runtime
 from payorch.settings import Settings
@@ -100,6 +102,13 @@ def create_app(settings: Settings, *, database_url: str | None = None, runtime: 
     dashboard = build_dashboard(settings, lambda: app.state.runtime)
     if dashboard is not None:
         app.mount(DASHBOARD_PREFIX, dashboard)
+
+    def gateway_services() -> GatewayServices:
+        built: Runtime = app.state.runtime
+        return built.gateway_services
+
+    for pages in gateway_pages(settings.gateways):
+        app.mount(pages.prefix, pages.build(gateway_services))
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(

@@ -138,3 +138,22 @@ class GatewayOutcomeUnknown(ApiError):
     status = 502
     type = "gateway_error"
     code = "gateway_outcome_unknown"
+
+
+class AuthenticationRequired(CardDeclined):
+    """An off-session charge the issuer wants the customer to authenticate: the charge waits in
+    ``requires_action``, and ``next_action`` is what the merchant sends the customer (as Stripe does)."""
+
+    code = "authentication_required"
+
+    def __init__(self, message: str, *, charge: str, next_action: dict[str, Any] | None) -> None:
+        super().__init__(message, decline_code="authentication_required", charge=charge)
+        self.next_action = next_action
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        body = super().body(request_id)
+        if self.next_action is not None:
+            error = body["error"]
+            body["error"] = {**{k: v for k, v in error.items() if k != "request_id"},
+                             "next_action": self.next_action, "request_id": request_id}  # fmt: skip
+        return body

@@ -34,7 +34,9 @@ from payorch.orchestration.executor import Executor
 from payorch.orchestration.reconcile import Reconciler
 from payorch.orchestration.routing import Fee, Router
 from payorch.orchestration.routing_stats import MemorySuccessRates, OutcomeRecorder, RedisSuccessRates
+from payorch.payments.authentication_expiry import AuthenticationExpiry
 from payorch.payments.captures import CaptureService, FollowUpCharge
+from payorch.payments.charge_confirm import ConfirmCharge, ConfirmService
 from payorch.payments.charge_create import CreateCharge
 from payorch.payments.charge_recovery import ChargeRecovery
 from payorch.payments.charge_service import ChargeService
@@ -67,9 +69,13 @@ class Runtime:
     reconciler: Reconciler
     authenticator: KeyAuthenticator
     captures: CaptureService
+    confirmations: ConfirmService
+    """Finishing charges whose customer authenticated (3-D Secure)."""
     refunds: RefundService
     payment_methods: PaymentMethodService
     breakers: CircuitBreakers
+    gateway_services: GatewayServices
+    """What the gateway packages were given (the sandbox's books, which its page reads too)."""
     webhooks: Webhooks
     """Webhook endpoints, the delivery dispatcher and inbound gateway notifications."""
     directory: AccountDirectory
@@ -113,7 +119,8 @@ class Runtime:
         metrics.watch_breakers(breakers.states)
         charge_recovery = ChargeRecovery(db, directory, settings.reconciler, settings.idempotency)
         refund_lifecycle = RefundLifecycle(db, directory, settings.idempotency, settings.reconciler)
-        reconciler = Reconciler([charge_recovery, refund_lifecycle], settings.reconciler)
+        expiry = AuthenticationExpiry(db, directory, settings.reconciler, charge_recovery)
+        reconciler = Reconciler([charge_recovery, expiry, refund_lifecycle], settings.reconciler)
         refusals = RefusalAudit(
             db, timeout=settings.audit.refusals.write_timeout_seconds, on_write_failed=metrics.audit_write_failed
         )
@@ -127,9 +134,11 @@ class Runtime:
             reconciler=reconciler,
             authenticator=KeyAuthenticator(db, cache_seconds=settings.api.api_key_cache_seconds),
             captures=CaptureService(runner, FollowUpCharge(db, directory), refusals),
+            confirmations=ConfirmService(runner, ConfirmCharge(db, directory, charge_recovery)),
             refunds=RefundService(db, runner, CreateRefund(db, refund_lifecycle), refund_lifecycle, refusals),
             payment_methods=PaymentMethodService(db, runner, directory),
             breakers=breakers,
+            gateway_services=services,
             webhooks=build_webhooks(
                 settings.webhooks,
                 db,

@@ -1,7 +1,11 @@
 """A protocol-level fake of Adyen's Checkout API (v71): JSON in, JSON out, X-API-Key, Idempotency-Key.
 
 Card behaviour follows Adyen's test conventions: the holder name selects the refusal reason
-(``NOT_ENOUGH_BALANCE``, ``DECLINED``, ...), anything else authorises. Stored cards made by a
+(``NOT_ENOUGH_BALANCE``, ``DECLINED``, ...), anything else authorises. ``CHALLENGE`` asks for 3-D
+Secure: ``RedirectShopper`` with a redirect ``action`` (to the fake's own page, back to the
+``returnUrl``), finished by ``/payments/details`` with the ``redirectResult`` that
+:meth:`AdyenFake.authenticate` hands the customer's browser; ``FRICTIONLESS`` authorises with its
+3-D Secure result. Stored cards made by a
 ``storePaymentMethod`` zero-value payment keep the behaviour of the card they were made from.
 
     with AdyenFake() as fake:
@@ -71,6 +75,10 @@ class AdyenFake(FakeGatewayServer):
         self.api_key = api_key
         self.merchant_account = merchant_account
         self._stored: dict[str, _Card] = {}
+        self._challenges: dict[str, dict[str, Any]] = {}
+        """pspReference -> the ``/payments`` answer it will give once authenticated."""
+        self._redirect_results: dict[str, tuple[str, bool]] = {}
+        self._manual: dict[str, bool] = {}
 
     def __enter__(self) -> AdyenFake:
         self.start()
@@ -105,7 +113,8 @@ class AdyenFake(FakeGatewayServer):
         if request.headers.get("x-api-key") != self.api_key:
             return _adyen_error(401, "000", "HTTP Status Response - Unauthorized", "security")
         body = _json(request.body)
-        if body.get("merchantAccount") != self.merchant_account:
+        details = request.path.rstrip("/").endswith("/payments/details")  # names no merchant account
+        if not details and body.get("merchantAccount") != self.merchant_account:
             return _adyen_error(403, "901", "Invalid Merchant Account", "security")
         parts = request.path.strip("/").split("/")
         with self._cond:
@@ -114,6 +123,8 @@ class AdyenFake(FakeGatewayServer):
                     return FakeResponse.json(200, {"paymentMethods": [{"type": "scheme", "name": "Cards"}]})
                 case "POST", ["v71", "payments"]:
                     return self._payment(body, request.headers.get("idempotency-key"))
+                case "POST", ["v71", "payments", "details"]:
+                    return self._details(body)
                 case "POST", ["v71", "payments", psp, "captures" | "cancels" | "refunds" as action]:
                     return self._modification(psp, action, body)
         return _adyen_error(404, "000", "Not found", "validation")
@@ -153,12 +164,66 @@ class AdyenFake(FakeGatewayServer):
         }
         if reason_code is not None:
             answer.update(refusalReasonCode=reason_code, refusalReason=reason)
+        if card.holder == "FRICTIONLESS":
+            answer["additionalData"].update(_THREE_D_SECURE_OK)
+        answer["additionalData"]["networkTxReference"] = f"NTX{psp}"
+        if card.holder == "CHALLENGE":
+            return self._challenge(psp, body, key, card, answer)
         if body.get("storePaymentMethod") and result_code == "Authorised":
             stored_id = self.new_id("STORED")
             self._stored[stored_id] = card
             answer["additionalData"]["tokenization.storedPaymentMethodId"] = stored_id
             answer["additionalData"]["tokenization.shopperReference"] = body.get("shopperReference")
         self._record(psp, body, key, card, result_code, reason_code)
+        return FakeResponse.json(200, answer)
+
+    def _challenge(
+        self, psp: str, body: dict[str, Any], key: str | None, card: _Card, answer: dict[str, Any]
+    ) -> FakeResponse:
+        if not body.get("returnUrl"):
+            return _adyen_error(422, "14_006", "Required object 'returnUrl' is not provided.", "validation")
+        self._challenges[psp] = {**answer, "additionalData": {**answer["additionalData"], **_THREE_D_SECURE_OK}}
+        self._manual[psp] = (body.get("additionalData") or {}).get("manualCapture") == "true"
+        self._record(psp, body, key, card, "RedirectShopper", None)
+        action = {
+            "paymentMethodType": "scheme",
+            "type": "redirect",
+            "method": "GET",
+            "url": f"{self.url}/3ds/{psp}",
+        }
+        waiting = {k: v for k, v in answer.items() if k not in ("amount", "paymentMethod")}
+        return FakeResponse.json(200, {**waiting, "resultCode": "RedirectShopper", "action": action})
+
+    def authenticate(self, psp: str, *, succeed: bool = True) -> str:
+        """The shopper finishes the challenge: the ``redirectResult`` their browser brings back."""
+        with self._cond:
+            result = f"rr_{self.new_id('')}"
+            self._redirect_results[result] = (psp, succeed)
+            return result
+
+    def _details(self, body: dict[str, Any]) -> FakeResponse:
+        details = body.get("details")
+        redirect_result = details.get("redirectResult") if isinstance(details, dict) else None
+        found = self._redirect_results.get(str(redirect_result))
+        if found is None:
+            return _adyen_error(422, "101", "Invalid redirectResult", "validation")
+        psp, succeed = found
+        answer = self._challenges[psp]
+        charge = self.find(psp)
+        if charge is not None and charge.status == "redirectshopper":
+            manual = self._manual.get(psp, False)
+            if succeed:
+                charge.authorized = True
+                charge.status = "authorised" if manual else "captured"
+                charge.amount_captured = 0 if manual else charge.amount
+            else:
+                charge.status, charge.decline_code = "refused", "11"
+        if not succeed or (charge is not None and charge.status in ("refused", "cancelled")):
+            refused = {**answer, "resultCode": "Refused", "refusalReasonCode": "11",
+                       "refusalReason": "3D Not Authenticated"}  # fmt: skip
+            refused["additionalData"] = {**answer["additionalData"], "threeDAuthenticated": "false",
+                                         "liabilityShift": "false"}  # fmt: skip
+            return FakeResponse.json(200, refused)
         return FakeResponse.json(200, answer)
 
     def _record(
@@ -189,14 +254,16 @@ class AdyenFake(FakeGatewayServer):
 
     def _modification(self, psp: str, action: str, body: dict[str, Any]) -> FakeResponse:
         charge = self.find(psp)
-        if charge is None or not charge.authorized:
+        if action == "cancels" and charge is not None and charge.status == "redirectshopper":
+            charge.status = "cancelled"  # a technical cancel of a payment whose shopper never came back
+        elif charge is None or not charge.authorized:
             return _adyen_error(422, "167", "Original pspReference required for this operation", "validation")
         value = (body.get("amount") or {}).get("value", 0)
         if action == "captures":
             if charge.status != "authorised" or value > charge.amount:
                 return _adyen_error(422, "137", "Invalid amount specified", "validation")
             charge.status, charge.amount_captured = "captured", value
-        elif action == "cancels":
+        elif action == "cancels" and charge.status != "cancelled":
             if charge.status != "authorised":
                 return _adyen_error(422, "167", "Payment cannot be cancelled", "validation")
             charge.status = "cancelled"
@@ -215,6 +282,14 @@ class AdyenFake(FakeGatewayServer):
         if "amount" in body:
             answer["amount"] = body["amount"]
         return FakeResponse.json(201, answer)
+
+
+_THREE_D_SECURE_OK = {
+    "threeDOffered": "true",
+    "threeDAuthenticated": "true",
+    "liabilityShift": "true",
+    "threeDSVersion": "2.2.0",
+}
 
 
 def _json(body: bytes) -> dict[str, Any]:

@@ -118,6 +118,9 @@ class Transaction:
     refunded_transaction_id: str | None = None
     payment_method_token: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    three_d_secure: dict[str, Any] | None = None
+    """The ``three_d_secure_info`` the nonce carried from the client's 3-D Secure."""
+    network_transaction_id: str | None = None
 
     @property
     def holds_money(self) -> bool:
@@ -154,6 +157,25 @@ _NONCE_CARDS = {
     "fake-gateway-rejected-avs-nonce": _VISA,
     "fake-gateway-rejected-duplicate-nonce": _VISA,
     "fake-gateway-rejected-risk-threshold-nonce": _VISA,
+    "fake-three-d-secure-visa-full-authentication-nonce": _VISA,
+    "fake-three-d-secure-visa-failed-authentication-nonce": _VISA,
+}
+# Nonces whose client-side 3-D Secure left a result on them (Braintree's 3-D Secure test nonces).
+_NONCE_THREE_D_SECURE = {
+    "fake-three-d-secure-visa-full-authentication-nonce": {
+        "status": "authenticate_successful",
+        "liability_shifted": True,
+        "liability_shift_possible": True,
+        "enrolled": "Y",
+        "three_d_secure_version": "2.2.0",
+    },
+    "fake-three-d-secure-visa-failed-authentication-nonce": {
+        "status": "authenticate_failed",
+        "liability_shifted": False,
+        "liability_shift_possible": True,
+        "enrolled": "Y",
+        "three_d_secure_version": "2.2.0",
+    },
 }
 _NONCE_DECLINES = {
     "fake-processor-declined-visa-nonce": "2000",
@@ -623,8 +645,14 @@ class BraintreeFake:
             order_id=fields.get("order_id"),
             card=card,
             payment_method_token=token,
+            three_d_secure=_NONCE_THREE_D_SECURE.get(nonce or ""),
+            network_transaction_id=f"{self._new_id()}{self._new_id()}",
         )
         self._decide(transaction, nonce)
+        required = fields.get("options", {}).get("three_d_secure", {}).get("required") == "true"
+        authenticated = (transaction.three_d_secure or {}).get("liability_shifted") is True
+        if required and not authenticated and transaction.status in ("authorized", "submitted_for_settlement"):
+            transaction.status, transaction.gateway_rejection_reason = "gateway_rejected", "three_d_secure"
         self._transactions[transaction.id] = transaction
         if transaction.holds_money:
             return _Reply(201, _element("transaction", self._transaction_xml(transaction)))
@@ -837,6 +865,8 @@ class BraintreeFake:
             "refunded_transaction_id": transaction.refunded_transaction_id,
             "disputes": [],
             "status_history": [],
+            "three_d_secure_info": transaction.three_d_secure,
+            "network_transaction_id": transaction.network_transaction_id,
         }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from payorch.gateways.base import Gateway, Outcome, PaymentRequest
+from payorch.gateways.base import CustomerPresence, Gateway, Outcome, PaymentRequest
 from payorch.gateways.config import GatewayConfig
 from payorch.gateways.plugin import GatewayServices
 from payorch.gateways.registry import plugin_for
@@ -138,6 +138,11 @@ class GatewayDriver:
     """The config field without which notifications are refused; None if the gateway always has one."""
     unverified: ClassVar[str]
     """What the refusal of a notification whose signature does not match says (a regex)."""
+    challenge_token: ClassVar[str | None] = None
+    """A card whose issuer asks the customer to authenticate (3-D Secure challenge); None where the
+    gateway never sends a customer anywhere."""
+    frictionless_token: ClassVar[str | None] = None
+    """A card that authenticates without a challenge."""
 
     # -- the adapter ------------------------------------------------------------------------------
 
@@ -158,7 +163,13 @@ class GatewayDriver:
         return f"http://127.0.0.1:{closed_port()}"
 
     def request(
-        self, token: str | None = None, *, amount: int | None = None, capture: bool = True, currency: str | None = None
+        self,
+        token: str | None = None,
+        *,
+        amount: int | None = None,
+        capture: bool = True,
+        currency: str | None = None,
+        presence: CustomerPresence | None = None,
     ) -> PaymentRequest:
         return PaymentRequest(
             attempt_id=new_id("att"),
@@ -168,6 +179,7 @@ class GatewayDriver:
             currency=currency or self.currency,
             token=token or self.approve_token,
             capture=capture,
+            presence=presence or CustomerPresence(),
         )
 
     # -- the fake's side --------------------------------------------------------------------------
@@ -196,6 +208,11 @@ class GatewayDriver:
 
     def settle(self, reference: str) -> None:
         """Make a captured payment refundable (and no longer voidable), where the gateway settles later."""
+
+    def authenticate(self, reference: str, *, succeed: bool) -> dict[str, str]:
+        """The customer finishes (or fails) the challenge of payment ``reference`` at the fake; what
+        comes back with them, to confirm with."""
+        raise NotImplementedError
 
     async def signed_notification(self, adapter: Gateway, *, by_us: bool = True) -> SignedNotification:
         raise NotImplementedError

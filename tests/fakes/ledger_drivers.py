@@ -165,9 +165,15 @@ class StripeDriver(_LedgerDriver):
     notification_secret: ClassVar[str | None] = "webhook_secret"
     unverified: ClassVar[str] = "unverifiable Stripe webhook"
     canceled_status: ClassVar[str] = "canceled"
+    challenge_token: ClassVar[str | None] = "tok_threeDSecure2Required"
+    frictionless_token: ClassVar[str | None] = "tok_threeDSecureOptional"
 
     def config_fields(self) -> dict[str, object]:
         return {"base_url": self.fake.url, "api_key": self.fake.api_key, "webhook_secret": WEBHOOK_SECRET}
+
+    def authenticate(self, reference: str, *, succeed: bool) -> dict[str, str]:
+        assert self.fake.authenticate(reference, succeed=succeed), f"{reference} was not waiting for its customer"
+        return {}  # Stripe keeps the whole state on the PaymentIntent
 
     async def signed_notification(self, adapter: Gateway, *, by_us: bool = True) -> SignedNotification:
         del adapter  # a Stripe event needs nothing on the fake's side
@@ -241,6 +247,11 @@ class AdyenDriver(_LedgerDriver):
     notification_secret: ClassVar[str | None] = "webhook_secret"
     unverified: ClassVar[str] = "HMAC signature does not match"
     canceled_status: ClassVar[str] = "cancelled"
+    challenge_token: ClassVar[str | None] = encrypted_card("CHALLENGE")
+    frictionless_token: ClassVar[str | None] = encrypted_card("FRICTIONLESS")
+
+    def authenticate(self, reference: str, *, succeed: bool) -> dict[str, str]:
+        return {"redirectResult": self.fake.authenticate(reference, succeed=succeed)}
 
     def config_fields(self) -> dict[str, object]:
         return {

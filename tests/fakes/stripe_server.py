@@ -421,6 +421,8 @@ class FakeCard:
     code: str | None = None
     """Stripe's error ``code`` when this card declines (card_declined, expired_card, ...)."""
     decline_code: str | None = None
+    three_d_secure: str | None = None
+    """``challenge`` (always), ``off_session`` (only when no customer is present), ``frictionless``."""
 
 
 # Stripe's test tokens (tok_<name>) and test payment methods (pm_card_<name>).
@@ -437,6 +439,12 @@ STRIPE_TEST_CARDS: dict[str, FakeCard] = {
     "chargeDeclinedIncorrectCvc": FakeCard("visa", "0127", "incorrect_cvc", "incorrect_cvc"),
     "chargeDeclinedProcessingError": FakeCard("visa", "0119", "processing_error", "processing_error"),
     "chargeDeclinedTryAgainLater": FakeCard("visa", "0200", "card_declined", "try_again_later"),
+    # 3-D Secure test cards: a challenge every time, one only off session, and a frictionless one.
+    "threeDSecure2Required": FakeCard("visa", "3220", three_d_secure="challenge"),
+    "threeDSecureRequired": FakeCard("visa", "3063", three_d_secure="challenge"),
+    "authenticationRequired": FakeCard("visa", "3184", three_d_secure="challenge"),
+    "authenticationRequiredOnSetup": FakeCard("visa", "3155", three_d_secure="off_session"),
+    "threeDSecureOptional": FakeCard("visa", "3055", three_d_secure="frictionless"),
 }
 
 _EXP_MONTH, _EXP_YEAR = 12, 2034
@@ -453,6 +461,8 @@ class StripeFake(FakeGatewayServer):
         self._payment_methods: dict[str, FakeCard] = {}
         self._intents: dict[str, dict[str, Any]] = {}
         self._spent: set[str] = set()
+        self.before_cancel: Callable[[str], None] | None = None
+        """Run before a cancel is processed: a test's customer finishing the challenge meanwhile."""
 
     def __enter__(self) -> StripeFake:
         self.start()
@@ -508,6 +518,11 @@ class StripeFake(FakeGatewayServer):
         )
 
     async def route(self, request: FakeRequest) -> FakeResponse:
+        parts = request.path.strip("/").split("/")
+        if request.method == "POST" and parts[:1] == ["3ds"] and len(parts) == 3:
+            # The issuer's challenge page, as the customer's browser would post to it.
+            done = self.authenticate(parts[1], succeed=parts[2] == "complete")
+            return FakeResponse.json(200 if done else 404, {"authenticated": done})
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return _stripe_error(401, {"type": "invalid_request_error", "message": "Invalid API Key provided."})
         form = dict(parse_qsl(request.body.decode())) if request.method == "POST" else dict(request.query)
@@ -526,6 +541,8 @@ class StripeFake(FakeGatewayServer):
             case "POST", ["v1", "payment_intents", intent_id, "capture"]:
                 return self._with_intent(intent_id, lambda pi: self._capture(pi, form))
             case "POST", ["v1", "payment_intents", intent_id, "cancel"]:
+                if self.before_cancel is not None:  # the lock is reentrant: the hook may authenticate
+                    self.before_cancel(intent_id)
                 return self._with_intent(intent_id, lambda pi: self._cancel(pi, form))
             case "POST", ["v1", "refunds"]:
                 return self._with_intent(form.get("payment_intent", ""), lambda pi: self._refund(pi, form))
@@ -602,15 +619,74 @@ class StripeFake(FakeGatewayServer):
             self.record(charge)
             error = {**_card_error_body(card, pi_id), "payment_intent": self._render(intent, form)}
             return _stripe_error(402, error)
+        intent["client_secret"] = f"{pi_id}_secret_{self.new_id('')}"
+        intent["charge_details"] = {"network_transaction_id": f"ntid_{pi_id}", "three_d_secure": None}
+        off_session = form.get("off_session") == "true"
+        wants = card.three_d_secure == "challenge" or (card.three_d_secure == "off_session" and off_session)
+        if form.get("payment_method_options[card][request_three_d_secure]") == "challenge" and card.three_d_secure:
+            wants = True
+        if wants:
+            return self._require_action(intent, charge, form, off_session=off_session)
+        if card.three_d_secure is not None:
+            intent["charge_details"]["three_d_secure"] = {"result": "authenticated", "version": "2.2.0"}
+        self._approve(intent, charge)
+        self.record(charge)
+        return FakeResponse.json(200, self._render(intent, form))
+
+    def _approve(self, intent: dict[str, Any], charge: LedgerCharge) -> None:
         charge.authorized = True
-        if manual:
+        intent["next_action"] = None
+        if intent["capture_method"] == "manual":
             intent["status"] = charge.status = "requires_capture"
             intent["amount_capturable"] = charge.amount
         else:
             intent["status"] = charge.status = "succeeded"
             intent["amount_received"] = charge.amount_captured = charge.amount
+
+    def _require_action(
+        self, intent: dict[str, Any], charge: LedgerCharge, form: dict[str, str], *, off_session: bool
+    ) -> FakeResponse:
+        """The issuer wants the customer: ``requires_action``, completed by :meth:`authenticate`."""
+        intent["status"] = charge.status = "requires_action"
+        return_url = form.get("return_url")
+        if return_url:
+            page = {"url": f"{self.url}/3ds/{intent['id']}/page", "return_url": return_url}
+            intent["next_action"] = {"type": "redirect_to_url", "redirect_to_url": page}
+        else:
+            intent["next_action"] = {"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}}
         self.record(charge)
+        if off_session:
+            # As Stripe: the charge fails for now, and the PaymentIntent waits for the customer.
+            error = {
+                "type": "card_error",
+                "code": "authentication_required",
+                "decline_code": "authentication_required",
+                "message": "Your card was declined. This transaction requires authentication.",
+                "payment_intent": self._render(intent, form),
+            }
+            return _stripe_error(402, error)
         return FakeResponse.json(200, self._render(intent, form))
+
+    def authenticate(self, intent_id: str, *, succeed: bool = True) -> bool:
+        """The customer completes (or fails) the challenge of a ``requires_action`` PaymentIntent."""
+        with self._cond:
+            intent = self._intents.get(intent_id)
+            if intent is None or intent["status"] != "requires_action":
+                return False
+            charge = self._ledger[intent_id]
+            secure = {"result": "authenticated" if succeed else "failed", "version": "2.2.0"}
+            intent["charge_details"]["three_d_secure"] = secure
+            if succeed:
+                self._approve(intent, charge)
+            else:
+                intent.update(status="requires_payment_method", next_action=None)
+                charge.status, charge.decline_code = "requires_payment_method", "authentication_failed"
+                intent["last_payment_error"] = {
+                    "type": "invalid_request_error",
+                    "code": "payment_intent_authentication_failure",
+                    "message": "The provided PaymentMethod has failed authentication.",
+                }
+            return True
 
     def _pm_for(self, token: str, card: FakeCard) -> str:
         if token.startswith("pm_") and not token.startswith("pm_card_"):
@@ -620,12 +696,19 @@ class StripeFake(FakeGatewayServer):
         return pm_id
 
     def _render(self, intent: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
-        rendered = dict(intent)
+        rendered = {k: v for k, v in intent.items() if k != "charge_details"}
         expand = {v for k, v in form.items() if k.startswith("expand")}
         if expand & {"payment_method", "data.payment_method"}:
             pm_id = intent["payment_method"]
             card = self._payment_methods[pm_id]
             rendered["payment_method"] = _payment_method_object(pm_id, card)
+        if expand & {"latest_charge", "data.latest_charge"}:
+            details = intent.get("charge_details") or {}
+            rendered["latest_charge"] = {
+                "id": intent["latest_charge"],
+                "object": "charge",
+                "payment_method_details": {"type": "card", "card": dict(details)},
+            }
         return rendered
 
     def _with_intent(self, intent_id: str, action: Callable[[dict[str, Any]], FakeResponse]) -> FakeResponse:

@@ -61,10 +61,13 @@ def environment(database_url: str, home: Path, env: dict[str, str] | None = None
 
 
 @contextmanager
-def serve(database_url: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """Serve the app on ``database_url`` with extra ``PAYORCH_*`` variables; stop it on exit."""
+def serve(
+    database_url: str, tmp_path: Path, env: dict[str, str] | None = None, *, port: int | None = None
+) -> Iterator[Served]:
+    """Serve the app on ``database_url`` with extra ``PAYORCH_*`` variables (on ``port``, else a free
+    one); stop it on exit."""
     payorch = Path(sys.executable).with_name("payorch")
-    port = free_port()
+    port = port or free_port()
     defaults = {"PAYORCH_RUN_BACKGROUND_IN_API": "false", "PAYORCH_API__API_KEY_CACHE_SECONDS": "0"}
     variables = environment(database_url, tmp_path, {**defaults, **(env or {})})
     log_path = tmp_path / f"serve-{port}.log"

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from tests.fakes.braintree_server import BraintreeFake, Fault
 from tests.fakes.drivers import GatewayDriver
 
-from payorch.gateways.base import CardSummary, Gateway, GatewayError, Outcome
+from payorch.gateways.base import Authentication, CardSummary, CustomerPresence, Gateway, GatewayError, Outcome
 from payorch.gateways.braintree.adapter import BraintreeAdapter
 from payorch.gateways.braintree.config import BraintreeConfig
 
@@ -188,3 +188,37 @@ def test_the_private_key_is_a_secret(driver: GatewayDriver) -> None:
     assert isinstance(config, BraintreeConfig)
     assert isinstance(config.private_key, SecretStr)
     assert dict(config.secrets()) == {"private_key": config.private_key}
+
+
+async def test_a_nonce_carries_its_three_d_secure_result_onto_the_charge(
+    adapter: Gateway, driver: GatewayDriver
+) -> None:
+    shifted = await adapter.authorize(driver.request("fake-three-d-secure-visa-full-authentication-nonce"))
+    plain = await adapter.authorize(driver.request("fake-valid-nonce"))
+
+    assert shifted.outcome is Outcome.APPROVED
+    assert shifted.authentication == Authentication("succeeded", "2.2.0", liability_shifted=True)
+    assert shifted.network_transaction_id
+    assert plain.outcome is Outcome.APPROVED
+    assert plain.authentication is None
+
+
+async def test_required_three_d_secure_rejects_a_nonce_without_it(driver: GatewayDriver) -> None:
+    adapter = driver.build(three_d_secure_required=True)
+    try:
+        plain = await adapter.authorize(driver.request("fake-valid-nonce"))
+        failed = await adapter.authorize(driver.request("fake-three-d-secure-visa-failed-authentication-nonce"))
+        shifted = await adapter.authorize(driver.request("fake-three-d-secure-visa-full-authentication-nonce"))
+        off_session = await adapter.authorize(
+            driver.request("fake-valid-nonce", presence=CustomerPresence(off_session=True))
+        )
+    finally:
+        await adapter.aclose()
+
+    assert (plain.outcome, plain.decline_code) == (Outcome.HARD_DECLINE, "authentication_required")
+    assert (failed.outcome, failed.decline_code) == (Outcome.HARD_DECLINE, "authentication_required")
+    assert failed.authentication is not None
+    assert failed.authentication.liability_shifted is False
+    assert shifted.outcome is Outcome.APPROVED
+    # A merchant-initiated charge has no customer to authenticate: it is never asked for.
+    assert off_session.outcome is Outcome.APPROVED

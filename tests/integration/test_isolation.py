@@ -67,6 +67,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/charges/{charge_id}"): ById("charge"),
     ("POST", "/v1/charges/{charge_id}/capture"): ById("authorized_charge", body={}, mutates=True),
     ("POST", "/v1/charges/{charge_id}/cancel"): ById("authorized_charge_2", mutates=True),
+    ("POST", "/v1/charges/{charge_id}/confirm"): ById("requires_action_charge", body={}, mutates=True),
     ("POST", "/v1/refunds"): ByReference("refundable_charge", lambda charge: {"charge": charge}),
     ("GET", "/v1/refunds/{refund_id}"): ById("refund"),
     ("POST", "/v1/payment_methods"): Exempt("creates from gateway tokens; names no existing object"),
@@ -192,6 +193,9 @@ async def make_objects(
     owned.objects["refundable_charge"] = await _created(await charge())
     owned.objects["authorized_charge"] = await _created(await charge(capture=False))
     owned.objects["authorized_charge_2"] = await _created(await charge(capture=False))
+    waiting = await charge(token="tok_threeDSecureRequired", return_url="https://shop.example/back")
+    assert waiting.status_code == 202, waiting.text
+    owned.objects["requires_action_charge"] = waiting.json()["id"]
     refunded = await _created(await charge())
     owned.objects["refund"] = await _created(await post("/v1/refunds", json={"charge": refunded}, headers=headers))
     owned.objects["payment_method"] = await _created(

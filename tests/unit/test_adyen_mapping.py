@@ -10,8 +10,9 @@ import json
 import pytest
 
 from payorch.gateways.adyen import mapping
-from payorch.gateways.base import Outcome, PaymentRequest
+from payorch.gateways.base import CustomerPresence, Outcome, PaymentRequest
 
+CARD = json.dumps({"type": "scheme", "encryptedCardNumber": "adyenjs_x"})
 KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
 
 
@@ -187,3 +188,49 @@ def test_validation_refusals_spare_the_breaker_but_a_refused_api_key_does_not() 
     unauthorized = mapping.result_from_error(401, {"errorCode": "000"})
     assert (invalid.outcome, invalid.request_refused) == (Outcome.NOT_SENT, True)
     assert (unauthorized.outcome, unauthorized.request_refused) == (Outcome.NOT_SENT, False)
+
+
+def test_three_d_secure_fields_are_passed_through_and_off_session_is_merchant_initiated() -> None:
+    presence = CustomerPresence(
+        return_url="https://shop.example/done",
+        browser_info={"userAgent": "Mozilla/5.0", "colorDepth": 24},
+        authentication_data={"threeDSRequestData": {"nativeThreeDS": "preferred"}},
+    )
+    on_session = mapping.payment_body(
+        PaymentRequest("att_1", "mer_1", "ch_1", 1000, "eur", CARD, presence=presence), "A"
+    )
+    off = CustomerPresence(off_session=True, network_transaction_id="NTX1")
+    off_session = mapping.payment_body(PaymentRequest("att_2", "mer_1", "ch_2", 1000, "eur", CARD, presence=off), "A")
+
+    assert (on_session["returnUrl"], on_session["channel"]) == ("https://shop.example/done", "Web")
+    assert on_session["browserInfo"] == {"userAgent": "Mozilla/5.0", "colorDepth": 24}
+    assert on_session["authenticationData"] == {"threeDSRequestData": {"nativeThreeDS": "preferred"}}
+    assert (off_session["shopperInteraction"], off_session["recurringProcessingModel"]) == (
+        "ContAuth",
+        "UnscheduledCardOnFile",
+    )
+    assert off_session["additionalData"]["networkTxReference"] == "NTX1"
+
+
+def test_an_action_becomes_a_next_action() -> None:
+    get = {"type": "redirect", "method": "GET", "url": "https://test.adyen.test/3ds"}
+    native = {"type": "threeDS2", "subtype": "challenge", "token": "t"}
+
+    redirected = mapping.result_from_payment(
+        {"pspReference": "P1", "resultCode": "RedirectShopper", "action": get},
+        capture=True,
+        account="eu",
+        return_url="https://r",
+    )
+    challenged = mapping.result_from_payment(
+        {"pspReference": "P2", "resultCode": "ChallengeShopper", "action": native}, capture=True, account="eu"
+    )
+
+    assert redirected.outcome is challenged.outcome is Outcome.ACTION_REQUIRED
+    assert redirected.next_action is not None
+    assert redirected.next_action.render()["redirect_to_url"] == {"url": get["url"], "return_url": "https://r"}
+    assert challenged.next_action is not None
+    assert challenged.next_action.render() == {
+        "type": "gateway_sdk",
+        "gateway_sdk": {"gateway": "adyen", "account": "eu", "action": native},
+    }

@@ -136,7 +136,7 @@ async def test_a_configured_gateway_answers_its_plugins_capabilities() -> None:
         assert configured.capabilities == plugin_for("stripe").capabilities
         assert isinstance(configured.capabilities, Capabilities)
         assert configured.capabilities.refund
-        assert not configured.capabilities.customer_authentication
+        assert configured.capabilities.customer_authentication
     finally:
         await gateway.aclose()
 

@@ -101,3 +101,14 @@ def test_the_stale_window_must_outlast_the_request_deadline() -> None:
         Settings(routing={"deadline_ms": 90_000})
     accepted = Settings(routing={"deadline_ms": 90_000}, idempotency={"stale_after_seconds": 120})
     assert accepted.idempotency.stale_after_seconds == 120
+
+
+def test_a_charge_waiting_for_its_customer_ends_only_in_a_final_state() -> None:
+    assert transition(ChargeStatus.PENDING, ChargeStatus.REQUIRES_ACTION) is ChargeStatus.REQUIRES_ACTION
+    for target in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED, ChargeStatus.FAILED, ChargeStatus.CANCELED):
+        assert can_transition(ChargeStatus.REQUIRES_ACTION, target)
+    assert not can_transition(ChargeStatus.REQUIRES_ACTION, ChargeStatus.PROCESSING)
+    assert not can_transition(ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION)
+    assert transition_attempt(AttemptStatus.PENDING, AttemptStatus.REQUIRES_ACTION) is AttemptStatus.REQUIRES_ACTION
+    with pytest.raises(InvalidTransition):
+        transition_attempt(AttemptStatus.REQUIRES_ACTION, AttemptStatus.UNKNOWN)

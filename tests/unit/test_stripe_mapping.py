@@ -6,7 +6,7 @@ import httpx
 import pytest
 import stripe
 
-from payorch.gateways.base import Outcome, PaymentRequest
+from payorch.gateways.base import Authentication, CustomerPresence, Outcome, PaymentRequest
 from payorch.gateways.stripe import mapping
 
 
@@ -269,3 +269,70 @@ def test_only_this_requests_own_refusals_spare_the_breaker(
     result = mapping.result_from_error(_error(status, error))
     assert result.outcome is Outcome.NOT_SENT
     assert result.request_refused is refused
+
+
+def test_a_return_url_and_stored_credential_flags_reach_the_payment_intent() -> None:
+    present = PaymentRequest(
+        "att_1", "mer_1", "ch_1", 1000, "eur", "pm_1",
+        presence=CustomerPresence(return_url="https://shop.example/done", setup_future_usage=True),
+    )  # fmt: skip
+    absent = PaymentRequest("att_2", "mer_1", "ch_2", 1000, "eur", "pm_1", presence=CustomerPresence(off_session=True))
+    retried = PaymentRequest(
+        "att_3", "mer_1", "ch_3", 1000, "eur", "pm_1", presence=CustomerPresence(request_authentication=True)
+    )
+
+    first = dict(mapping.payment_intent_params(present))
+    later = dict(mapping.payment_intent_params(absent, "any"))
+
+    assert first["return_url"] == "https://shop.example/done"
+    assert first["automatic_payment_methods"] == {"enabled": True}
+    assert first["setup_future_usage"] == "off_session"
+    assert "payment_method_options" not in first  # automatic: Stripe and the issuer decide
+    assert later["off_session"] is True
+    assert later["payment_method_options"] == {"card": {"request_three_d_secure": "any"}}
+    assert dict(mapping.payment_intent_params(retried))["payment_method_options"] == {
+        "card": {"request_three_d_secure": "challenge"}
+    }
+
+
+def test_requires_action_passes_stripes_next_action_through() -> None:
+    redirect = {
+        "type": "redirect_to_url",
+        "redirect_to_url": {"url": "https://hooks.stripe.test/3ds", "return_url": "https://r"},
+    }
+    with_redirect = mapping.result_from_payment_intent(
+        {"id": "pi_1", "status": "requires_action", "next_action": redirect, "client_secret": "pi_1_secret_x"}, "eu"
+    )
+    with_sdk = mapping.result_from_payment_intent(
+        {"id": "pi_2", "status": "requires_action", "next_action": {"type": "use_stripe_sdk"}, "client_secret": "s"}
+    )
+
+    assert with_redirect.outcome is Outcome.ACTION_REQUIRED
+    assert with_redirect.next_action is not None
+    assert with_redirect.next_action.render() == {
+        "type": "redirect_to_url",
+        "redirect_to_url": redirect["redirect_to_url"],
+    }
+    assert with_sdk.next_action is not None
+    assert with_sdk.next_action.render() == {
+        "type": "gateway_sdk",
+        "gateway_sdk": {"gateway": "stripe", "account": "stripe", "client_secret": "s"},
+    }
+
+
+def test_the_charges_three_d_secure_result_and_network_transaction_id_are_read() -> None:
+    charge = {
+        "payment_method_details": {
+            "card": {"three_d_secure": {"result": "authenticated", "version": "2.2.0"}, "network_transaction_id": "n1"}
+        }
+    }
+    failed = {"code": "payment_intent_authentication_failure", "type": "invalid_request_error"}
+
+    ok = mapping.result_from_payment_intent({"id": "pi_1", "status": "succeeded", "latest_charge": charge})
+    refused = mapping.result_from_payment_intent(
+        {"id": "pi_2", "status": "requires_payment_method", "last_payment_error": failed}
+    )
+
+    assert ok.authentication == Authentication("succeeded", "2.2.0", liability_shifted=True)
+    assert ok.network_transaction_id == "n1"
+    assert (refused.outcome, refused.decline_code) == (Outcome.HARD_DECLINE, "authentication_failed")

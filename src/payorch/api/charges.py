@@ -11,6 +11,7 @@ from payorch.api.deps import CurrentCaller, IdempotencyKey, RuntimeDep, reply_re
 from payorch.api.errors import API_ERRORS, request_id_of
 from payorch.errors import InvalidRequest
 from payorch.payments.captures import CaptureParams
+from payorch.payments.charge_confirm import ConfirmParams
 from payorch.payments.schemas import ChargeCreate, ChargeList, ChargeOut, ErrorEnvelope, render_charge
 from payorch.runtime import Runtime
 
@@ -37,8 +38,16 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
             "parameter_invalid, with each gateway's code and message and the failed charge's id",
         },
         201: {"model": ChargeOut, "description": "Charge succeeded, or authorized when capture=false"},
-        202: {"model": ChargeOut, "description": "Outcome not known yet (processing): final state by webhook or GET"},
-        402: {"model": ErrorEnvelope, "description": "Declined (card_error) with decline_code and the charge id"},
+        202: {
+            "model": ChargeOut,
+            "description": "Not final yet: `processing` (outcome not known; final state by webhook or GET), or "
+            "`requires_action` (the customer must authenticate: follow `next_action`, then confirm)",
+        },
+        402: {
+            "model": ErrorEnvelope,
+            "description": "Declined (card_error) with decline_code and the charge id; an off-session charge the "
+            "issuer wants authenticated is `authentication_required` with the `next_action` to send the customer",
+        },
         409: {"model": ErrorEnvelope, "description": "A request with this Idempotency-Key is still running"},
         503: {
             "model": ErrorEnvelope,
@@ -153,3 +162,40 @@ async def capture_charge(
 )
 async def cancel_charge(request: Request, charge_id: str, caller: CurrentCaller, runtime: RuntimeDep) -> Response:
     return reply_response(await runtime.captures.cancel(caller, charge_id, request_id=request_id_of(request)))
+
+
+@router.post(
+    "/{charge_id}/confirm",
+    response_model=ChargeOut,
+    operation_id="confirm_charge",
+    summary="Finish a charge after its customer authenticated (3-D Secure)",
+    responses={
+        **FOLLOW_UP_ERRORS,
+        200: {"model": ChargeOut, "description": "Finished (succeeded or authorized), or final already: a no-op"},
+        202: {"model": ChargeOut, "description": "The customer has not finished authenticating: still requires_action"},
+        400: {
+            "model": ErrorEnvelope,
+            "description": "Invalid request, or the charge is not waiting for authentication (charge_invalid_state)",
+        },
+        402: {
+            "model": ErrorEnvelope,
+            "description": "The authentication failed (card_error): the charge failed; or an off-session charge "
+            "still waits for its customer (authentication_required, with next_action)",
+        },
+        502: {
+            "model": ErrorEnvelope,
+            "description": "The gateway's answer was lost (gateway_outcome_unknown); the charge still waits and "
+            "retrying is safe",
+        },
+    },
+)
+async def confirm_charge(
+    request: Request,
+    charge_id: str,
+    caller: CurrentCaller,
+    runtime: RuntimeDep,
+    params: Annotated[ConfirmParams | None, Body()] = None,
+) -> Response:
+    details = {} if params is None or params.details is None else dict(params.details)
+    reply = await runtime.confirmations.confirm(caller, charge_id, details, request_id=request_id_of(request))
+    return reply_response(reply)

@@ -36,6 +36,7 @@ class AuditAction(enum.StrEnum):
     CHARGE_AUTHORIZED = "charge.authorized"
     CHARGE_FAILED = "charge.failed"
     CHARGE_PROCESSING = "charge.processing"
+    CHARGE_REQUIRES_ACTION = "charge.requires_action"
     CHARGE_CAPTURED = "charge.captured"
     CHARGE_CANCELED = "charge.canceled"
     CHARGE_CAPTURE_REFUSED = "charge.capture_refused"

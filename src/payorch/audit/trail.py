@@ -35,6 +35,7 @@ _CHARGE_STATUS: dict[str, tuple[str, Outcome]] = {
     "authorized": (AuditAction.CHARGE_AUTHORIZED, "success"),
     "failed": (AuditAction.CHARGE_FAILED, "failure"),
     "processing": (AuditAction.CHARGE_PROCESSING, "unknown"),
+    "requires_action": (AuditAction.CHARGE_REQUIRES_ACTION, "unknown"),
     "canceled": (AuditAction.CHARGE_CANCELED, "success"),
 }
 

@@ -27,6 +27,9 @@ class Outcome(StrEnum):
     """Provably never executed (refused connection, 503 stating nothing ran, breaker open, not found on lookup)."""
     UNKNOWN = "unknown"
     """It may have executed: read timeout, reset after sending, 5xx, garbage, still in flight."""
+    ACTION_REQUIRED = "action_required"
+    """The issuer wants the customer to authenticate (3-D Secure): nothing has moved yet, and the
+    gateway holds the payment open until the customer comes back (``GatewayResult.next_action``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,29 @@ class CardSummary:
     last4: str | None = None
     exp_month: int | None = None
     exp_year: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerPresence:
+    """Who is there to authenticate, and what the charge means for the card's future use.
+
+    Every field is passed to the gateway as the merchant gave it (``browser_info`` and
+    ``authentication_data`` are the gateway's own objects, e.g. Adyen's); none is a secret.
+    """
+
+    return_url: str | None = None
+    """Where the customer's browser is sent back to after authenticating."""
+    browser_info: Mapping[str, object] | None = None
+    authentication_data: Mapping[str, object] | None = None
+    setup_future_usage: bool = False
+    """The customer is present and agrees to later charges without them (a stored credential)."""
+    off_session: bool = False
+    """A merchant-initiated charge: no customer is present to authenticate."""
+    network_transaction_id: str | None = None
+    """The card network's id of the customer-present charge that set the credential up (sent on
+    merchant-initiated charges)."""
+    request_authentication: bool = False
+    """Ask the issuer for a challenge (the SCA retry after an ``authentication_required`` decline)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +77,48 @@ class PaymentRequest:
     token: str
     capture: bool = True
     description: str | None = None
+    presence: CustomerPresence = field(default_factory=CustomerPresence)
+
+
+@dataclass(frozen=True, slots=True)
+class NextAction:
+    """What the customer's frontend does to authenticate, passed through as the gateway gave it.
+
+    Exactly one of ``redirect_url`` (send the browser there; it comes back to ``return_url``) and
+    ``sdk`` (hand it to the gateway's own frontend SDK: Stripe.js ``handleNextAction`` takes a
+    ``client_secret``, Adyen's Drop-in an ``action``).
+    """
+
+    gateway: str
+    """The gateway's kind (whose frontend SDK understands ``sdk``)."""
+    account: str
+    """The configured gateway (account) the charge is bound to."""
+    redirect_url: str | None = None
+    return_url: str | None = None
+    sdk: Mapping[str, object] | None = None
+
+    def render(self) -> dict[str, object]:
+        """The public ``next_action`` object (docs/authentication.md)."""
+        if self.redirect_url is not None:
+            return {
+                "type": "redirect_to_url",
+                "redirect_to_url": {"url": self.redirect_url, "return_url": self.return_url},
+            }
+        sdk = {"gateway": self.gateway, "account": self.account, **(self.sdk or {})}
+        return {"type": "gateway_sdk", "gateway_sdk": sdk}
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """How the customer authenticated (3-D Secure), as the charge shows it."""
+
+    status: str
+    """succeeded, attempted, failed, not_required, required (still waiting), unavailable"""
+    version: str | None = None
+    liability_shifted: bool | None = None
+
+    def render(self) -> dict[str, object]:
+        return {"status": self.status, "version": self.version, "liability_shifted": self.liability_shifted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +136,12 @@ class GatewayResult:
     card: CardSummary | None = None
     captured: bool = False
     """True when the payment was captured (sale) rather than only authorized."""
+    next_action: NextAction | None = None
+    """With ``ACTION_REQUIRED``: what the customer must do."""
+    authentication: Authentication | None = None
+    """The customer authentication's outcome, when the gateway reports one."""
+    network_transaction_id: str | None = None
+    """The card network's id for this payment, kept for later merchant-initiated charges."""
     request_refused: bool = False
     """NOT_SENT because the gateway refused this request as invalid (a bad or unknown token, bad
     parameters): it says nothing about the gateway's health, so circuit breakers do not count it as a
@@ -180,6 +254,15 @@ class Gateway(Protocol):
 
     async def lookup(self, request: PaymentRequest) -> GatewayResult:
         """Find out what became of ``request``; ``NOT_SENT`` means provably never charged."""
+        ...
+
+    async def complete_authentication(
+        self, request: PaymentRequest, reference: str, details: Mapping[str, str]
+    ) -> GatewayResult:
+        """Finish a payment that answered ``ACTION_REQUIRED`` once the customer came back:
+        ``details`` are what the gateway sent back with the customer (Adyen's ``redirectResult``),
+        empty when the gateway is simply asked where the payment stands. Idempotent: asking twice
+        answers the same. ``ACTION_REQUIRED`` again: the customer has not finished yet."""
         ...
 
     async def vault(self, token: str, idempotency_key: str) -> VaultResult:

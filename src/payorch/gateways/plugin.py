@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from payorch.gateways.base import Capabilities, Gateway
 from payorch.gateways.config import GatewayConfig
@@ -24,6 +24,16 @@ class GatewayServices:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayPages:
+    """Pages a gateway package serves to customers' browsers (the sandbox's authentication page),
+    mounted by the app at ``prefix`` when a gateway of that kind is configured."""
+
+    prefix: str
+    build: Callable[[Callable[[], GatewayServices]], Any]
+    """Makes the ASGI app; its argument gives the runtime's services (built after the app)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayPlugin(Generic[ConfigT]):
     """One gateway package, as the registry and the settings see it."""
 
@@ -39,3 +49,5 @@ class GatewayPlugin(Generic[ConfigT]):
     """How its inbound notifications are verified, for people; None when it sends none."""
     embedded_names: tuple[str, ...] = ()
     """Names under which it is configured when nothing is (the embedded mode)."""
+    pages: GatewayPages | None = None
+    """Pages it serves to customers' browsers; None when it serves none."""

@@ -18,7 +18,7 @@ from pydantic import Field
 from payorch.gateways import adyen, braintree, sandbox, stripe
 from payorch.gateways.base import Capabilities, Gateway
 from payorch.gateways.config import GatewayConfig
-from payorch.gateways.plugin import GatewayPlugin, GatewayServices
+from payorch.gateways.plugin import GatewayPages, GatewayPlugin, GatewayServices
 
 PLUGINS: Final[tuple[GatewayPlugin[Any], ...]] = (
     sandbox.PLUGIN,
@@ -51,6 +51,12 @@ def plugin_for(kind: str) -> GatewayPlugin[Any]:
 def embedded_gateways() -> list[GatewayConfig]:
     """What runs when no gateway is configured: the plugins' embedded configurations, in order."""
     return [plugin.config(name=name) for plugin in PLUGINS for name in plugin.embedded_names]
+
+
+def gateway_pages(configs: list[GatewayConfig]) -> list[GatewayPages]:
+    """The pages the configured kinds serve to customers' browsers (the app mounts them)."""
+    kinds = {config.kind for config in configs}
+    return [plugin.pages for plugin in PLUGINS if plugin.pages is not None and plugin.kind in kinds]
 
 
 def notifying_plugins() -> list[GatewayPlugin[Any]]:

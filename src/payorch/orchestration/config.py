@@ -13,6 +13,9 @@ class RoutingConfig(BaseModel):
     deadline_ms: int = Field(default=15_000, gt=0, le=120_000)
     failover_on_unknown: bool = False
     cascadable_soft_declines: list[str] = Field(default_factory=list)
+    sca_retry: bool = False
+    """Retry an ``authentication_required`` soft decline once, on the same gateway, asking the issuer
+    for a challenge (the charge then waits in ``requires_action``). Never for off-session charges."""
 
 
 class ReconcilerConfig(BaseModel):
@@ -21,3 +24,6 @@ class ReconcilerConfig(BaseModel):
     max_checks: int = Field(default=12, gt=0)
     """After this many inconclusive lookups an attempt is flagged for review."""
     batch_size: int = Field(default=100, gt=0)
+    authentication_expiry_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+    """How long a customer has to finish authenticating before the charge is canceled (after the
+    gateway was asked whether it completed after all)."""

@@ -10,7 +10,11 @@ soft decline       the issuer said no for now                     stop unless co
 not sent           provably never executed                        next gateway
 unknown            it may have charged                            look it up on the same gateway;
                                                                   still unknown -> stop (processing)
+action required    the customer must authenticate at this gateway stop: the charge is bound to it
 =================  =============================================  ==================================
+
+An ``authentication_required`` soft decline is retried once on the same gateway asking for a
+challenge when ``sca_retry`` is on (and the customer is present).
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
-from payorch.gateways.base import GatewayResult, Outcome, PaymentRequest, VaultResult
+from payorch.gateways.base import CustomerPresence, GatewayResult, Outcome, PaymentRequest, VaultResult
 from payorch.orchestration.config import RoutingConfig
 from payorch.orchestration.routing import Candidate
 
@@ -59,7 +63,9 @@ class AttemptOutcome:
 
 
 class Journal(Protocol):
-    async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
+    async def next_attempt(
+        self, previous: AttemptOutcome, candidate: Candidate, seq: int, *, authentication_requested: bool = False
+    ) -> str:
         """Record ``previous``'s outcome and write the next pending attempt; return its id."""
         ...
 
@@ -95,8 +101,20 @@ class ChargeJob:
     currency: str
     capture: bool
     description: str | None
+    presence: CustomerPresence = field(default_factory=CustomerPresence)
+    network_transaction_ids: dict[str, str] = field(default_factory=dict)
+    """By gateway: the stored credential's network transaction id (merchant-initiated charges)."""
 
-    def request(self, attempt_id: str, token: str) -> PaymentRequest:
+    def request(
+        self, attempt_id: str, token: str, gateway: str | None = None, *, request_authentication: bool = False
+    ) -> PaymentRequest:
+        """What ``gateway`` is asked for one attempt; the same for its replay in a lookup."""
+        presence = self.presence
+        network_transaction_id = self.network_transaction_ids.get(gateway or "") if presence.off_session else None
+        if network_transaction_id is not None or request_authentication:
+            presence = replace(
+                presence, network_transaction_id=network_transaction_id, request_authentication=request_authentication
+            )
         return PaymentRequest(
             attempt_id=attempt_id,
             merchant_id=self.merchant_id,
@@ -106,6 +124,7 @@ class ChargeJob:
             token=token,
             capture=self.capture,
             description=self.description,
+            presence=presence,
         )
 
 
@@ -131,16 +150,34 @@ class Executor:
         deadline = time.monotonic() + self._config.deadline_ms / 1000
         attempt_id = first_attempt_id
         earlier: list[AttemptOutcome] = []
+        seq = 1
         for index, candidate in enumerate(candidates):
             outcome = await self._attempt(job, candidate, attempt_id, deadline)
+            if self._wants_sca_retry(job, candidate, outcome.result) and time.monotonic() < deadline:
+                earlier.append(outcome)
+                seq += 1
+                attempt_id = await journal.next_attempt(outcome, candidate, seq, authentication_requested=True)
+                outcome = await self._attempt(job, candidate, attempt_id, deadline, request_authentication=True)
             is_last = index == len(candidates) - 1
             if is_last or not self._may_fail_over(outcome.result) or time.monotonic() >= deadline:
                 return Execution(final=outcome, earlier=tuple(earlier))
             earlier.append(outcome)
-            attempt_id = await journal.next_attempt(outcome, candidates[index + 1], index + 2)
+            seq += 1
+            attempt_id = await journal.next_attempt(outcome, candidates[index + 1], seq)
         raise ValueError("a charge needs at least one candidate gateway")
 
+    def _wants_sca_retry(self, job: ChargeJob, candidate: Candidate, result: GatewayResult) -> bool:
+        return (
+            self._config.sca_retry
+            and result.outcome is Outcome.SOFT_DECLINE
+            and result.decline_code == "authentication_required"
+            and not job.presence.off_session
+            and candidate.configured.capabilities.customer_authentication
+        )
+
     def _may_fail_over(self, result: GatewayResult) -> bool:
+        # ACTION_REQUIRED never fails over: the customer is being sent to authenticate at this
+        # gateway, and the charge is bound to it from now on.
         if result.outcome is Outcome.NOT_SENT:
             return True
         if result.outcome is Outcome.SOFT_DECLINE:
@@ -150,8 +187,18 @@ class Executor:
             return self._config.failover_on_unknown
         return False
 
-    async def _attempt(self, job: ChargeJob, candidate: Candidate, attempt_id: str, deadline: float) -> AttemptOutcome:
-        request = job.request(attempt_id, candidate.token)
+    async def _attempt(
+        self,
+        job: ChargeJob,
+        candidate: Candidate,
+        attempt_id: str,
+        deadline: float,
+        *,
+        request_authentication: bool = False,
+    ) -> AttemptOutcome:
+        request = job.request(
+            attempt_id, candidate.token, candidate.name, request_authentication=request_authentication
+        )
         gateway = candidate.configured.gateway
         started = time.monotonic()
         if not self._breakers.allows(candidate.name):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from payorch.audit import trail
 from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params
@@ -81,6 +81,7 @@ class CreateCharge:
         self._outcomes = outcomes
         self._executor = executor
         self._first_check = timedelta(seconds=reconciler_config.first_check_seconds)
+        self._expiry = timedelta(minutes=reconciler_config.authentication_expiry_minutes)
         self._metrics = metrics
 
     async def open(self, request: OperationRequest[ChargeCreate]) -> OpenedCharge | KeyExists:
@@ -111,7 +112,7 @@ class CreateCharge:
         if earlier is not None:
             # The request that died had created its charge: answer with it as it stands now.
             answer = lifecycle.reply_for(earlier, request.request_id)
-            if lifecycle.is_final(earlier):
+            if lifecycle.stores_reply(earlier):
                 await store_reply(connection, request, answer, earlier.id)
             return answer
         plan = await self._plan(connection, request)
@@ -153,13 +154,15 @@ class CreateCharge:
             moved = await charge_writes.close_charge(
                 connection,
                 attempt_id=final.attempt_id,
-                result=lifecycle.attempt_result(final, self.next_check_at()),
+                result=lifecycle.attempt_result(final, self.next_check_at(), datetime.now(UTC) + self._expiry),
                 charge=updated,
-                idempotency_key=request.idempotency_key if lifecycle.is_final(updated) else None,
+                idempotency_key=request.idempotency_key if lifecycle.stores_reply(updated) else None,
                 reply_status=answer.status,
                 reply_body=answer.body,
                 audit=outbox_params(events, conditional=[False] + [True] * (len(events) - 1)),
             )
+            if moved:
+                await lifecycle.remember_credential(connection, updated, final)
         if not moved:  # the reconciler got there first (the request outlived its stale window)
             updated, answer = await self._as_it_stands(request, charge)
         bind_charge(charge.id, updated.status, final.gateway)  # the request's log line names the outcome
@@ -186,7 +189,7 @@ class CreateCharge:
         async with self._db.transaction() as tx:
             current = await repo.get_charge(tx, charge.merchant_id, charge.id) or charge
             answer = lifecycle.reply_for(current, request.request_id)
-            if lifecycle.is_final(current):
+            if lifecycle.stores_reply(current):
                 await store_reply(tx, request, answer, charge.id)
         return current, answer
 
@@ -195,7 +198,7 @@ class CreateCharge:
         else a vaulted payment method is read on a connection of its own."""
         caller, params = request.caller, request.params
         charge_id = new_id("ch")
-        routed = await self._route(connection, request, charge_id)
+        routed, network_transaction_ids = await self._route(connection, request, charge_id)
         candidates, decision = routed.candidates, routed.decision
         new = NewCharge(
             id=charge_id,
@@ -210,6 +213,10 @@ class CreateCharge:
             idempotency_key=request.idempotency_key,
             api_key_id=caller.key_id,
             routing=decision.record(),
+            return_url=params.return_url,
+            setup_future_usage=params.setup_future_usage,
+            off_session=params.off_session,
+            customer_presence=_presence(params, network_transaction_ids),
         )
         attempt_id = new_id("att")
         actor, origin = _who(request)
@@ -235,9 +242,11 @@ class CreateCharge:
 
     async def _route(
         self, connection: Connection | None, request: OperationRequest[ChargeCreate], charge_id: str
-    ) -> Routed:
+    ) -> tuple[Routed, dict[str, str]]:
+        """The accounts to try in order (and why), and the stored credential's network transaction ids."""
         params, caller = request.params, request.caller
         payment_method = params.payment_method
+        network_transaction_ids: dict[str, str] = {}
         if isinstance(payment_method, TokensPaymentMethod):
             tokens, param = payment_method.tokens, "payment_method.tokens"
             hint = payment_method.card
@@ -250,6 +259,7 @@ class CreateCharge:
             else:
                 vaulted = await self._vaulted(connection, request, payment_method)
             tokens, param, card = vaulted.tokens, "payment_method", CardFacts(network=vaulted.card_brand)
+            network_transaction_ids = vaulted.network_transaction_ids
         facts = ChargeFacts(
             charge_id=charge_id,
             amount=params.amount,
@@ -267,7 +277,7 @@ class CreateCharge:
                 param=param,
                 code="no_eligible_gateway",
             )
-        return routed
+        return routed, network_transaction_ids
 
     @staticmethod
     async def _vaulted(
@@ -289,6 +299,18 @@ def _label(candidates: list[Candidate], key: str) -> str:
     return next((c.configured.label for c in candidates if c.name == key), key)
 
 
+def _presence(params: ChargeCreate, network_transaction_ids: dict[str, str]) -> dict[str, Any] | None:
+    """What is passed through to the gateways besides the columns (kept so a lookup replays the
+    very same request)."""
+    presence = {
+        "browser_info": params.browser_info,
+        "authentication_data": params.authentication_data,
+        "network_transaction_ids": network_transaction_ids if params.off_session else None,
+    }
+    kept = {name: value for name, value in presence.items() if value}
+    return kept or None
+
+
 def _who(request: OperationRequest[ChargeCreate]) -> tuple[Actor, Origin]:
     return request.caller.actor(), request.caller.origin()
 
@@ -301,7 +323,9 @@ class _Journal:
     opened: OpenedCharge
     next_check_at: Callable[[], datetime]
 
-    async def next_attempt(self, previous: AttemptOutcome, candidate: Candidate, seq: int) -> str:
+    async def next_attempt(
+        self, previous: AttemptOutcome, candidate: Candidate, seq: int, *, authentication_requested: bool = False
+    ) -> str:
         attempt_id = new_id("att")
         transition_attempt(AttemptStatus.PENDING, lifecycle.ATTEMPT_STATUS_BY_OUTCOME[previous.result.outcome])
         charge = self.opened.charge
@@ -323,5 +347,6 @@ class _Journal:
                 gateway=candidate.name,
                 token=candidate.token,
                 audit=outbox_params(events),
+                authentication_requested=authentication_requested,
             )
         return attempt_id

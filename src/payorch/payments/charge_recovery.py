@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from payorch.audit import trail
-from payorch.audit.events import AuditEvent, Origin, outbox_params, record_many
+from payorch.audit.events import Actor, AuditEvent, Origin, outbox_params, record_many
 from payorch.audit.events import Outcome as AuditOutcome
 from payorch.gateways.base import GatewayResult, Outcome
 from payorch.gateways.registry import Configured
@@ -75,7 +75,8 @@ def _events(
     return events
 
 
-def _found(status: AttemptStatus, result: GatewayResult) -> AttemptResult:
+def _found(status: AttemptStatus, result: GatewayResult, expires_at: datetime | None = None) -> AttemptResult:
+    """What a lookup found; an attempt found waiting for its customer is checked at ``expires_at``."""
     return AttemptResult(
         status=status.value,
         gateway_reference=result.reference,
@@ -83,7 +84,7 @@ def _found(status: AttemptStatus, result: GatewayResult) -> AttemptResult:
         decline_code=result.decline_code,
         message=result.message,
         latency_ms=None,
-        next_check_at=None,
+        next_check_at=expires_at if status is AttemptStatus.REQUIRES_ACTION else None,
     )
 
 
@@ -117,14 +118,14 @@ class ChargeRecovery:
                 log.exception("reconciling attempt %s failed; it stays leased and is retried", attempt.id)
         return decisions
 
-    async def apply_result(self, attempt: Attempt, result: GatewayResult) -> Decision:
+    async def apply_result(self, attempt: Attempt, result: GatewayResult, actor: Actor | None = None) -> Decision:
         """Apply what the gateway reports became of an unresolved ``attempt``, exactly as a lookup's
-        answer is applied (verified inbound gateway notifications)."""
+        answer is applied (verified inbound gateway notifications, the customer's confirm: ``actor``)."""
         async with self._db.connection() as connection:
             charge = await repo.get_charge(connection, attempt.merchant_id, attempt.charge_id)
         if charge is None:
             return Decision(attempt.id, attempt.charge_id, "skipped")
-        return await self._apply(attempt, result)
+        return await self._apply(attempt, result, actor)
 
     async def _reconcile(self, attempt: Attempt) -> Decision:
         configured = await self._gateways.gateway(attempt.merchant_id, attempt.gateway)
@@ -133,7 +134,9 @@ class ChargeRecovery:
         if configured is None or charge is None:
             log.warning("attempt %s: gateway %s is not configured; left for review", attempt.id, attempt.gateway)
             return Decision(attempt.id, attempt.charge_id, "skipped")
-        request = lifecycle.job_for(charge).request(attempt.id, attempt.token)
+        request = lifecycle.job_for(charge).request(
+            attempt.id, attempt.token, attempt.gateway, request_authentication=attempt.authentication_requested
+        )
         try:
             async with asyncio.timeout(configured.race_timeout):
                 result = interpret_lookup(await configured.gateway.lookup(request))
@@ -178,7 +181,7 @@ class ChargeRecovery:
             )
         return Decision(attempt.id, attempt.charge_id, "rescheduled")
 
-    async def _apply(self, attempt: Attempt, result: GatewayResult) -> Decision:
+    async def _apply(self, attempt: Attempt, result: GatewayResult, actor: Actor | None = None) -> Decision:
         outcome = AttemptOutcome(attempt.id, attempt.gateway, result, attempt.latency_ms or 0)
         target = transition_attempt(AttemptStatus(attempt.status), lifecycle.ATTEMPT_STATUS_BY_OUTCOME[result.outcome])
         async with self._db.transaction() as tx:
@@ -187,15 +190,18 @@ class ChargeRecovery:
                 return Decision(attempt.id, attempt.charge_id, "skipped")
             running = await self._request_running(tx, current)
             status = ChargeStatus(current.status)
-            open_charge = status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING)
+            open_charge = status in (ChargeStatus.PENDING, ChargeStatus.PROCESSING) or (
+                # Waiting for its customer: only the attempt it is bound to can finish it.
+                status is ChargeStatus.REQUIRES_ACTION and attempt.status == AttemptStatus.REQUIRES_ACTION.value
+            )
             late_success = result.outcome is Outcome.APPROVED and not open_charge
             late_success = late_success and current.gateway_reference != result.reference
             if not running and not late_success:
-                await attempts_repo.record_result(tx, attempt, _found(target, result), outbox_params([]))
+                expires_at = datetime.now(UTC) + timedelta(minutes=self._config.authentication_expiry_minutes)
+                await attempts_repo.record_result(tx, attempt, _found(target, result, expires_at), outbox_params([]))
                 if open_charge and (result.outcome is Outcome.APPROVED or not await self._others_open(tx, attempt)):
-                    await lifecycle.settle(
-                        tx, current, outcome, trail.reconciler_actor(current.merchant_id), request_id="req_reconciler"
-                    )
+                    who = actor or trail.reconciler_actor(current.merchant_id)
+                    await lifecycle.settle(tx, current, outcome, who, request_id="req_reconciler")
                     log.info("reconciler: charge %s settled by attempt %s", current.id, attempt.id)
                 events = _events(attempt, "resolved", "success", result=result, status=target.value)
                 await record_many(tx, events)

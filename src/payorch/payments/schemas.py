@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    StrictStr,
     StringConstraints,
     Tag,
     field_validator,
@@ -24,6 +25,8 @@ Token = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
 PaymentMethodId = Annotated[str, StringConstraints(pattern=r"^pm_[0-9a-z]{26}$")]
+ReturnUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")]
+PassedThroughKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class StrictModel(BaseModel):
@@ -67,6 +70,35 @@ class ChargeCreate(StrictModel):
     capture: StrictBool = True
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=50)
+    return_url: ReturnUrl | None = Field(
+        default=None,
+        description="Where the customer's browser comes back to after authenticating (3-D Secure) at a "
+        "page the gateway or the sandbox shows; without it a gateway that wants authentication answers "
+        "a `gateway_sdk` next action for its frontend SDK.",
+    )
+    setup_future_usage: Literal["off_session"] | None = Field(
+        default=None,
+        description="The customer is present and agrees to later charges without them: the card's network "
+        "transaction id is kept with the `pm_` payment method for those charges.",
+    )
+    off_session: StrictBool = Field(
+        default=False,
+        description="A merchant-initiated charge with no customer present. If the issuer still wants the "
+        "customer to authenticate, the answer is 402 `authentication_required` with a `next_action` "
+        "the merchant can send the customer.",
+    )
+    browser_info: dict[PassedThroughKey, StrictStr | StrictInt | StrictBool] | None = Field(
+        default=None,
+        max_length=20,
+        description="The shopper's browser, passed through to gateways that take it for 3-D Secure 2 "
+        "(the 3-D Secure 2 `browserInfo` object: userAgent, acceptHeader, screen size, ...).",
+    )
+    authentication_data: dict[PassedThroughKey, Any] | None = Field(
+        default=None,
+        max_length=20,
+        description="Passed through to gateways that take it (an `authenticationData` object, e.g. "
+        "`{threeDSRequestData: {nativeThreeDS: preferred}}`).",
+    )
 
     @field_validator("currency")
     @classmethod
@@ -95,6 +127,38 @@ class RoutingOut(BaseModel):
     details: dict[str, Any] | None = Field(default=None, description="What the strategy weighed.")
 
 
+class RedirectToUrl(BaseModel):
+    url: str
+    """Send the customer's browser here."""
+    return_url: str | None
+    """Where it comes back to when the customer is done."""
+
+
+class GatewaySdkAction(BaseModel):
+    """Passed through as the gateway gave it: Stripe.js ``handleNextAction({clientSecret})``, or
+    Adyen's Drop-in ``handleAction(action)``."""
+
+    model_config = ConfigDict(extra="allow")
+    gateway: str
+    account: str
+    client_secret: str | None = None
+    action: dict[str, Any] | None = None
+
+
+class NextActionOut(BaseModel):
+    """What the customer's frontend does to authenticate (docs/authentication.md)."""
+
+    type: Literal["redirect_to_url", "gateway_sdk"]
+    redirect_to_url: RedirectToUrl | None = None
+    gateway_sdk: GatewaySdkAction | None = None
+
+
+class AuthenticationOut(BaseModel):
+    status: Literal["required", "succeeded", "attempted", "failed", "not_required", "unavailable", "expired"]
+    version: str | None
+    liability_shifted: bool | None
+
+
 class ChargeOut(BaseModel):
     id: str
     object: Literal["charge"] = "charge"
@@ -102,7 +166,7 @@ class ChargeOut(BaseModel):
     amount_captured: int
     amount_refunded: int
     currency: str
-    status: Literal["pending", "processing", "authorized", "succeeded", "failed", "canceled"]
+    status: Literal["pending", "processing", "requires_action", "authorized", "succeeded", "failed", "canceled"]
     captured: bool
     refunded: bool
     livemode: bool
@@ -116,6 +180,10 @@ class ChargeOut(BaseModel):
     description: str | None
     metadata: dict[str, str]
     routing: RoutingOut | None = None
+    next_action: NextActionOut | None
+    """Set while ``requires_action``: what the customer must do."""
+    authentication: AuthenticationOut | None
+    """The customer authentication's outcome (3-D Secure), when there was one."""
     created: int
     updated: int
 
@@ -143,6 +211,8 @@ class ErrorBody(BaseModel):
     param: str | None = None
     decline_code: str | None = None
     charge: str | None = None
+    next_action: NextActionOut | None = None
+    """An off-session charge the issuer wants authenticated: what to send the customer."""
     request_id: str
 
 
@@ -181,6 +251,8 @@ def render_charge(charge: Charge) -> dict[str, Any]:
         "description": charge.description,
         "metadata": charge.metadata,
         "routing": charge.routing,
+        "next_action": charge.next_action,
+        "authentication": charge.authentication,
         "created": int(charge.created_at.timestamp()),
         "updated": int(charge.updated_at.timestamp()),
     }

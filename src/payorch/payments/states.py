@@ -4,7 +4,9 @@ pending ──► authorized ──► succeeded (capture)
    │  ╲          └──────► canceled  (void)
    │   ╲► succeeded
    │    ╲► failed
-   └──► processing ──► authorized | succeeded | failed   (outcome learnt later)
+   ├──► processing ──► authorized | succeeded | failed   (outcome learnt later)
+   └──► requires_action ──► succeeded | authorized | failed | canceled   (customer authentication;
+                                                                          canceled when abandoned)
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Final
 class ChargeStatus(StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"
+    """The customer must authenticate (3-D Secure) at the gateway the charge is bound to."""
     AUTHORIZED = "authorized"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -29,6 +33,8 @@ class AttemptStatus(StrEnum):
     DECLINED = "declined"
     NOT_SENT = "not_sent"
     UNKNOWN = "unknown"
+    REQUIRES_ACTION = "requires_action"
+    """The gateway holds the payment open for the customer's authentication; looked up at its expiry."""
     REVERSED = "reversed"
     """A late success that was not the charge's winner, voided or refunded by the reconciler."""
     REVIEW = "review"
@@ -37,7 +43,16 @@ class AttemptStatus(StrEnum):
 
 CHARGE_TRANSITIONS: Final[dict[ChargeStatus, frozenset[ChargeStatus]]] = {
     ChargeStatus.PENDING: frozenset(
-        {ChargeStatus.PROCESSING, ChargeStatus.AUTHORIZED, ChargeStatus.SUCCEEDED, ChargeStatus.FAILED}
+        {
+            ChargeStatus.PROCESSING,
+            ChargeStatus.REQUIRES_ACTION,
+            ChargeStatus.AUTHORIZED,
+            ChargeStatus.SUCCEEDED,
+            ChargeStatus.FAILED,
+        }
+    ),
+    ChargeStatus.REQUIRES_ACTION: frozenset(
+        {ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED, ChargeStatus.FAILED, ChargeStatus.CANCELED}
     ),
     ChargeStatus.PROCESSING: frozenset({ChargeStatus.AUTHORIZED, ChargeStatus.SUCCEEDED, ChargeStatus.FAILED}),
     ChargeStatus.AUTHORIZED: frozenset({ChargeStatus.SUCCEEDED, ChargeStatus.CANCELED}),
@@ -48,8 +63,15 @@ CHARGE_TRANSITIONS: Final[dict[ChargeStatus, frozenset[ChargeStatus]]] = {
 
 ATTEMPT_TRANSITIONS: Final[dict[AttemptStatus, frozenset[AttemptStatus]]] = {
     AttemptStatus.PENDING: frozenset(
-        {AttemptStatus.APPROVED, AttemptStatus.DECLINED, AttemptStatus.NOT_SENT, AttemptStatus.UNKNOWN}
+        {
+            AttemptStatus.APPROVED,
+            AttemptStatus.DECLINED,
+            AttemptStatus.NOT_SENT,
+            AttemptStatus.UNKNOWN,
+            AttemptStatus.REQUIRES_ACTION,
+        }
     ),
+    AttemptStatus.REQUIRES_ACTION: frozenset({AttemptStatus.APPROVED, AttemptStatus.DECLINED}),
     AttemptStatus.UNKNOWN: frozenset(
         {AttemptStatus.APPROVED, AttemptStatus.DECLINED, AttemptStatus.NOT_SENT, AttemptStatus.REVIEW}
     ),

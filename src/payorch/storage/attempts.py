@@ -11,23 +11,37 @@ from payorch.storage.charge_writes import RECORD_ATTEMPT
 from payorch.storage.charges import ATTEMPT_COLUMNS, Attempt, AttemptResult
 from payorch.storage.sql import Connection, Statement, row_to
 
-# Not by merchant: the reconciler looks across every merchant's unresolved attempts (a partial
-# index holds only those).
-_LEASE_DUE = Statement(
-    f"""
+_LEASE = """
     UPDATE charge_attempts AS a
        SET next_check_at = now() + make_interval(secs => :lease_seconds::double precision),
            check_count = a.check_count + 1, updated_at = now()
       FROM (SELECT merchant_id, id FROM charge_attempts
-             WHERE status IN ('pending', 'unknown')
-               AND coalesce(next_check_at, created_at) <= now()
-               AND (status = 'unknown' OR created_at < :stale_before::timestamptz)
-             ORDER BY coalesce(next_check_at, created_at)
+             WHERE {due}
+             ORDER BY {order}
              LIMIT :limit::integer
              FOR UPDATE SKIP LOCKED) AS due
      WHERE a.merchant_id = due.merchant_id AND a.id = due.id
-    RETURNING {", ".join(f"a.{name}" for name in ATTEMPT_COLUMNS.split(", "))}
+    RETURNING {columns}
     """
+"""Claim the attempts that are ``due`` (oldest first by ``order``), leased by pushing their next check
+past the lease. Not by merchant: the reconciler looks across every merchant's open attempts (partial
+indexes hold only those)."""
+
+_RETURNED = ", ".join(f"a.{name}" for name in ATTEMPT_COLUMNS.split(", "))
+
+_LEASE_DUE = Statement(
+    _LEASE.format(
+        due="""status IN ('pending', 'unknown')
+               AND coalesce(next_check_at, created_at) <= now()
+               AND (status = 'unknown' OR created_at < :stale_before::timestamptz)""",
+        order="coalesce(next_check_at, created_at)",
+        columns=_RETURNED,
+    )
+)
+
+# Authentications whose customer did not come back in time: the attempt's next_check_at is its expiry.
+_LEASE_EXPIRED = Statement(
+    _LEASE.format(due="status = 'requires_action' AND next_check_at <= now()", order="next_check_at", columns=_RETURNED)
 )
 
 _RECORD = Statement(
@@ -66,6 +80,12 @@ async def lease_due(
     so several reconcilers never look up one attempt at once (``FOR UPDATE SKIP LOCKED``) and a
     reconciler that dies mid-lookup only delays it."""
     rows = await _LEASE_DUE.fetch(connection, limit=limit, stale_before=stale_before, lease_seconds=lease_seconds)
+    return [row_to(Attempt, row) for row in rows]
+
+
+async def lease_expired_authentications(connection: Connection, *, limit: int, lease_seconds: float) -> list[Attempt]:
+    """Claim attempts whose customer authentication is past its expiry, as ``lease_due`` does."""
+    rows = await _LEASE_EXPIRED.fetch(connection, limit=limit, lease_seconds=lease_seconds)
     return [row_to(Attempt, row) for row in rows]
 
 

@@ -28,17 +28,20 @@ from payorch.storage.sql import Connection, Statement, row_to
 
 _INSERT_CHARGE = """
         INSERT INTO charges (id, merchant_id, livemode, amount, currency, status, capture, payment_method,
-                             description, metadata, idempotency_key, api_key_id, created_at, updated_at, routing)
+                             description, metadata, idempotency_key, api_key_id, created_at, updated_at, routing,
+                             return_url, setup_future_usage, off_session, customer_presence)
         SELECT :charge_id::text, :merchant_id::text, :livemode::boolean, :amount::bigint, :currency::text,
                'pending', :capture::boolean, :payment_method::text, :description::text, :metadata::jsonb,
-               :key::text, :api_key_id::text, :created_at::timestamptz, :created_at::timestamptz, :routing::jsonb
+               :key::text, :api_key_id::text, :created_at::timestamptz, :created_at::timestamptz, :routing::jsonb,
+               :return_url::text, :setup_future_usage::text, :off_session::boolean, :customer_presence::jsonb
          WHERE {condition}
         RETURNING id"""
 
 _INSERT_ATTEMPT = """
-        INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status)
+        INSERT INTO charge_attempts (id, merchant_id, charge_id, seq, gateway, token, status,
+                                     authentication_requested)
         SELECT :{attempt}::text, :merchant_id::text, :charge_id::text, :{seq}::integer, :{gateway}::text,
-               :{ref}::text, 'pending'
+               :{ref}::text, 'pending', {requested}
          WHERE {condition}
         RETURNING id"""
 
@@ -60,6 +63,7 @@ _MOVE_CHARGE = """
                card_exp_year = :card_exp_year::integer, gateway = :gateway::text,
                gateway_reference = :gateway_reference::text, failure_code = :failure_code::text,
                failure_message = :failure_message::text, decline_code = :decline_code::text,
+               next_action = :next_action::jsonb, authentication = :authentication::jsonb,
                updated_at = :updated_at::timestamptz
          WHERE merchant_id = :merchant_id::text AND id = :charge_id::text AND status = :expected_status::text
         RETURNING {columns}"""
@@ -73,6 +77,7 @@ _OPEN = Statement(
             seq="seq",
             gateway="gateway",
             ref="token",
+            requested="false",
             condition="EXISTS (SELECT 1 FROM ok)",
         )
     }),
@@ -85,7 +90,11 @@ _OPEN = Statement(
 _OPEN_UNDER_KEY = Statement(
     f"""
     WITH c AS ({_INSERT_CHARGE.format(condition="true")}),
-    a AS ({_INSERT_ATTEMPT.format(attempt="attempt_id", seq="seq", gateway="gateway", ref="token", condition="true")}),
+    a AS ({
+        _INSERT_ATTEMPT.format(
+            attempt="attempt_id", seq="seq", gateway="gateway", ref="token", requested="false", condition="true"
+        )
+    }),
     o AS ({outbox_insert()})
     SELECT count(*) FROM c
     """
@@ -100,6 +109,7 @@ _ADVANCE = Statement(
             seq="next_seq",
             gateway="next_gateway",
             ref="next_token",
+            requested=":next_authentication_requested::boolean",
             condition="true",
         )
     }),
@@ -181,6 +191,10 @@ def _charge_params(charge: NewCharge, created_at: datetime) -> dict[str, Any]:
         "api_key_id": charge.api_key_id,
         "created_at": created_at,
         "routing": charge.routing,
+        "return_url": charge.return_url,
+        "setup_future_usage": charge.setup_future_usage,
+        "off_session": charge.off_session,
+        "customer_presence": charge.customer_presence,
     }
 
 
@@ -198,6 +212,8 @@ def _outcome_params(charge: Charge) -> dict[str, Any]:
         "failure_code": charge.failure_code,
         "failure_message": charge.failure_message,
         "decline_code": charge.decline_code,
+        "next_action": charge.next_action,
+        "authentication": charge.authentication,
         "updated_at": charge.updated_at,
     }
 
@@ -269,9 +285,10 @@ async def advance_attempt(
     gateway: str,
     token: str,
     audit: dict[str, list[Any]],
+    authentication_requested: bool = False,
 ) -> bool:
-    """Failover: the finished attempt's result (if it is still pending; False otherwise), the
-    charge's next pending attempt and the ``audit`` events."""
+    """Failover (or the SCA retry, ``authentication_requested``): the finished attempt's result (if
+    it is still pending; False otherwise), the charge's next pending attempt and the ``audit`` events."""
     recorded = await _ADVANCE.fetchval(
         connection,
         merchant_id=merchant_id,
@@ -283,6 +300,7 @@ async def advance_attempt(
         next_seq=seq,
         next_gateway=gateway,
         next_token=token,
+        next_authentication_requested=authentication_requested,
         **audit,
     )
     return bool(recorded)

@@ -38,6 +38,15 @@ class Charge:
     updated_at: datetime
     routing: dict[str, Any] | None = None
     """How it was routed (orchestration/routing.py ``Decision.record``); None before migration 0009."""
+    return_url: str | None = None
+    setup_future_usage: str | None = None
+    off_session: bool = False
+    customer_presence: dict[str, Any] | None = None
+    """The request's ``browser_info`` and ``authentication_data``, passed through to the gateway."""
+    next_action: dict[str, Any] | None = None
+    """While ``requires_action``: what the customer's frontend does (the public ``next_action``)."""
+    authentication: dict[str, Any] | None = None
+    """The customer authentication's outcome: ``{status, version, liability_shifted}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,8 @@ class Attempt:
     check_count: int
     next_check_at: datetime | None
     created_at: datetime
+    authentication_requested: bool = False
+    """The SCA retry: this attempt asked the issuer for a challenge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,10 @@ class NewCharge:
     idempotency_key: str | None = None
     api_key_id: str | None = None
     routing: dict[str, Any] | None = None
+    return_url: str | None = None
+    setup_future_usage: str | None = None
+    off_session: bool = False
+    customer_presence: dict[str, Any] | None = None
 
     def pending(self, created_at: datetime) -> Charge:
         """The charge as its first write leaves it."""
@@ -101,6 +116,10 @@ class NewCharge:
             created_at=created_at,
             updated_at=created_at,
             routing=self.routing,
+            return_url=self.return_url,
+            setup_future_usage=self.setup_future_usage,
+            off_session=self.off_session,
+            customer_presence=self.customer_presence,
         )
 
 

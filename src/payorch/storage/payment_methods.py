@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from payorch.storage.sql import Connection, Statement, row_to
@@ -20,8 +20,11 @@ class PaymentMethod:
     card_exp_month: int | None
     card_exp_year: int | None
     created_at: datetime
+    network_transaction_ids: dict[str, str] = field(default_factory=dict)
+    """By gateway name: the network transaction id sent on merchant-initiated charges."""
 
 
+_INSERTED = tuple(f.name for f in fields(PaymentMethod) if f.name != "network_transaction_ids")
 _COLUMNS = ", ".join(f.name for f in fields(PaymentMethod))
 
 _GET = Statement(
@@ -50,6 +53,18 @@ _INSERT_OR_GET = Statement(
 )
 
 
+# A stored credential's network transaction id: kept once, from the customer-present charge that set
+# it up (a later one does not replace it).
+_REMEMBER_NETWORK_TRANSACTION_ID = Statement(
+    """
+    UPDATE payment_methods
+       SET network_transaction_ids = jsonb_build_object(:gateway::text, :network_transaction_id::text)
+                                     || network_transaction_ids
+     WHERE merchant_id = :merchant_id::text AND id = :id::text
+    """
+)
+
+
 async def get_payment_method(
     connection: Connection, merchant_id: str, payment_method_id: str, *, livemode: bool
 ) -> PaymentMethod | None:
@@ -59,9 +74,20 @@ async def get_payment_method(
 
 async def insert_or_get(connection: Connection, payment_method: PaymentMethod) -> PaymentMethod:
     """Store ``payment_method``, or return the one an earlier run of the same request stored."""
-    row = await _INSERT_OR_GET.fetchrow(
-        connection, **{f.name: getattr(payment_method, f.name) for f in fields(PaymentMethod)}
-    )
+    row = await _INSERT_OR_GET.fetchrow(connection, **{name: getattr(payment_method, name) for name in _INSERTED})
     if row is None:
         raise RuntimeError("storing a payment method returned no row")
     return row_to(PaymentMethod, row)
+
+
+async def remember_network_transaction_id(
+    connection: Connection, merchant_id: str, payment_method_id: str, gateway: str, network_transaction_id: str
+) -> None:
+    """Keep ``gateway``'s network transaction id with the payment method (the first one stays)."""
+    await _REMEMBER_NETWORK_TRANSACTION_ID.execute(
+        connection,
+        merchant_id=merchant_id,
+        id=payment_method_id,
+        gateway=gateway,
+        network_transaction_id=network_transaction_id,
+    )

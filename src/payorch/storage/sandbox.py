@@ -26,6 +26,8 @@ class SandboxPayment:
     amount_captured: int
     amount_refunded: int
     decline_code: str | None
+    capture: bool = True
+    return_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ _RECORD = Statement(
         INSERT INTO sandbox_payments ({_PAYMENT_COLUMNS})
         VALUES (:gateway::text, :reference::text, :payment_id::text, :merchant_id::text, :charge_id::text,
                 :amount::bigint, :currency::text, :token::text, :status::text, :amount_captured::bigint,
-                :amount_refunded::bigint, :decline_code::text)
+                :amount_refunded::bigint, :decline_code::text, :capture::boolean, :return_url::text)
         ON CONFLICT (gateway, reference) DO NOTHING
         RETURNING {_PAYMENT_COLUMNS}
     )
@@ -66,6 +68,19 @@ _FIND_BY_PAYMENT_ID = Statement(
     """
 )
 _LOCK_BY_PAYMENT_ID = Statement(_FIND_BY_PAYMENT_ID.sql + " FOR UPDATE")
+_FIND_PAYMENT = Statement(f"SELECT {_PAYMENT_COLUMNS} FROM sandbox_payments WHERE payment_id = :payment_id::text")
+# The simulated customer's answer, for a payment still waiting for it.
+_AUTHENTICATE = Statement(
+    f"""
+    UPDATE sandbox_payments
+       SET status = CASE WHEN NOT :approved::boolean THEN 'declined' WHEN capture THEN 'captured' ELSE 'authorized' END,
+           amount_captured = CASE WHEN :approved::boolean AND capture THEN amount ELSE 0 END,
+           decline_code = CASE WHEN :approved::boolean THEN NULL ELSE 'authentication_failed' END,
+           updated_at = now()
+     WHERE payment_id = :payment_id::text AND status = 'requires_action'
+    RETURNING {_PAYMENT_COLUMNS}
+    """
+)
 _SETTLE = Statement(
     f"""
     UPDATE sandbox_payments SET status = :status::text, amount_captured = :amount_captured::bigint, updated_at = now()
@@ -158,6 +173,17 @@ class SandboxLedger:
             row = await _FIND_BY_PAYMENT_ID.fetchrow(connection, gateway=gateway, payment_id=payment_id)
         return None if row is None else row_to(SandboxPayment, row)
 
+    async def find_payment(self, payment_id: str) -> SandboxPayment | None:
+        async with self._db.connection() as connection:
+            row = await _FIND_PAYMENT.fetchrow(connection, payment_id=payment_id)
+        return None if row is None else row_to(SandboxPayment, row)
+
+    async def authenticate(self, payment_id: str, *, approved: bool) -> SandboxPayment | None:
+        """A waiting payment completed (captured or authorized, as asked) or declined by its customer."""
+        async with self._db.connection() as connection:
+            row = await _AUTHENTICATE.fetchrow(connection, payment_id=payment_id, approved=approved)
+        return None if row is None else row_to(SandboxPayment, row)
+
     async def operate(
         self, gateway: str, payment_id: str, *, kind: str, amount: int, idempotency_key: str, operation_id: str
     ) -> tuple[SandboxOperation | None, str | None]:
@@ -197,7 +223,8 @@ def _apply(kind: str, payment: SandboxPayment, amount: int) -> tuple[str | None,
             return "amount_too_large", {}
         return None, {"status": "captured", "amount_captured": amount}
     if kind == "void":
-        if payment.status != "authorized":
+        # A payment still waiting for its customer is released too: the authentication expired.
+        if payment.status not in ("authorized", "requires_action"):
             return f"payment_{payment.status}", {}
         return None, {"status": "voided"}
     if payment.status != "captured":

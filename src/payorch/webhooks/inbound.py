@@ -2,7 +2,8 @@
 ``parse_webhook``), deduplicated by the gateway's event id, applied through the state machine.
 
 - ``payment.succeeded`` / ``payment.authorized`` / ``payment.failed`` for an attempt still unresolved
-  (unknown, review) are applied by the charge lifecycle's recovery (``AttemptSettler``): the same
+  (unknown, review, or waiting for its customer to authenticate) are applied by the charge
+  lifecycle's recovery (``AttemptSettler``): the same
   transitions, late-success reversal and idempotent-reply completion as a lookup's answer.
 - ``refund.succeeded`` / ``refund.failed`` settle a pending refund with that gateway reference.
 - ``dispute.created`` raises a ``charge.disputed`` event.
@@ -43,7 +44,7 @@ _RESULTS = {
     "payment.authorized": GatewayResult(Outcome.APPROVED, captured=False),
     "payment.failed": GatewayResult(Outcome.HARD_DECLINE, code="payment_failed", decline_code="card_declined"),
 }
-_APPLICABLE = frozenset({"unknown", "review"})
+_APPLICABLE = frozenset({"unknown", "review", "requires_action"})
 
 
 class AttemptSettler(Protocol):

@@ -12,6 +12,8 @@ from payorch.storage.webhooks import Delivery, Endpoint
 EventType = Literal[
     "*",
     "charge.processing",
+    "charge.requires_action",
+    "charge.authentication_expired",
     "charge.authorized",
     "charge.succeeded",
     "charge.failed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -91,6 +92,22 @@ class AdyenGateway:
         replay, status = await self._pay(request)
         return mapping.lookup_result(replay, status)
 
+    async def complete_authentication(
+        self, request: PaymentRequest, reference: str, details: Mapping[str, str]
+    ) -> GatewayResult:
+        """``/payments/details`` with what came back with the shopper (``redirectResult``, ...).
+
+        Without details there is nothing to submit: the payment's first answer is replayed, and a
+        completion is learnt from Adyen's AUTHORISATION notification. The key is derived from the
+        details, so a repeated confirm is answered as the first was.
+        """
+        del reference  # Adyen finds the payment from the details themselves
+        if not details:
+            return await self.lookup(request)
+        digest = hashlib.sha256(json.dumps(dict(details), sort_keys=True).encode()).hexdigest()[:16]
+        answer = await self._post("/payments/details", mapping.details_body(details), f"{request.attempt_id}_{digest}")
+        return self._payment_result(answer, request)
+
     async def vault(self, token: str, idempotency_key: str) -> VaultResult:
         """Store the card with a zero-value authorisation; the token names shopper and stored id."""
         if token.startswith(mapping.STORED_PREFIX):
@@ -101,7 +118,7 @@ class AdyenGateway:
             return VaultResult(Outcome.NOT_SENT, code="invalid_token", message=str(error), request_refused=True)
         body = mapping.vault_body(method, idempotency_key, self._merchant_account)
         answer = await self._post("/payments", body, idempotency_key)
-        result = self._payment_result(answer, capture=False)
+        result = self._payment_result(answer, None)
         extra = answer.body.get("additionalData") if isinstance(answer.body, Mapping) else None
         stored_id = extra.get("tokenization.storedPaymentMethodId") if isinstance(extra, Mapping) else None
         if result.outcome is not Outcome.APPROVED or not isinstance(stored_id, str):
@@ -141,7 +158,7 @@ class AdyenGateway:
             # Nothing went out; a token Adyen cannot use is a reason to try the next gateway.
             return mapping.refused_token(str(error)), 400
         answer = await self._post("/payments", body, request.attempt_id)
-        return self._payment_result(answer, capture=request.capture), answer.status
+        return self._payment_result(answer, request), answer.status
 
     async def _modify(self, path: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         body = {
@@ -151,11 +168,17 @@ class AdyenGateway:
         }
         return self._modification_result(await self._post(path, body, idempotency_key))
 
-    def _payment_result(self, answer: _Answer, *, capture: bool) -> GatewayResult:
+    def _payment_result(self, answer: _Answer, request: PaymentRequest | None) -> GatewayResult:
+        """``request`` None: a vaulting zero-value authorisation."""
         if answer.failure is not None:
             return answer.failure
         if answer.status == 200 and isinstance(answer.body, Mapping):
-            return mapping.result_from_payment(answer.body, capture=capture)
+            return mapping.result_from_payment(
+                answer.body,
+                capture=request is not None and request.capture,
+                account=self.name,
+                return_url=None if request is None else request.presence.return_url,
+            )
         return mapping.result_from_error(answer.status or 0, answer.body)
 
     def _modification_result(self, answer: _Answer) -> GatewayResult:

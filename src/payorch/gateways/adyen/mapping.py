@@ -22,7 +22,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.base import (
+    Authentication,
+    CardSummary,
+    GatewayNotification,
+    GatewayResult,
+    NextAction,
+    Outcome,
+    PaymentRequest,
+)
 
 IN_PROGRESS_ERROR_CODE = "704"
 STORED_PREFIX = "stored:"
@@ -130,13 +138,44 @@ def payment_body(request: PaymentRequest, merchant_account: str) -> dict[str, An
     if shopper:
         body["shopperReference"] = shopper
         body["recurringProcessingModel"] = "CardOnFile"
+    body.update(_authentication_fields(request))
     if request.capture:
         body["captureDelayHours"] = 0
     else:
         body["additionalData"] = {"manualCapture": "true"}
+    if request.presence.off_session and request.presence.network_transaction_id:
+        body["additionalData"] = {**body.get("additionalData", {}),
+                                  "networkTxReference": request.presence.network_transaction_id}  # fmt: skip
     if request.description:
         body["shopperStatement"] = request.description[:22]
     return body
+
+
+def _authentication_fields(request: PaymentRequest) -> dict[str, Any]:
+    """3-D Secure 2 (``returnUrl``, ``browserInfo``, ``authenticationData`` passed through) and the
+    stored-credential model: a customer-present charge that sets one up, or a merchant-initiated one."""
+    presence = request.presence
+    fields: dict[str, Any] = {}
+    if presence.return_url is not None:
+        fields.update(returnUrl=presence.return_url, channel="Web")
+    if presence.browser_info:
+        fields["browserInfo"] = dict(presence.browser_info)
+    authentication = dict(presence.authentication_data or {})
+    if presence.request_authentication:
+        authentication["attemptAuthentication"] = "always"
+    if authentication:
+        fields["authenticationData"] = authentication
+    if presence.setup_future_usage:
+        # The shopper is here and agrees to later charges: a customer-initiated first use of the card on file.
+        fields.update(shopperInteraction="Ecommerce", recurringProcessingModel="UnscheduledCardOnFile")
+    if presence.off_session:
+        fields.update(shopperInteraction="ContAuth", recurringProcessingModel="UnscheduledCardOnFile")
+    return fields
+
+
+def details_body(details: Mapping[str, str]) -> dict[str, Any]:
+    """``/payments/details`` after the shopper came back: what came back with them, as it came."""
+    return {"details": dict(details)}
 
 
 def vault_body(method: dict[str, Any], shopper_reference: str, merchant_account: str) -> dict[str, Any]:
@@ -177,28 +216,80 @@ def refusal(code: str | None) -> tuple[Outcome, str]:
     return (Outcome.SOFT_DECLINE if soft else Outcome.HARD_DECLINE), decline_code
 
 
-def result_from_payment(body: Mapping[str, Any], *, capture: bool) -> GatewayResult:
-    """Map a 200 ``/payments`` answer by its ``resultCode``."""
+def result_from_payment(
+    body: Mapping[str, Any], *, capture: bool, account: str = "adyen", return_url: str | None = None
+) -> GatewayResult:
+    """Map a 200 ``/payments`` (or ``/payments/details``) answer by its ``resultCode``; ``account``
+    and ``return_url`` go into a ``next_action``."""
     reference = body.get("pspReference") if isinstance(body.get("pspReference"), str) else None
     result_code = body.get("resultCode")
     message = body.get("refusalReason") if isinstance(body.get("refusalReason"), str) else None
+    authentication, network_transaction_id = _three_d_secure(body)
     match result_code:
         case "Authorised":
-            return GatewayResult(Outcome.APPROVED, reference, result_code, card=card_summary(body), captured=capture)
+            return GatewayResult(
+                Outcome.APPROVED,
+                reference,
+                result_code,
+                card=card_summary(body),
+                captured=capture,
+                authentication=authentication,
+                network_transaction_id=network_transaction_id,
+            )
         case "Refused":
             reason = body.get("refusalReasonCode")
             outcome, decline_code = refusal(reason if isinstance(reason, str) else None)
-            return GatewayResult(outcome, reference, result_code, decline_code, message, card_summary(body))
+            return GatewayResult(
+                outcome, reference, result_code, decline_code, message, card_summary(body),
+                authentication=authentication,
+            )  # fmt: skip
         case "Error":
             # Adyen's own "an error occurred while processing": a final not-authorised answer.
             return GatewayResult(Outcome.SOFT_DECLINE, reference, result_code, "processing_error", message)
         case "Cancelled":
             return GatewayResult(Outcome.SOFT_DECLINE, reference, result_code, "cancelled", message)
         case "RedirectShopper" | "IdentifyShopper" | "ChallengeShopper":
-            # 3-D Secure wanted and no shopper is present to complete it: nothing will be charged.
+            action = body.get("action")
+            if isinstance(action, Mapping) and reference is not None:
+                return GatewayResult(
+                    Outcome.ACTION_REQUIRED,
+                    reference,
+                    result_code,
+                    message=message,
+                    next_action=next_action(action, account, return_url),
+                    authentication=Authentication("required"),
+                )
+            # 3-D Secure wanted and nothing a shopper could follow: nothing will be charged.
             return GatewayResult(Outcome.SOFT_DECLINE, reference, result_code, "authentication_required", message)
     # Received, Pending, PresentToShopper, anything new: the final result comes by webhook.
     return GatewayResult(Outcome.UNKNOWN, reference, str(result_code) if result_code else "invalid_response", message)
+
+
+def next_action(action: Mapping[str, Any], account: str, return_url: str | None) -> NextAction:
+    """A plain GET redirect becomes ``redirect_to_url``; anything else (a POST redirect, a native
+    3-D Secure 2 fingerprint or challenge) is handed as it came to Drop-in's ``handleAction``."""
+    url = action.get("url")
+    if action.get("type") == "redirect" and str(action.get("method", "GET")).upper() == "GET" and isinstance(url, str):
+        return NextAction("adyen", account, redirect_url=url, return_url=return_url)
+    return NextAction("adyen", account, sdk={"action": dict(action)})
+
+
+def _three_d_secure(body: Mapping[str, Any]) -> tuple[Authentication | None, str | None]:
+    """``additionalData``'s 3-D Secure outcome (``threeDAuthenticated``, ``liabilityShift``,
+    ``threeDSVersion``) and the network transaction id (``networkTxReference``)."""
+    extra = body.get("additionalData")
+    if not isinstance(extra, Mapping):
+        return None, None
+    network_transaction_id = extra.get("networkTxReference")
+    ntid = network_transaction_id if isinstance(network_transaction_id, str) and network_transaction_id else None
+    if "threeDAuthenticated" not in extra and "liabilityShift" not in extra:
+        return None, ntid
+    authenticated = str(extra.get("threeDAuthenticated", "")).lower() == "true"
+    offered = str(extra.get("threeDOffered", "true")).lower() == "true"
+    status = "succeeded" if authenticated else ("failed" if offered else "not_required")
+    version = extra.get("threeDSVersion")
+    shifted = str(extra.get("liabilityShift", "")).lower() == "true"
+    return Authentication(status, str(version) if version else None, shifted), ntid
 
 
 def result_from_modification(body: Mapping[str, Any]) -> GatewayResult:

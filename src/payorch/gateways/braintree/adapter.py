@@ -121,6 +121,7 @@ class BraintreeAdapter:
     def __init__(self, config: BraintreeConfig) -> None:
         self.name = config.name
         self._timeout = config.timeout
+        self._three_d_secure_required = config.three_d_secure_required
         sdk_config = _sdk_configuration(config)
         self._http: _ClosableHttp = sdk_config.http_strategy()
         self._gateway = braintree.BraintreeGateway(sdk_config)
@@ -128,13 +129,34 @@ class BraintreeAdapter:
     async def authorize(self, request: PaymentRequest) -> GatewayResult:
         """Sell (``capture=True``) or authorize ``request.amount``; ``order_id`` is the attempt id."""
         source = "payment_method_token" if request.token.startswith(VAULT_TOKEN_PREFIX) else "payment_method_nonce"
-        params = {
+        params: dict[str, Any] = {
             "amount": to_major_string(request.amount, request.currency),
             "order_id": request.attempt_id,
             source: request.token,
             "options": {"submit_for_settlement": request.capture},
         }
+        presence = request.presence
+        if self._three_d_secure_required and not presence.off_session:
+            # The nonce must carry a 3-D Secure result from the client SDK, or Braintree rejects it.
+            params["options"]["three_d_secure"] = {"required": True}
+        if presence.off_session:
+            params["transaction_source"] = "unscheduled"
+            if presence.network_transaction_id:
+                params["external_vault"] = {
+                    "status": "vaulted",
+                    "previous_network_transaction_id": presence.network_transaction_id,
+                }
+        elif presence.setup_future_usage:
+            params["external_vault"] = {"status": "will_vault"}
         return await self._run("sale", lambda: self._gateway.transaction.sale(params), mapping.sdk_result)
+
+    async def complete_authentication(
+        self, request: PaymentRequest, reference: str, details: Mapping[str, str]
+    ) -> GatewayResult:
+        """Braintree's 3-D Secure happens in its client SDK before the nonce exists, so a sale never
+        waits for a customer: where a payment stands is what a lookup finds."""
+        del reference, details
+        return await self.lookup(request)
 
     async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
         """Submit ``amount`` (up to the authorized amount) of ``reference`` for settlement.

@@ -23,3 +23,6 @@ class BraintreeConfig(GatewayConfig):
     """``sandbox`` or ``production`` (ignored when ``base_url`` is set)."""
     base_url: str | None = None
     """``http(s)://host[:port]`` of another gateway host (a local emulator); https only on port 443."""
+    three_d_secure_required: bool = False
+    """Send ``three_d_secure: {required: true}``: a customer-present sale whose nonce carries no
+    3-D Secure result from the client is rejected (``authentication_required``)."""

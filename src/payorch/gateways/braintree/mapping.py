@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from urllib3.exceptions import ConnectTimeoutError, SSLError
 
-from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, VaultResult
+from payorch.gateways.base import Authentication, CardSummary, GatewayNotification, GatewayResult, Outcome, VaultResult
 from payorch.gateways.braintree.declines import classify_gateway_rejection, classify_processor_code
 from payorch.gateways.transport import causes, transport_outcome
 from payorch.money import UnknownCurrency, from_major_string
@@ -78,12 +78,23 @@ def transaction_result(transaction: Any) -> GatewayResult:
     card = card_summary(getattr(transaction, "credit_card_details", None))
     if status in _AUTHORIZED or status in CAPTURED_STATUSES:
         return GatewayResult(
-            Outcome.APPROVED, reference, code, None, message, card, captured=status in CAPTURED_STATUSES
+            Outcome.APPROVED,
+            reference,
+            code,
+            None,
+            message,
+            card,
+            captured=status in CAPTURED_STATUSES,
+            authentication=three_d_secure(transaction),
+            network_transaction_id=getattr(transaction, "network_transaction_id", None) or None,
         )
     if status == "gateway_rejected":
         reason = getattr(transaction, "gateway_rejection_reason", None)
         outcome, decline_code = classify_gateway_rejection(reason)
-        return GatewayResult(outcome, reference, reason, decline_code, f"gateway rejected: {reason}", card)
+        return GatewayResult(
+            outcome, reference, reason, decline_code, f"gateway rejected: {reason}", card,
+            authentication=three_d_secure(transaction),
+        )  # fmt: skip
     if status in ("processor_declined", "failed"):
         outcome, processor_decline = classify_processor_code(code)
         if outcome is Outcome.APPROVED:  # a decline status with an approval code is contradictory
@@ -92,6 +103,34 @@ def transaction_result(transaction: Any) -> GatewayResult:
     if status in _RELEASED:
         return GatewayResult(Outcome.HARD_DECLINE, reference, status, status, f"transaction {status}", card)
     return GatewayResult(Outcome.UNKNOWN, reference, status, None, f"unexpected status {status}", card)
+
+
+_THREE_D_SECURE_STATUS: Final = {
+    "authenticate_successful": "succeeded",
+    "authenticate_attempt_successful": "attempted",
+    "authenticate_successful_issuer_not_participating": "attempted",
+    "authenticate_failed": "failed",
+    "authenticate_rejected": "failed",
+    "authenticate_unable_to_authenticate": "unavailable",
+    "authentication_unavailable": "unavailable",
+    "lookup_not_enrolled": "not_required",
+    "lookup_bypassed": "not_required",
+}
+
+
+def three_d_secure(transaction: Any) -> Authentication | None:
+    """The transaction's ``three_d_secure_info`` (the result the client's nonce carried), if any."""
+    info = getattr(transaction, "three_d_secure_info", None)
+    if info is None:
+        return None
+    status = str(getattr(info, "status", "") or "")
+    shifted = getattr(info, "liability_shifted", None)
+    version = getattr(info, "three_d_secure_version", None)
+    return Authentication(
+        _THREE_D_SECURE_STATUS.get(status, "unavailable"),
+        str(version) if version else None,
+        shifted if isinstance(shifted, bool) else str(shifted).lower() == "true",
+    )
 
 
 def _first_error(error_result: Any) -> tuple[str | None, str | None]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from payorch.gateways.base import Capabilities, Gateway
-from payorch.gateways.plugin import GatewayPlugin, GatewayServices
+from payorch.gateways.plugin import GatewayPages, GatewayPlugin, GatewayServices
 from payorch.gateways.sandbox.config import SandboxConfig
 
 
@@ -15,8 +18,18 @@ def _build(config: SandboxConfig, services: GatewayServices) -> Gateway:
     # The sandbox has no HTTP client of its own to time out: its simulated hang must outlast the
     # executor's race, so it is given the race's length as "the timeout" it hangs past.
     return SandboxGateway(
-        config.name, services.processor_books, timeout=config.race_timeout, approval_rate=config.approval_rate
+        config.name,
+        services.processor_books,
+        timeout=config.race_timeout,
+        approval_rate=config.approval_rate,
+        public_url=config.public_url,
     )
+
+
+def _pages(services: Callable[[], GatewayServices]) -> Any:
+    from payorch.gateways.sandbox.page import build_pages
+
+    return build_pages(services)
 
 
 PLUGIN = GatewayPlugin(
@@ -24,8 +37,16 @@ PLUGIN = GatewayPlugin(
     title="Sandbox",
     config=SandboxConfig,
     capabilities=Capabilities(
-        authorize=True, partial_capture=True, void=True, refund=True, vault=True, lookup=True, verify_credentials=True
+        authorize=True,
+        partial_capture=True,
+        void=True,
+        refund=True,
+        vault=True,
+        lookup=True,
+        customer_authentication=True,
+        verify_credentials=True,
     ),
     build=_build,
     embedded_names=("sandbox", "sandbox_backup"),
+    pages=GatewayPages(prefix="/sandbox", build=_pages),
 )

@@ -11,6 +11,15 @@ tokens the way Stripe's test cards do (DESIGN.md section 5):
 ``tok_unavailable``    fails before processing (not sent)
 ``tok_timeout``        hangs past the timeout, then approves (a late success)
 ``tok_error``          answers 500 after processing (unknown, yet charged)
+``tok_threeDSecureRequired``  asks the customer to authenticate (a challenge): the charge waits
+                       in ``requires_action`` and ``next_action`` sends the browser to the page
+                       payorch serves (``/sandbox/authenticate/{id}``), whose buttons complete or
+                       fail the authentication and return to ``return_url``
+``tok_threeDSecureOptional``  authenticates without a challenge (frictionless) and approves
+``tok_authenticationRequiredOffSession``  approves with the customer present; off-session, the
+                       issuer wants them to authenticate (a challenge, as above)
+``tok_authenticationRequired``  soft-declines ``authentication_required`` unless the issuer is
+                       asked for a challenge (the SCA retry), which it then gives
 any other token        refused before processing as an invalid request (not sent)
 =====================  ==============================================================
 """
@@ -25,15 +34,18 @@ from dataclasses import dataclass
 from typing import Final
 
 from payorch.gateways.base import (
+    Authentication,
     CardSummary,
     GatewayError,
     GatewayNotification,
     GatewayResult,
+    NextAction,
     Outcome,
     PaymentRequest,
     VaultResult,
 )
 from payorch.gateways.sandbox.books import BookedPayment, PaymentEntry, SandboxBooks
+from payorch.gateways.sandbox.config import DEFAULT_PUBLIC_URL
 from payorch.ids import new_id
 
 
@@ -58,7 +70,17 @@ TEST_TOKENS: Final[dict[str, _TestCard]] = {
     "tok_unavailable": _TestCard(_card("visa", "0101"), "unavailable"),
     "tok_timeout": _TestCard(_card("visa", "0077"), "late_success"),
     "tok_error": _TestCard(_card("visa", "0200"), "error_after_processing"),
+    "tok_threeDSecureRequired": _TestCard(_card("visa", "3220"), "challenge"),
+    "tok_threeDSecureOptional": _TestCard(_card("visa", "3063"), "frictionless"),
+    "tok_authenticationRequiredOffSession": _TestCard(_card("visa", "3184"), "challenge_off_session"),
+    "tok_authenticationRequired": _TestCard(_card("visa", "3155"), "challenge_when_asked"),
 }
+
+AUTHENTICATED: Final = Authentication("succeeded", "2.2.0", liability_shifted=True)
+NOT_AUTHENTICATED: Final = Authentication("failed", "2.2.0", liability_shifted=False)
+_AUTHENTICATING: Final = frozenset({"challenge", "frictionless", "challenge_off_session", "challenge_when_asked"})
+AUTHENTICATION_PATH: Final = "/sandbox/authenticate/"
+"""Where payorch serves the sandbox's authentication page (``gateways/sandbox/page.py``)."""
 
 VAULT_PREFIX: Final = "sbxpm_"
 
@@ -73,10 +95,19 @@ def _test_card(token: str) -> _TestCard | None:
 class SandboxGateway:
     """A :class:`~payorch.gateways.base.Gateway` backed by the sandbox's books."""
 
-    def __init__(self, name: str, ledger: SandboxBooks, *, timeout: float, approval_rate: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        ledger: SandboxBooks,
+        *,
+        timeout: float,
+        approval_rate: float = 1.0,
+        public_url: str = DEFAULT_PUBLIC_URL,
+    ) -> None:
         self.name = name
         self._ledger = ledger
         self._approval_rate = approval_rate
+        self._page_url = public_url.rstrip("/") + AUTHENTICATION_PATH
         # A late success answers after the caller has given up on it.
         self._late_after = timeout + 0.5
         self._late: set[asyncio.Task[BookedPayment]] = set()
@@ -95,6 +126,11 @@ class SandboxGateway:
             )
         if test.behaviour == "unavailable":
             return GatewayResult(Outcome.NOT_SENT, code="503", message="Sandbox unavailable; nothing was processed.")
+        if _wants_challenge(test.behaviour, request):
+            payment, _ = await self._ledger.record(self._payment(request, "requires_action", None))
+            return self._result(payment, test.card)
+        if test.behaviour == "challenge_when_asked":
+            test = _TestCard(test.card, "soft_decline", "authentication_required")
         if test.behaviour == "approve" and not self._approves(request.attempt_id):
             test = _TestCard(test.card, "soft_decline", "issuer_unavailable")
         if test.behaviour in ("decline", "soft_decline"):
@@ -144,6 +180,7 @@ class SandboxGateway:
 
     def _payment(self, request: PaymentRequest, status: str, decline_code: str | None) -> PaymentEntry:
         captured = request.amount if status == "captured" else 0
+        waiting = status == "requires_action"
         return PaymentEntry(
             gateway=self.name,
             reference=request.attempt_id,
@@ -157,19 +194,41 @@ class SandboxGateway:
             amount_captured=captured,
             amount_refunded=0,
             decline_code=decline_code,
+            capture=request.capture,
+            return_url=request.presence.return_url if waiting else None,
         )
 
-    @staticmethod
-    def _result(payment: BookedPayment, card: CardSummary | None) -> GatewayResult:
+    def _result(self, payment: BookedPayment, card: CardSummary | None) -> GatewayResult:
+        test = _test_card(payment.token)
+        authenticated = test is not None and test.behaviour in _AUTHENTICATING
         if payment.status == "processing":
             return GatewayResult(Outcome.UNKNOWN, reference=payment.payment_id, message="Still processing.")
+        if payment.status == "requires_action":
+            action = NextAction(
+                gateway="sandbox",
+                account=self.name,
+                redirect_url=self._page_url + payment.payment_id,
+                return_url=payment.return_url,
+            )
+            return GatewayResult(
+                Outcome.ACTION_REQUIRED,
+                reference=payment.payment_id,
+                code="requires_action",
+                message="The customer must authenticate.",
+                card=card,
+                next_action=action,
+                authentication=Authentication("required", "2.2.0"),
+            )
         if payment.status == "declined":
+            failed_authentication = payment.decline_code == "authentication_failed"
             return GatewayResult(
                 Outcome.HARD_DECLINE,
                 reference=payment.payment_id,
                 code=payment.decline_code,
                 decline_code=payment.decline_code,
+                message="The customer failed to authenticate." if failed_authentication else None,
                 card=card,
+                authentication=NOT_AUTHENTICATED if failed_authentication else None,
             )
         return GatewayResult(
             Outcome.APPROVED,
@@ -177,6 +236,8 @@ class SandboxGateway:
             code="approved",
             card=card,
             captured=payment.status == "captured",
+            authentication=AUTHENTICATED if authenticated else None,
+            network_transaction_id=f"sbxntid_{payment.payment_id.removeprefix('sbx_')}",
         )
 
     async def capture(self, reference: str, amount: int, currency: str, idempotency_key: str) -> GatewayResult:
@@ -223,6 +284,20 @@ class SandboxGateway:
         test = _test_card(payment.token)
         return self._result(payment, None if test is None else test.card)
 
+    async def complete_authentication(
+        self, request: PaymentRequest, reference: str, details: Mapping[str, str]
+    ) -> GatewayResult:
+        """Where the payment stands in the books once its customer came back (nothing to send: the
+        page recorded the customer's answer); a voided one (expired) holds nothing."""
+        del details  # the sandbox's page writes the customer's answer to the books itself
+        payment = await self._ledger.find(self.name, request.attempt_id)
+        if payment is None or payment.payment_id != reference:
+            return GatewayResult(Outcome.NOT_SENT, code="no_such_payment", message="No such payment at the sandbox.")
+        if payment.status == "voided":
+            return GatewayResult(Outcome.HARD_DECLINE, reference, "canceled", "canceled", "The payment was voided.")
+        test = _test_card(payment.token)
+        return self._result(payment, None if test is None else test.card)
+
     async def vault(self, token: str, idempotency_key: str) -> VaultResult:
         """Exchange a test token for a reusable sandbox payment method."""
         test = TEST_TOKENS.get(token)
@@ -240,3 +315,14 @@ class SandboxGateway:
         # Late successes are settled by the books themselves on the next lookup if cut short here.
         for task in list(self._late):
             task.cancel()
+
+
+def _wants_challenge(behaviour: str, request: PaymentRequest) -> bool:
+    """Whether the issuer of this test card wants the customer to authenticate this payment."""
+    if behaviour == "challenge":
+        return True
+    if behaviour == "challenge_off_session":
+        return request.presence.off_session
+    if behaviour == "challenge_when_asked":
+        return request.presence.request_authentication
+    return False

@@ -21,14 +21,24 @@ class BookedPayment(Protocol):
     @property
     def payment_id(self) -> str: ...
     @property
+    def charge_id(self) -> str: ...
+    @property
     def token(self) -> str: ...
     @property
     def status(self) -> str:
-        """processing, declined, authorized, captured or voided."""
+        """processing, requires_action (waiting for its customer), declined, authorized, captured or voided."""
         ...
 
     @property
     def decline_code(self) -> str | None: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def return_url(self) -> str | None:
+        """Where the authentication page sends the customer's browser back to."""
+        ...
 
 
 class BookedOperation(Protocol):
@@ -56,6 +66,9 @@ class PaymentEntry:
     amount_captured: int
     amount_refunded: int
     decline_code: str | None
+    capture: bool = True
+    """What an authenticated payment becomes: captured, or only authorized."""
+    return_url: str | None = None
 
 
 class SandboxBooks(Protocol):
@@ -78,6 +91,16 @@ class SandboxBooks(Protocol):
         ...
 
     async def find(self, gateway: str, reference: str) -> BookedPayment | None: ...
+
+    async def find_payment(self, payment_id: str) -> BookedPayment | None:
+        """A payment by its own id, whichever sandbox made it (the authentication page's look-up)."""
+        ...
+
+    async def authenticate(self, payment_id: str, *, approved: bool) -> BookedPayment | None:
+        """The simulated customer finished authenticating: a payment waiting for it becomes what was
+        asked (captured or authorized) or is declined ``authentication_failed``. None when no payment
+        waits under ``payment_id`` (unknown, finished, or voided when it expired)."""
+        ...
 
     async def operate(
         self, gateway: str, payment_id: str, *, kind: str, amount: int, idempotency_key: str, operation_id: str

@@ -27,6 +27,7 @@ PLUGIN = GatewayPlugin(
         lookup=True,
         notifications=True,
         verify_credentials=True,
+        customer_authentication=True,
     ),
     build=_build,
     notification_scheme="Stripe-Signature with timestamp tolerance",

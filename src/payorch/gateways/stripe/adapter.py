@@ -48,6 +48,7 @@ class StripeGateway:
 
     def __init__(self, config: StripeConfig) -> None:
         self.name = config.name
+        self._request_three_d_secure = config.request_three_d_secure
         self._webhook_secret = config.webhook_secret
         self._webhook_tolerance = config.webhook_tolerance_seconds
         # The SDK never retries (max_network_retries=0): a retry is the executor's decision, made with
@@ -106,6 +107,17 @@ class StripeGateway:
                 return found
         return mapping.lookup_result(replay, status)
 
+    async def complete_authentication(
+        self, request: PaymentRequest, reference: str, details: Mapping[str, str]
+    ) -> GatewayResult:
+        """Re-read the PaymentIntent: Stripe finished it when the customer completed the challenge
+        (Stripe.js or the redirect), so there is nothing to send but the question."""
+        del request, details  # the PaymentIntent is the whole state
+        return await self._call(
+            self._client.v1.payment_intents.retrieve_async(reference, {"expand": mapping.EXPAND}),
+            self._intent_result,
+        )
+
     async def vault(self, token: str, idempotency_key: str) -> VaultResult:
         """Turn a ``tok_`` into a PaymentMethod (or check a ``pm_``) and return its card summary."""
         try:
@@ -163,19 +175,23 @@ class StripeGateway:
         """The create-and-confirm call, with the HTTP status an error came with (for lookup)."""
         try:
             intent = await self._client.v1.payment_intents.create_async(
-                mapping.payment_intent_params(request), {"idempotency_key": request.attempt_id}
+                mapping.payment_intent_params(request, self._request_three_d_secure),
+                {"idempotency_key": request.attempt_id},
             )
         except stripe.StripeError as error:
-            return mapping.result_from_error(error), error.http_status
+            return mapping.result_from_error(error, self.name), error.http_status
         except Exception as error:
             return _unexpected(error), None
-        return mapping.result_from_payment_intent(intent.to_dict()), 200
+        return self._intent_result(intent.to_dict()), 200
+
+    def _intent_result(self, intent: Mapping[str, Any]) -> GatewayResult:
+        return mapping.result_from_payment_intent(intent, self.name)
 
     async def _call(self, call: Any, to_result: Any) -> GatewayResult:
         try:
             answer = await call
         except stripe.StripeError as error:
-            return mapping.result_from_error(error)
+            return mapping.result_from_error(error, self.name)
         except Exception as error:
             return _unexpected(error)
         result: GatewayResult = to_result(answer.to_dict())
@@ -186,7 +202,10 @@ class StripeGateway:
         escaped = attempt_id.replace("\\", "\\\\").replace("'", "\\'")
         try:
             page = await self._client.v1.payment_intents.search_async(
-                {"query": f"metadata['attempt_id']:'{escaped}'", "expand": ["data.payment_method"]}
+                {
+                    "query": f"metadata['attempt_id']:'{escaped}'",
+                    "expand": ["data.payment_method", "data.latest_charge"],
+                }
             )
         except Exception as error:  # a failed search leaves the attempt unknown, nothing more
             _log.info("stripe search failed: %s", type(error).__name__)
@@ -196,7 +215,7 @@ class StripeGateway:
             # None: Stripe's search index lags writes, so absence proves nothing. More than one
             # cannot happen under one idempotency key; leave it to an operator.
             return None if not intents else GatewayResult(Outcome.UNKNOWN, code="ambiguous_lookup")
-        return mapping.result_from_payment_intent(intents[0])
+        return self._intent_result(intents[0])
 
 
 def _unexpected(error: Exception) -> GatewayResult:

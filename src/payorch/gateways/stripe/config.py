@@ -23,3 +23,7 @@ class StripeConfig(GatewayConfig):
     its notifications are refused."""
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     """How old a signed timestamp may be (Stripe's replay protection)."""
+    request_three_d_secure: Literal["automatic", "any", "challenge"] = "automatic"
+    """``payment_method_options[card][request_three_d_secure]``: ``automatic`` lets Stripe (and the
+    issuer) decide; ``any`` asks for 3-D Secure whenever the card supports it; ``challenge`` always
+    asks for a challenge."""

@@ -29,7 +29,15 @@ from typing import Any, cast
 import stripe
 from stripe.params import PaymentIntentCreateParams
 
-from payorch.gateways.base import CardSummary, GatewayNotification, GatewayResult, Outcome, PaymentRequest
+from payorch.gateways.base import (
+    Authentication,
+    CardSummary,
+    GatewayNotification,
+    GatewayResult,
+    NextAction,
+    Outcome,
+    PaymentRequest,
+)
 from payorch.gateways.transport import transport_outcome
 
 HARD_DECLINE_CODES = frozenset(
@@ -94,22 +102,43 @@ SOFT_DECLINE_CODES = frozenset(
 """Declines that may succeed when tried again later (or elsewhere, if configured cascadable)."""
 
 
-def payment_intent_params(request: PaymentRequest) -> PaymentIntentCreateParams:
-    """The create-and-confirm parameters; identical for a first try and for its replay in lookup."""
+EXPAND = ["payment_method", "latest_charge"]
+"""The card summary, and the charge's 3-D Secure result and network transaction id."""
+
+
+def payment_intent_params(
+    request: PaymentRequest, request_three_d_secure: str = "automatic"
+) -> PaymentIntentCreateParams:
+    """The create-and-confirm parameters; identical for a first try and for its replay in lookup.
+
+    With a ``return_url`` a 3-D Secure challenge answers ``next_action.redirect_to_url``; without
+    one, Stripe.js completes it (``handleNextAction`` with the client secret), so no redirect-based
+    payment method is allowed.
+    """
+    presence = request.presence
     params: dict[str, Any] = {
         "amount": request.amount,
         "currency": request.currency.lower(),
         "confirm": True,
         "capture_method": "automatic" if request.capture else "manual",
-        # Cards only, and no redirect-based method that would need a return_url: nobody is there to redirect.
         "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
         "metadata": {
             "merchant_id": request.merchant_id,
             "charge_id": request.charge_id,
             "attempt_id": request.attempt_id,
         },
-        "expand": ["payment_method"],
+        "expand": EXPAND,
     }
+    if presence.return_url is not None:
+        params["return_url"] = presence.return_url
+        params["automatic_payment_methods"] = {"enabled": True}
+    wanted = "challenge" if presence.request_authentication else request_three_d_secure
+    if wanted != "automatic":
+        params["payment_method_options"] = {"card": {"request_three_d_secure": wanted}}
+    if presence.setup_future_usage:
+        params["setup_future_usage"] = "off_session"
+    if presence.off_session:
+        params["off_session"] = True
     if request.token.startswith("tok_"):
         params["payment_method_data"] = {"type": "card", "card": {"token": request.token}}
     else:
@@ -140,20 +169,48 @@ def card_summary(payment_method: object) -> CardSummary | None:
     )
 
 
-def result_from_payment_intent(intent: Mapping[str, Any]) -> GatewayResult:
-    """Map a PaymentIntent's status; the same mapping serves create, capture, cancel, retrieve and search."""
+def result_from_payment_intent(intent: Mapping[str, Any], account: str = "stripe") -> GatewayResult:
+    """Map a PaymentIntent's status; the same mapping serves create, capture, cancel, retrieve and
+    search. ``account``: the configured gateway a ``next_action`` names."""
     intent_id, status = intent.get("id"), intent.get("status")
     if not isinstance(intent_id, str) or not isinstance(status, str):
         return GatewayResult(Outcome.UNKNOWN, code="invalid_response", message="PaymentIntent lacks id/status")
     card = card_summary(intent.get("payment_method"))
+    authentication, network_transaction_id = charge_details(intent.get("latest_charge"))
     match status:
         case "succeeded":
-            return GatewayResult(Outcome.APPROVED, intent_id, status, card=card, captured=True)
+            return GatewayResult(
+                Outcome.APPROVED,
+                intent_id,
+                status,
+                card=card,
+                captured=True,
+                authentication=authentication,
+                network_transaction_id=network_transaction_id,
+            )
         case "requires_capture" | "canceled":
             # canceled is what a void asks for; on a lookup it means an authorization that was released.
-            return GatewayResult(Outcome.APPROVED, intent_id, status, card=card)
+            return GatewayResult(
+                Outcome.APPROVED,
+                intent_id,
+                status,
+                card=card,
+                authentication=authentication,
+                network_transaction_id=network_transaction_id,
+            )
         case "requires_action":
-            # 3-D Secure wanted: no customer is present to authenticate, so no money will move.
+            action = next_action(intent, account)
+            if action is not None:
+                return GatewayResult(
+                    Outcome.ACTION_REQUIRED,
+                    intent_id,
+                    status,
+                    message="the customer must authenticate",
+                    card=card,
+                    next_action=action,
+                    authentication=Authentication("required"),
+                )
+            # Nothing a customer could follow: no money will move.
             return GatewayResult(
                 Outcome.SOFT_DECLINE,
                 intent_id,
@@ -163,8 +220,47 @@ def result_from_payment_intent(intent: Mapping[str, Any]) -> GatewayResult:
                 card,
             )
         case "requires_payment_method" if isinstance(intent.get("last_payment_error"), Mapping):
-            return _declined(intent["last_payment_error"], intent_id, card)
+            return _declined(intent["last_payment_error"], intent_id, card, authentication)
     return GatewayResult(Outcome.UNKNOWN, intent_id, status, message=f"PaymentIntent is {status}", card=card)
+
+
+def next_action(intent: Mapping[str, Any], account: str) -> NextAction | None:
+    """The PaymentIntent's ``next_action`` as the frontend follows it: a redirect Stripe gave (with
+    a ``return_url``), else the client secret for Stripe.js ``handleNextAction``."""
+    action = intent.get("next_action")
+    redirect = action.get("redirect_to_url") if isinstance(action, Mapping) else None
+    if isinstance(redirect, Mapping) and isinstance(redirect.get("url"), str):
+        return NextAction(
+            "stripe", account, redirect_url=redirect["url"], return_url=_str_or_none(redirect.get("return_url"))
+        )
+    secret = _str_or_none(intent.get("client_secret"))
+    if secret is None:
+        return None
+    return NextAction("stripe", account, sdk={"client_secret": secret})
+
+
+_THREE_D_SECURE_STATUS = {
+    "authenticated": ("succeeded", True),
+    "attempt_acknowledged": ("attempted", True),
+    "exempted": ("not_required", False),
+    "failed": ("failed", False),
+    "not_supported": ("unavailable", False),
+    "processing_error": ("unavailable", False),
+}
+
+
+def charge_details(charge: object) -> tuple[Authentication | None, str | None]:
+    """The 3-D Secure outcome and network transaction id of an expanded ``latest_charge``."""
+    details = charge.get("payment_method_details") if isinstance(charge, Mapping) else None
+    card = details.get("card") if isinstance(details, Mapping) else None
+    if not isinstance(card, Mapping):
+        return None, None
+    secure = card.get("three_d_secure")
+    authentication = None
+    if isinstance(secure, Mapping):
+        status, shifted = _THREE_D_SECURE_STATUS.get(str(secure.get("result")), ("unavailable", False))
+        authentication = Authentication(status, _str_or_none(secure.get("version")), shifted)
+    return authentication, _str_or_none(card.get("network_transaction_id"))
 
 
 def result_from_refund(refund: Mapping[str, Any]) -> GatewayResult:
@@ -180,16 +276,18 @@ def result_from_refund(refund: Mapping[str, Any]) -> GatewayResult:
     return GatewayResult(Outcome.UNKNOWN, refund_id, status)
 
 
-def result_from_error(error: stripe.StripeError) -> GatewayResult:
+def result_from_error(error: stripe.StripeError, account: str = "stripe") -> GatewayResult:
     """Map any SDK error: connection errors by their cause, API errors by status, headers and body."""
     if isinstance(error, stripe.APIConnectionError):
         outcome = transport_outcome(error.__cause__)
         cause = type(error.__cause__).__name__ if error.__cause__ else "network_error"
         return GatewayResult(outcome, code=cause, message="network error talking to Stripe")
-    return result_from_error_response(error.http_status, error.headers or {}, error.json_body)
+    return result_from_error_response(error.http_status, error.headers or {}, error.json_body, account)
 
 
-def result_from_error_response(status: int | None, headers: Mapping[str, str], body: object) -> GatewayResult:
+def result_from_error_response(
+    status: int | None, headers: Mapping[str, str], body: object, account: str = "stripe"
+) -> GatewayResult:
     """Map a non-2xx answer (or a 2xx Stripe's SDK could not parse)."""
     error = body.get("error") if isinstance(body, Mapping) else None
     if not isinstance(error, Mapping):
@@ -200,6 +298,15 @@ def result_from_error_response(status: int | None, headers: Mapping[str, str], b
         intent = error.get("payment_intent")
         reference = intent.get("id") if isinstance(intent, Mapping) else None
         card = card_summary(intent.get("payment_method")) if isinstance(intent, Mapping) else None
+        if code == "authentication_required" and isinstance(intent, Mapping):
+            # Off-session and the issuer wants the customer: the PaymentIntent waits for them to
+            # confirm it on session (Stripe.js, with its client secret).
+            action = next_action({"client_secret": intent.get("client_secret")}, account)
+            if reference is not None and action is not None:
+                return GatewayResult(
+                    Outcome.ACTION_REQUIRED, reference, code, code, message, card, next_action=action,
+                    authentication=Authentication("required"),
+                )  # fmt: skip
         return _declined(error, reference, card)
     if status == 429 or (status == 503 and _header(headers, "stripe-should-retry") == "true"):
         return GatewayResult(Outcome.NOT_SENT, code=code or f"http_{status}", message=message)
@@ -295,13 +402,28 @@ def parse_event_body(body: bytes) -> Mapping[str, Any]:
     return event
 
 
-def _declined(error: Mapping[str, Any], reference: str | None, card: CardSummary | None) -> GatewayResult:
+def _declined(
+    error: Mapping[str, Any],
+    reference: str | None,
+    card: CardSummary | None,
+    authentication: Authentication | None = None,
+) -> GatewayResult:
     code = _str_or_none(error.get("code"))
     decline_code = _str_or_none(error.get("decline_code")) or code or "card_declined"
     if decline_code == "generic_decline":
         decline_code = "card_declined"
+    if code == "payment_intent_authentication_failure":
+        # The customer failed (or abandoned) the challenge: final for this payment.
+        decline_code = "authentication_failed"
+        authentication = authentication or Authentication("failed", liability_shifted=False)
     return GatewayResult(
-        decline_outcome(decline_code), reference, code, decline_code, _str_or_none(error.get("message")), card
+        decline_outcome(decline_code),
+        reference,
+        code,
+        decline_code,
+        _str_or_none(error.get("message")),
+        card,
+        authentication=authentication,
     )
 
 

@@ -1,4 +1,4 @@
-"""Charges and their gateway attempts (migrations 0001, 0004, 0006), hash-partitioned on merchant_id."""
+"""Charges and their gateway attempts (migrations 0001, 0004, 0006, 0011), hash-partitioned on merchant_id."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from payorch.storage.schema.base import (
     timestamp,
 )
 
-CHARGE_STATUSES = "'pending', 'processing', 'authorized', 'succeeded', 'failed', 'canceled'"
-ATTEMPT_STATUSES = "'pending', 'approved', 'declined', 'not_sent', 'unknown', 'reversed', 'review'"
+CHARGE_STATUSES = "'pending', 'processing', 'requires_action', 'authorized', 'succeeded', 'failed', 'canceled'"
+ATTEMPT_STATUSES = "'pending', 'approved', 'declined', 'not_sent', 'unknown', 'requires_action', 'reversed', 'review'"
 
 charges = Table(
     "charges",
@@ -62,8 +62,15 @@ charges = Table(
     stamped("updated_at"),
     # Added by 0006, so it is the last column of the table as it exists.
     Column("capture_requested_amount", BigInteger),
-    # Added by 0010: how the charge was routed (orchestration/routing.py Decision), written with it.
+    # Added by 0009: how the charge was routed (orchestration/routing.py Decision), written with it.
     Column("routing", JSONB),
+    # Customer authentication and stored credentials (0011).
+    Column("return_url", Text),
+    Column("setup_future_usage", Text),
+    Column("off_session", Boolean, nullable=False, server_default=text("false")),
+    Column("customer_presence", JSONB),
+    Column("next_action", JSONB),
+    Column("authentication", JSONB),
     merchant_key(),
     CheckConstraint("amount > 0", name="amount"),
     CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency"),
@@ -74,6 +81,7 @@ charges = Table(
     CheckConstraint(
         "capture_requested_amount IS NULL OR capture_requested_amount > 0", name="capture_requested_amount"
     ),
+    CheckConstraint("setup_future_usage IN ('off_session')", name="setup_future_usage"),
     postgresql_partition_by=BY_MERCHANT,
 )
 # The list endpoint: newest first within one merchant and mode.
@@ -107,6 +115,7 @@ charge_attempts = Table(
     timestamp("next_check_at"),
     stamped("created_at"),
     stamped("updated_at"),
+    Column("authentication_requested", Boolean, nullable=False, server_default=text("false")),
     merchant_key(),
     UniqueConstraint("merchant_id", "charge_id", "seq"),
     CheckConstraint("seq >= 1", name="seq"),
@@ -116,6 +125,12 @@ charge_attempts = Table(
         "charge_attempts_unresolved_idx",
         "next_check_at",
         postgresql_where=text("status IN ('pending', 'unknown')"),
+    ),
+    # Authentications the customer has not finished, by their expiry (the reconciler's other queue).
+    Index(
+        "charge_attempts_authentication_idx",
+        "next_check_at",
+        postgresql_where=text("status = 'requires_action'"),
     ),
     # Inbound notifications name our attempt id or the gateway's reference, never the merchant: these
     # find the row without knowing the partition.

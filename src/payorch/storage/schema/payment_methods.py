@@ -1,11 +1,11 @@
-"""Vaulted payment methods (migration 0003), hash-partitioned on merchant_id."""
+"""Vaulted payment methods (migrations 0003, 0011), hash-partitioned on merchant_id."""
 
 from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, SmallInteger, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from payorch.storage.schema.base import BY_MERCHANT, card_summary_checks, merchant_key, metadata, stamped
+from payorch.storage.schema.base import BY_MERCHANT, EMPTY_JSONB, card_summary_checks, merchant_key, metadata, stamped
 
 payment_methods = Table(
     "payment_methods",
@@ -20,6 +20,9 @@ payment_methods = Table(
     Column("card_exp_month", SmallInteger),
     Column("card_exp_year", SmallInteger),
     stamped("created_at"),
+    # Gateway name -> the card network's transaction id of the customer-present charge that set the
+    # credential up, sent on that gateway's merchant-initiated charges.
+    Column("network_transaction_ids", JSONB, nullable=False, server_default=EMPTY_JSONB),
     merchant_key(),
     *card_summary_checks(),
     postgresql_partition_by=BY_MERCHANT,

@@ -1,8 +1,8 @@
-"""The sandbox processor's own books (migration 0001): what a real gateway would hold on its side."""
+"""The sandbox processor's own books (migrations 0001, 0011): what a real gateway would hold on its side."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, PrimaryKeyConstraint, Table, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, PrimaryKeyConstraint, Table, Text, text
 
 from payorch.storage.schema.base import ZERO, metadata, stamped
 
@@ -23,9 +23,13 @@ sandbox_payments = Table(
     Column("decline_code", Text),
     stamped("created_at"),
     stamped("updated_at"),
+    Column("capture", Boolean, nullable=False, server_default=text("true")),
+    Column("return_url", Text),
     PrimaryKeyConstraint("gateway", "reference"),
     CheckConstraint("amount > 0", name="amount"),
-    CheckConstraint("status IN ('processing', 'authorized', 'captured', 'voided', 'declined')", name="status"),
+    CheckConstraint(
+        "status IN ('processing', 'requires_action', 'authorized', 'captured', 'voided', 'declined')", name="status"
+    ),
 )
 
 sandbox_operations = Table(
