@@ -30,6 +30,7 @@ import copy
 import gzip
 import hashlib
 import hmac
+import json
 import secrets
 import socket
 import struct
@@ -321,6 +322,7 @@ class BraintreeFake:
         self._vault: dict[str, tuple[Card, str]] = {}
         self._faults: list[_InjectedFault] = []
         self._requests: list[tuple[str, str]] = []
+        self._refused: list[str] = []
         self._in_flight = 0
         self._transports: dict[tuple[str, int], asyncio.Transport] = {}
         self._stopping = asyncio.Event()
@@ -416,6 +418,11 @@ class BraintreeFake:
                 self._endpoint("payment_method_find", self._find_payment_method),
                 methods=["GET"],
             ),
+            Route(
+                base + "/client_token",
+                self._endpoint("client_token", self._client_token),
+                methods=["POST"],
+            ),
         ]
         return Starlette(routes=routes, lifespan=lifespan)
 
@@ -448,6 +455,12 @@ class BraintreeFake:
         """(operation, nonce or transaction id) of every authenticated request, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def refused_requests(self) -> list[str]:
+        """The operation of every request refused for its credentials (keys or merchant id)."""
+        with self._lock:
+            return list(self._refused)
 
     def settle(self, transaction_id: str) -> None:
         """Settle a submitted sale, as the sandbox's ``testing.settle`` does."""
@@ -500,10 +513,10 @@ class BraintreeFake:
         self, request: Request, operation: str, handler: Callable[[dict[str, Any], dict[str, str]], _Reply]
     ) -> Response:
         body = await request.body()
-        if not self._authorized(request):
-            return Response(status_code=401)
-        if request.path_params["merchant_id"] != self.merchant_id:
-            return Response(status_code=404)
+        if not self._authorized(request) or request.path_params["merchant_id"] != self.merchant_id:
+            with self._lock:
+                self._refused.append(operation)
+            return Response(status_code=401 if not self._authorized(request) else 404)
         params = _parse(body)
         nonce = _nonce_of(params)
         with self._lock:
@@ -799,6 +812,20 @@ class BraintreeFake:
             return _Reply(404)
         owner = next((c for c, tokens in self._customers.items() if path["id"] in tokens), None)
         return _Reply(200, _element("credit_card", _card_xml(stored[0], path["id"], owner)))
+
+    def _client_token(self, params: dict[str, Any], _: dict[str, str]) -> _Reply:
+        """A client token, as Braintree's: base64 of the JSON a frontend SDK reads (version 2)."""
+        version = params.get("client_token", {}).get("version", "2")
+        fingerprint = secrets.token_hex(32)
+        token = {
+            "version": int(version),
+            "authorizationFingerprint": f"{fingerprint}?created_at={int(time.time())}",
+            "configUrl": f"{self.url}/merchants/{self.merchant_id}/client_api/v1/configuration",
+            "merchantId": self.merchant_id,
+            "environment": "sandbox",
+        }
+        value = base64.b64encode(json.dumps(token).encode()).decode()
+        return _Reply(201, _element("client_token", {"value": value}))
 
     # -- XML shapes -------------------------------------------------------------------------------
 
