@@ -98,6 +98,8 @@ class Card:
     last_4: str
     expiration_month: str = "12"
     expiration_year: str = "2030"
+    country_of_issuance: str = "USA"
+    """ISO 3166-1 alpha-3, as Braintree reports it (``Unknown`` when it does not know)."""
 
 
 @dataclass(slots=True)
@@ -147,6 +149,8 @@ _NONCE_CARDS = {
     "fake-valid-mastercard-nonce": Card("MasterCard", "555555", "4444"),
     "fake-valid-amex-nonce": Card("American Express", "378282", "0005"),
     "fake-valid-discover-nonce": Card("Discover", "601111", "1117"),
+    "fake-valid-country-of-issuance-cad-nonce": Card("Visa", "400000", "0002", country_of_issuance="CAN"),
+    "fake-valid-unknown-indicators-nonce": Card("Visa", "400000", "0010", country_of_issuance="Unknown"),
     "fake-processor-declined-visa-nonce": Card("Visa", "400011", "1115"),
     "fake-processor-declined-mastercard-nonce": Card("MasterCard", "510510", "5100"),
     "fake-processor-failure-visa-nonce": Card("Visa", "400011", "1115"),
@@ -248,6 +252,7 @@ def _card_xml(card: Card, token: str | None, customer_id: str | None = None) -> 
         "card_type": card.card_type,
         "expiration_month": card.expiration_month,
         "expiration_year": card.expiration_year,
+        "country_of_issuance": card.country_of_issuance,
         "customer_id": customer_id,
         "customer_location": "US",
         "default": True,

@@ -421,6 +421,8 @@ class FakeCard:
     code: str | None = None
     """Stripe's error ``code`` when this card declines (card_declined, expired_card, ...)."""
     decline_code: str | None = None
+    country: str = "US"
+    """The issuing country Stripe reports as ``card.country``."""
 
 
 # Stripe's test tokens (tok_<name>) and test payment methods (pm_card_<name>).
@@ -428,6 +430,8 @@ class FakeCard:
 STRIPE_TEST_CARDS: dict[str, FakeCard] = {
     "visa": FakeCard("visa", "4242"),
     "mastercard": FakeCard("mastercard", "4444"),
+    "fr": FakeCard("visa", "0003", country="FR"),
+    "br": FakeCard("visa", "0002", country="BR"),
     "chargeDeclined": FakeCard("visa", "0002", "card_declined", "generic_decline"),
     "chargeDeclinedInsufficientFunds": FakeCard("visa", "9995", "card_declined", "insufficient_funds"),
     "chargeDeclinedLostCard": FakeCard("visa", "9987", "card_declined", "lost_card"),
@@ -779,6 +783,7 @@ def _payment_method_object(pm_id: str, card: FakeCard) -> dict[str, Any]:
             "last4": card.last4,
             "exp_month": _EXP_MONTH,
             "exp_year": _EXP_YEAR,
+            "country": card.country,
             "fingerprint": hashlib.sha256(card.last4.encode()).hexdigest()[:16],
         },
     }

@@ -20,6 +20,10 @@ class PaymentMethod:
     card_exp_month: int | None
     card_exp_year: int | None
     created_at: datetime
+    card_bin: str | None = None
+    """The first 6 or 8 digits, as the gateway reported them at vault time."""
+    card_country: str | None = None
+    """The issuing country (ISO 3166-1 alpha-2), as the gateway reported it."""
 
 
 _COLUMNS = ", ".join(f.name for f in fields(PaymentMethod))
@@ -36,9 +40,10 @@ _INSERT_OR_GET = Statement(
     f"""
     WITH p AS (
         INSERT INTO payment_methods (id, merchant_id, livemode, tokens, card_brand, card_last4, card_exp_month,
-                                     card_exp_year, created_at)
+                                     card_exp_year, created_at, card_bin, card_country)
         VALUES (:id::text, :merchant_id::text, :livemode::boolean, :tokens::jsonb, :card_brand::text,
-                :card_last4::text, :card_exp_month::integer, :card_exp_year::integer, :created_at::timestamptz)
+                :card_last4::text, :card_exp_month::integer, :card_exp_year::integer, :created_at::timestamptz,
+                :card_bin::text, :card_country::text)
         ON CONFLICT (merchant_id, id) DO NOTHING
         RETURNING {_COLUMNS}
     )

@@ -1,8 +1,8 @@
-"""Vaulted payment methods (migration 0003), hash-partitioned on merchant_id."""
+"""Vaulted payment methods (migrations 0003, 0010), hash-partitioned on merchant_id."""
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, SmallInteger, Table, Text
+from sqlalchemy import Boolean, CheckConstraint, Column, SmallInteger, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from payorch.storage.schema.base import BY_MERCHANT, card_summary_checks, merchant_key, metadata, stamped
@@ -20,7 +20,12 @@ payment_methods = Table(
     Column("card_exp_month", SmallInteger),
     Column("card_exp_year", SmallInteger),
     stamped("created_at"),
+    # What the gateway told at vault time, for routing rules: never more of the number than a BIN.
+    Column("card_bin", Text),
+    Column("card_country", Text),
     merchant_key(),
     *card_summary_checks(),
+    CheckConstraint("card_bin ~ '^[0-9]{6}([0-9]{2})?$'", name="card_bin"),
+    CheckConstraint("card_country ~ '^[A-Z]{2}$'", name="card_country"),
     postgresql_partition_by=BY_MERCHANT,
 )
