@@ -1,18 +1,27 @@
 """Shared by the gateway-account and routing tests: each fake's credentials as an account takes them,
-connecting an account and charging through the API, and a KMS (moto's server) to wrap data keys with."""
+connecting an account and charging through the API, a KMS (moto's server) to wrap data keys with,
+and (a plugin of tests/conftest.py) the fixtures ``gateway_fakes`` and ``accounts_app``: the three
+gateway fakes and an app whose accounts may name them, one of each per test module."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
 import httpx
+import pytest
 from moto.server import ThreadedMotoServer
+from tests.conftest import own_app
 from tests.factories import MerchantFixture
-from tests.integration.orchestration_support import Fakes, adyen_token
+from tests.integration.orchestration_support import Fakes, adyen_token, closed_port, running_fakes
+
+from payorch.runtime import Runtime
+
+UNREACHABLE = f"http://127.0.0.1:{closed_port()}"
+"""A gateway host nothing listens on, which ``accounts_app``'s accounts may name too."""
 
 
 def allowed(fakes: Fakes, *more: str) -> dict[str, Any]:
@@ -36,6 +45,23 @@ def credentials(fakes: Fakes, kind: str) -> dict[str, Any]:
         },
         "sandbox": {},
     }[kind]
+
+
+@pytest.fixture(scope="module")
+def gateway_fakes() -> Iterator[Fakes]:
+    with running_fakes() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def accounts_app(
+    database_url: str, gateway_fakes: Fakes, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """An app of the module's own whose accounts may name the fakes, and ``UNREACHABLE``, as base_url."""
+    data_dir = str(tmp_path_factory.mktemp("accounts-app"))
+    accounts = allowed(gateway_fakes, UNREACHABLE, f"{UNREACHABLE}/v71")
+    async with own_app(database_url, data_dir=data_dir, accounts=accounts) as built:
+        yield built
 
 
 TOKENS = {"stripe": "tok_visa", "braintree": "fake-valid-nonce", "sandbox": "tok_visa"}

@@ -5,19 +5,13 @@ gateway is a 503 and stores nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
-
 import httpx
 import pytest
-from tests.conftest import own_app
 from tests.factories import MerchantFixture, create_merchant
-from tests.integration.accounts_support import allowed, connect, credentials
-from tests.integration.orchestration_support import Fakes, closed_port, running_fakes
+from tests.integration.accounts_support import UNREACHABLE, connect, credentials
+from tests.integration.orchestration_support import Fakes
 
 from payorch.runtime import Runtime
-
-UNREACHABLE = f"http://127.0.0.1:{closed_port()}"
 
 # What a wrong credential looks like at each gateway: the key itself, and keys that do not reach
 # the merchant account they name.
@@ -30,45 +24,33 @@ WRONG = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[Fakes]:
-    with running_fakes() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def app(database_url: str, fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
-    data_dir = str(tmp_path_factory.mktemp("verify-data"))
-    accounts = allowed(fakes, UNREACHABLE, f"{UNREACHABLE}/v71")
-    async with own_app(database_url, data_dir=data_dir, accounts=accounts) as built:
-        yield built
-
-
 async def names(client: httpx.AsyncClient, merchant: MerchantFixture) -> list[str]:
     listed = await client.get("/v1/gateway_accounts", headers=merchant.headers)
     return [account["name"] for account in listed.json()["data"]]
 
 
-def gateway_calls(fakes: Fakes, kind: str) -> int:
+def gateway_calls(gateway_fakes: Fakes, kind: str) -> int:
     """How many requests the gateway's fake has answered or refused so far (Braintree: its
     client-token calls)."""
     if kind == "braintree":
-        verify = [op for op, _ in fakes.braintree.requests if op == "client_token"]
-        return len(verify) + fakes.braintree.refused_requests.count("client_token")
-    return (fakes.stripe if kind == "stripe" else fakes.adyen).request_count
+        verify = [op for op, _ in gateway_fakes.braintree.requests if op == "client_token"]
+        return len(verify) + gateway_fakes.braintree.refused_requests.count("client_token")
+    return (gateway_fakes.stripe if kind == "stripe" else gateway_fakes.adyen).request_count
 
 
 @pytest.mark.parametrize("kind", ["stripe", "braintree", "adyen", "sandbox"])
 async def test_accepted_credentials_are_verified_then_stored(
-    app: tuple[Runtime, httpx.AsyncClient], fakes: Fakes, kind: str
+    accounts_app: tuple[Runtime, httpx.AsyncClient], gateway_fakes: Fakes, kind: str
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     merchant = await create_merchant(runtime)
-    before = 0 if kind == "sandbox" else gateway_calls(fakes, kind)
-    account = await connect(client, merchant, kind, "verified", verify=True, credentials=credentials(fakes, kind))
+    before = 0 if kind == "sandbox" else gateway_calls(gateway_fakes, kind)
+    account = await connect(
+        client, merchant, kind, "verified", verify=True, credentials=credentials(gateway_fakes, kind)
+    )
     assert account["gateway"] == kind
     if kind != "sandbox":
-        assert gateway_calls(fakes, kind) == before + 1
+        assert gateway_calls(gateway_fakes, kind) == before + 1
     assert await names(client, merchant) == ["verified"]
     # The update re-verifies the stored credentials when asked.
     again = await client.post(f"/v1/gateway_accounts/{account['id']}", json={"verify": True}, headers=merchant.headers)
@@ -78,12 +60,12 @@ async def test_accepted_credentials_are_verified_then_stored(
 
 @pytest.mark.parametrize(("kind", "field", "value"), WRONG)
 async def test_refused_credentials_are_a_400_and_store_nothing(
-    app: tuple[Runtime, httpx.AsyncClient], fakes: Fakes, kind: str, field: str, value: str
+    accounts_app: tuple[Runtime, httpx.AsyncClient], gateway_fakes: Fakes, kind: str, field: str, value: str
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     merchant = await create_merchant(runtime)
-    wrong = {**credentials(fakes, kind), field: value}
-    before = gateway_calls(fakes, kind)
+    wrong = {**credentials(gateway_fakes, kind), field: value}
+    before = gateway_calls(gateway_fakes, kind)
     refused = await client.post(
         "/v1/gateway_accounts",
         json={"gateway": kind, "name": "refused", "verify": True, "credentials": wrong},
@@ -94,7 +76,7 @@ async def test_refused_credentials_are_a_400_and_store_nothing(
     assert (error["code"], error["param"]) == ("credentials_refused", "credentials")
     assert "refused these credentials" in error["message"]
     assert value not in refused.text
-    assert gateway_calls(fakes, kind) == before + 1  # the gateway was asked, and said no
+    assert gateway_calls(gateway_fakes, kind) == before + 1  # the gateway was asked, and said no
     assert await names(client, merchant) == []
     # Unverified, the same credentials are stored (the merchant's call); verifying them later is refused.
     stored = await connect(client, merchant, kind, "unverified", credentials=wrong)
@@ -104,7 +86,7 @@ async def test_refused_credentials_are_a_400_and_store_nothing(
     # New credentials given with verify are checked before they replace the stored ones.
     fixed = await client.post(
         f"/v1/gateway_accounts/{stored['id']}",
-        json={"verify": True, "credentials": credentials(fakes, kind)},
+        json={"verify": True, "credentials": credentials(gateway_fakes, kind)},
         headers=merchant.headers,
     )
     assert fixed.status_code == 200, fixed.text
@@ -116,12 +98,12 @@ async def test_refused_credentials_are_a_400_and_store_nothing(
 
 @pytest.mark.parametrize("kind", ["stripe", "braintree", "adyen"])
 async def test_an_unreachable_gateway_is_a_503_and_stores_nothing(
-    app: tuple[Runtime, httpx.AsyncClient], fakes: Fakes, kind: str
+    accounts_app: tuple[Runtime, httpx.AsyncClient], gateway_fakes: Fakes, kind: str
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     merchant = await create_merchant(runtime)
     base_url = f"{UNREACHABLE}/v71" if kind == "adyen" else UNREACHABLE
-    unreachable = {**credentials(fakes, kind), "base_url": base_url}
+    unreachable = {**credentials(gateway_fakes, kind), "base_url": base_url}
     answer = await client.post(
         "/v1/gateway_accounts",
         json={"gateway": kind, "name": "unreachable", "verify": True, "credentials": unreachable},

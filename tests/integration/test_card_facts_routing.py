@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from tests.conftest import own_app
 from tests.factories import MerchantFixture, audit_payloads_naming, create_merchant, query
 from tests.fakes.adyen_server import encrypted_card
-from tests.integration.accounts_support import allowed, connect, credentials
-from tests.integration.orchestration_support import Fakes, running_fakes
+from tests.integration.accounts_support import connect, credentials
+from tests.integration.orchestration_support import Fakes
 
 from payorch.runtime import Runtime
 from payorch.security.pan import contains_pan
@@ -32,19 +30,6 @@ VAULTED = {
     "adyen": (NETHERLANDS_VISA, "454617", "NL"),
     "sandbox": ("tok_br", "400000", "BR"),
 }
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[Fakes]:
-    with running_fakes() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def app(database_url: str, fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
-    data_dir = str(tmp_path_factory.mktemp("card-facts-data"))
-    async with own_app(database_url, data_dir=data_dir, accounts=allowed(fakes)) as built:
-        yield built
 
 
 async def vault(client: httpx.AsyncClient, merchant: MerchantFixture, tokens: dict[str, str]) -> dict[str, Any]:
@@ -62,12 +47,12 @@ async def stored_facts(runtime: Runtime, payment_method_id: str) -> tuple[str | 
 
 @pytest.mark.parametrize("kind", sorted(VAULTED))
 async def test_bin_and_country_rules_match_a_charge_on_the_vaulted_pm(
-    app: tuple[Runtime, httpx.AsyncClient], fakes: Fakes, kind: str
+    accounts_app: tuple[Runtime, httpx.AsyncClient], gateway_fakes: Fakes, kind: str
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     token, first_digits, country = VAULTED[kind]
     merchant = await create_merchant(runtime)
-    account = await connect(client, merchant, kind, "card_account", credentials=credentials(fakes, kind))
+    account = await connect(client, merchant, kind, "card_account", credentials=credentials(gateway_fakes, kind))
     other = await connect(client, merchant, "sandbox", "other")
     payment_method = await vault(client, merchant, {"card_account": token})
     assert (payment_method["card"]["bin"], payment_method["card"]["country"]) == (first_digits, country)
@@ -100,12 +85,12 @@ async def test_bin_and_country_rules_match_a_charge_on_the_vaulted_pm(
 
 
 async def test_a_card_vaulted_at_several_gateways_takes_each_fact_from_the_first_that_told_it(
-    app: tuple[Runtime, httpx.AsyncClient], fakes: Fakes
+    accounts_app: tuple[Runtime, httpx.AsyncClient], gateway_fakes: Fakes
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     merchant = await create_merchant(runtime)
-    await connect(client, merchant, "stripe", "stripe_eu", credentials=credentials(fakes, "stripe"))
-    await connect(client, merchant, "braintree", "braintree_eu", credentials=credentials(fakes, "braintree"))
+    await connect(client, merchant, "stripe", "stripe_eu", credentials=credentials(gateway_fakes, "stripe"))
+    await connect(client, merchant, "braintree", "braintree_eu", credentials=credentials(gateway_fakes, "braintree"))
     payment_method = await vault(
         client, merchant, {"stripe_eu": "tok_fr", "braintree_eu": "fake-valid-country-of-issuance-cad-nonce"}
     )
@@ -117,9 +102,9 @@ async def test_a_card_vaulted_at_several_gateways_takes_each_fact_from_the_first
 
 
 async def test_nothing_written_of_a_vaulted_card_reads_as_a_card_number(
-    app: tuple[Runtime, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+    accounts_app: tuple[Runtime, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     caplog.set_level(logging.DEBUG)
     merchant = await create_merchant(runtime)
     # The sandbox's tok_visa is 4242 4242 4242 4242: its 8-digit BIN and last four are 12 of those digits.
@@ -157,9 +142,9 @@ async def test_nothing_written_of_a_vaulted_card_reads_as_a_card_number(
      ("card_country", "us")],
 )  # fmt: skip
 async def test_the_table_refuses_more_than_a_bin_or_a_country_code(
-    app: tuple[Runtime, httpx.AsyncClient], column: str, value: str
+    accounts_app: tuple[Runtime, httpx.AsyncClient], column: str, value: str
 ) -> None:
-    runtime, client = app
+    runtime, client = accounts_app
     merchant = await create_merchant(runtime)
     payment_method = await vault(client, merchant, {"sandbox": "tok_mastercard"})
     with pytest.raises(asyncpg.CheckViolationError):

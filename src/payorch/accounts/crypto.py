@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from payorch.accounts.config import AccountsConfig, KmsConfig
+from payorch.observability.aws_logs import guard_botocore_logs
 
 log = logging.getLogger(__name__)
 
@@ -231,31 +232,9 @@ class KmsKeyWrapper:
             raise KeyUnavailable(f"KMS unavailable for {operation}: {type(error).__name__}") from None
 
 
-class _WithholdKeyMaterial(logging.Filter):
-    """botocore logs each request's parameters and each response at DEBUG; for KMS those carry a
-    data key in the clear (``Plaintext``). Such a record is rewritten before any handler sees it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
-            return True
-        if "Plaintext" in message or "CiphertextBlob" in message:
-            record.msg = "[payorch withheld a botocore debug line carrying KMS key material]"
-            record.args = ()
-        return True
-
-
-def _guard_botocore_logs() -> None:
-    for name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, _WithholdKeyMaterial) for existing in logger.filters):
-            logger.addFilter(_WithholdKeyMaterial())
-
-
 def make_kms_client(config: KmsConfig) -> Any:
     """A KMS client with explicit connect and read timeouts and a bounded retry budget."""
-    _guard_botocore_logs()
+    guard_botocore_logs()
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
