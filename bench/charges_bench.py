@@ -6,7 +6,9 @@ the baseline app (bench/baseline_app.py) on the same stack, then runs the scenar
 thread, pinned to the last CPU) and bench/constant_rate.py (open loop, pinned likewise):
 
 1. POST /v1/charges, unique Idempotency-Keys, 64 connections: payorch vs baseline throughput
-   (goal >= 50%), then p99 at half of payorch's throughput (goal <= 50 ms).
+   (goal >= 50%), then p99 at half of payorch's throughput (goal <= 50 ms). With ``--routing-rules N``
+   the bench merchant routes by an N-rule configuration none of whose rules matches the charge
+   (bench/routing_config.py): compare with a run without it (goal: within 5%).
 2. GET /v1/charges/{id} and a page of GET /v1/charges with few charges stored, then with 1,000,000
    across 10,000 merchants (bulk-loaded with generate_series, then ANALYZE): large/small <= 1.3.
 3. The primary gateway hanging: p99 before its breaker opens and after (goal: after <= 2x healthy).
@@ -15,7 +17,7 @@ thread, pinned to the last CPU) and bench/constant_rate.py (open loop, pinned li
 Rounds alternate baseline and payorch so a busy neighbour hits both; only ratios from one run are
 compared. Prints JSON and rewrites the generated block of docs/benchmarks.md.
 
-    .venv/bin/python bench/charges_bench.py [--workers 1] [--duration 10] [--rounds 3] [--no-doc]
+    .venv/bin/python bench/charges_bench.py [--workers 1] [--duration 10] [--rounds 3] [--routing-rules 5] [--no-doc]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as lib
 from baseline_app import ensure_schema
 from report import render
+from routing_config import store_routing
 
 CHARGE_BODY = {"amount": 1050, "currency": "usd", "payment_method": {"tokens": {"sandbox": "tok_visa"}}}
 HANG_BODY = {
@@ -343,6 +346,13 @@ def main() -> None:
     parser.add_argument("--hang-duration", type=float, default=12.0, help="seconds (under the breaker's 15 s open)")
     parser.add_argument("--scenarios", default="1,2,3,4")
     parser.add_argument(
+        "--routing-rules",
+        type=int,
+        default=0,
+        help="store this many routing rules (none matching the bench's charge) and a default for the bench "
+        "merchant before scenario 1 (bench/routing_config.py); 0: no configuration, the static order",
+    )
+    parser.add_argument(
         "--admin-url", default=os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
     parser.add_argument("--database", default="payorch_bench")
@@ -387,6 +397,9 @@ def main() -> None:
             reader = create_reader(payorch, env, args.reader_charges)
             results["reads_small"] = measure_reads(args, wrk_bin, payorch, reader["key"], dsn, reader)
         if wanted & {"1", "4"}:
+            if args.routing_rules:
+                results["routing"] = lib.run_async(store_routing(payorch.base, key, args.routing_rules, CHARGE_BODY))
+                lib.log(f"routing: {args.routing_rules} rules stored, the bench's charge takes the default")
             results["charges"] = scenario_charges(args, wrk_bin, payorch, baseline, key)
         if reader is not None:
             results["bulk_load_s"] = bulk_load(

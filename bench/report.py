@@ -31,6 +31,12 @@ def _charges(result: dict[str, Any]) -> list[str]:
         f"{r['payorch']['rps']:.0f}/{r['baseline']['rps']:.0f}/{r['replay']['rps']:.0f}" for r in charges["rounds"]
     )
     lines.append("")
+    routing = result.get("routing")
+    if routing:
+        lines.append(
+            f"The bench merchant routes by a {routing['rules']}-rule configuration (bench/routing_config.py) "
+            "that every charge falls through to its default; compare with a run without `--routing-rules`."
+        )
     lines.append(f"Rounds (payorch/baseline/replay req/s): {rounds}.")
     cpu = {
         name: statistics.median(r[name].get("server_cpu_ms_per_request", 0) for r in charges["rounds"])

@@ -26,7 +26,7 @@ from payorch.runtime import Runtime
 from payorch.settings import Settings
 from payorch.storage.bootstrap import run_migrations
 
-pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.integration.accounts_support"]
 
 T = TypeVar("T")
 

@@ -396,7 +396,7 @@ def accounts_rotate_key(
     """Re-wrap every account's data key with the current master key (with KMS: set
     PAYORCH_ACCOUNTS__KMS__KEY_ID to the new key on every process first). Charges go on throughout:
     each row is readable under its old key until it is re-wrapped. Prints counts, never a key."""
-    from payorch.accounts.crypto import LocalKeyWrapper
+    from payorch.accounts.crypto import LocalKeyWrapper, SealingRefused
     from payorch.runtime import Runtime
 
     settings = _settings()
@@ -412,6 +412,8 @@ def accounts_rotate_key(
                 wrapper.new_key()
             count = await runtime.accounts.rotate()
             return f"re-wrapped {count} account data keys with {await wrapper.current_key_id()}"
+        except SealingRefused as error:
+            raise typer.BadParameter(str(error)) from None
         finally:
             await runtime.aclose()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, StringConstraints
 
 _ZERO_DECIMAL: Final = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE_DECIMAL: Final = "BHD IQD JOD KWD LYD OMR TND"
@@ -38,6 +40,18 @@ def normalize_currency(code: str) -> str:
     if upper not in EXPONENTS:
         raise UnknownCurrency(code)
     return upper.lower()
+
+
+def _known_currency(code: str) -> str:
+    try:
+        return normalize_currency(code)
+    except UnknownCurrency:
+        raise ValueError("must be an ISO 4217 currency code") from None
+
+
+CurrencyCode = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_known_currency)]
+"""A currency in a request model: ISO 4217, case-insensitive in, lowercase out; another code is a
+400 naming the field."""
 
 
 def exponent(currency: str) -> int:

@@ -276,7 +276,7 @@ def _routing(
     directory = AccountDirectory(
         db,
         registry,
-        build_key_wrapper(config, settings.data_dir),
+        build_key_wrapper(config, settings.data_dir, production=settings.environment == "production"),
         services,
         breakers,
         cache_seconds=config.cache_seconds,

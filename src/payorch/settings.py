@@ -149,7 +149,12 @@ class Settings(BaseSettings):
                 for field, secret in gateway.secrets():
                     if _is_placeholder(secret.get_secret_value()):
                         raise ValueError(f"gateway {gateway.name}: placeholder {field} refused in production")
-            for problem in [*self.banking.production_problems(), *self.dashboard.production_problems(_is_placeholder)]:
+            problems = [
+                *self.banking.production_problems(),
+                *self.dashboard.production_problems(_is_placeholder),
+                *self.accounts.production_problems(),
+            ]
+            for problem in problems:
                 raise ValueError(problem)
             if self.webhooks.secret_key is None or _is_placeholder(self.webhooks.secret_key.get_secret_value()):
                 raise ValueError("production needs PAYORCH_WEBHOOKS__SECRET_KEY (encrypts webhook signing secrets)")

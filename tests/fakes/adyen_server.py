@@ -30,6 +30,8 @@ class _Card:
     brand: str
     last4: str
     holder: str
+    bin: str = "411111"
+    country: str = "US"
 
 
 # Test holder names -> (resultCode, refusalReasonCode, refusalReason)
@@ -47,7 +49,14 @@ HOLDER_RESULTS: dict[str, tuple[str, str | None, str | None]] = {
     "RECEIVED": ("Received", None, None),
 }
 
-_BRANDS = {"4": ("visa", "1111"), "5": ("mc", "4444"), "3": ("amex", "8431")}
+# The first character of the (fake) encrypted number -> brand, last four, BIN and issuing country;
+# "9" is the fake's own hint for a Visa issued in the Netherlands.
+_BRANDS = {
+    "4": ("visa", "1111", "411111", "US"),
+    "5": ("mc", "4444", "555555", "US"),
+    "3": ("amex", "8431", "370000", "US"),
+    "9": ("visa", "0000", "454617", "NL"),
+}
 
 
 def encrypted_card(holder: str = "J. Smith", number_hint: str = "4") -> str:
@@ -138,8 +147,8 @@ class AdyenFake(FakeGatewayServer):
         number = str(method.get("encryptedCardNumber", ""))
         if method.get("type") != "scheme" or not number.startswith("adyenjs_"):
             return None
-        brand, last4 = _BRANDS.get(number.partition("$")[2][:1], ("visa", "1111"))
-        return _Card(brand, last4, str(method.get("holderName", "")))
+        brand, last4, first_digits, country = _BRANDS.get(number.partition("$")[2][:1], _BRANDS["4"])
+        return _Card(brand, last4, str(method.get("holderName", "")), first_digits, country)
 
     def _payment(self, body: dict[str, Any], key: str | None) -> FakeResponse:
         amount, method = body.get("amount"), body.get("paymentMethod")
@@ -160,6 +169,9 @@ class AdyenFake(FakeGatewayServer):
                 "cardSummary": card.last4,
                 "expiryDate": "3/2030",
                 "paymentMethod": card.brand,
+                # Given only where the merchant account has these additional data switched on.
+                "cardBin": card.bin,
+                "issuerCountry": card.country,
             },
         }
         if reason_code is not None:

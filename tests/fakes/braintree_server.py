@@ -30,6 +30,7 @@ import copy
 import gzip
 import hashlib
 import hmac
+import json
 import secrets
 import socket
 import struct
@@ -97,6 +98,8 @@ class Card:
     last_4: str
     expiration_month: str = "12"
     expiration_year: str = "2030"
+    country_of_issuance: str = "USA"
+    """ISO 3166-1 alpha-3, as Braintree reports it (``Unknown`` when it does not know)."""
 
 
 @dataclass(slots=True)
@@ -149,6 +152,8 @@ _NONCE_CARDS = {
     "fake-valid-mastercard-nonce": Card("MasterCard", "555555", "4444"),
     "fake-valid-amex-nonce": Card("American Express", "378282", "0005"),
     "fake-valid-discover-nonce": Card("Discover", "601111", "1117"),
+    "fake-valid-country-of-issuance-cad-nonce": Card("Visa", "400000", "0002", country_of_issuance="CAN"),
+    "fake-valid-unknown-indicators-nonce": Card("Visa", "400000", "0010", country_of_issuance="Unknown"),
     "fake-processor-declined-visa-nonce": Card("Visa", "400011", "1115"),
     "fake-processor-declined-mastercard-nonce": Card("MasterCard", "510510", "5100"),
     "fake-processor-failure-visa-nonce": Card("Visa", "400011", "1115"),
@@ -269,6 +274,7 @@ def _card_xml(card: Card, token: str | None, customer_id: str | None = None) -> 
         "card_type": card.card_type,
         "expiration_month": card.expiration_month,
         "expiration_year": card.expiration_year,
+        "country_of_issuance": card.country_of_issuance,
         "customer_id": customer_id,
         "customer_location": "US",
         "default": True,
@@ -343,6 +349,7 @@ class BraintreeFake:
         self._vault: dict[str, tuple[Card, str]] = {}
         self._faults: list[_InjectedFault] = []
         self._requests: list[tuple[str, str]] = []
+        self._refused: list[str] = []
         self._in_flight = 0
         self._transports: dict[tuple[str, int], asyncio.Transport] = {}
         self._stopping = asyncio.Event()
@@ -438,6 +445,11 @@ class BraintreeFake:
                 self._endpoint("payment_method_find", self._find_payment_method),
                 methods=["GET"],
             ),
+            Route(
+                base + "/client_token",
+                self._endpoint("client_token", self._client_token),
+                methods=["POST"],
+            ),
         ]
         return Starlette(routes=routes, lifespan=lifespan)
 
@@ -470,6 +482,12 @@ class BraintreeFake:
         """(operation, nonce or transaction id) of every authenticated request, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def refused_requests(self) -> list[str]:
+        """The operation of every request refused for its credentials (keys or merchant id)."""
+        with self._lock:
+            return list(self._refused)
 
     def settle(self, transaction_id: str) -> None:
         """Settle a submitted sale, as the sandbox's ``testing.settle`` does."""
@@ -522,10 +540,10 @@ class BraintreeFake:
         self, request: Request, operation: str, handler: Callable[[dict[str, Any], dict[str, str]], _Reply]
     ) -> Response:
         body = await request.body()
-        if not self._authorized(request):
-            return Response(status_code=401)
-        if request.path_params["merchant_id"] != self.merchant_id:
-            return Response(status_code=404)
+        if not self._authorized(request) or request.path_params["merchant_id"] != self.merchant_id:
+            with self._lock:
+                self._refused.append(operation)
+            return Response(status_code=401 if not self._authorized(request) else 404)
         params = _parse(body)
         nonce = _nonce_of(params)
         with self._lock:
@@ -827,6 +845,20 @@ class BraintreeFake:
             return _Reply(404)
         owner = next((c for c, tokens in self._customers.items() if path["id"] in tokens), None)
         return _Reply(200, _element("credit_card", _card_xml(stored[0], path["id"], owner)))
+
+    def _client_token(self, params: dict[str, Any], _: dict[str, str]) -> _Reply:
+        """A client token, as Braintree's: base64 of the JSON a frontend SDK reads (version 2)."""
+        version = params.get("client_token", {}).get("version", "2")
+        fingerprint = secrets.token_hex(32)
+        token = {
+            "version": int(version),
+            "authorizationFingerprint": f"{fingerprint}?created_at={int(time.time())}",
+            "configUrl": f"{self.url}/merchants/{self.merchant_id}/client_api/v1/configuration",
+            "merchantId": self.merchant_id,
+            "environment": "sandbox",
+        }
+        value = base64.b64encode(json.dumps(token).encode()).decode()
+        return _Reply(201, _element("client_token", {"value": value}))
 
     # -- XML shapes -------------------------------------------------------------------------------
 

@@ -423,6 +423,8 @@ class FakeCard:
     decline_code: str | None = None
     three_d_secure: str | None = None
     """``challenge`` (always), ``off_session`` (only when no customer is present), ``frictionless``."""
+    country: str = "US"
+    """The issuing country Stripe reports as ``card.country``."""
 
 
 # Stripe's test tokens (tok_<name>) and test payment methods (pm_card_<name>).
@@ -430,6 +432,8 @@ class FakeCard:
 STRIPE_TEST_CARDS: dict[str, FakeCard] = {
     "visa": FakeCard("visa", "4242"),
     "mastercard": FakeCard("mastercard", "4444"),
+    "fr": FakeCard("visa", "0003", country="FR"),
+    "br": FakeCard("visa", "0002", country="BR"),
     "chargeDeclined": FakeCard("visa", "0002", "card_declined", "generic_decline"),
     "chargeDeclinedInsufficientFunds": FakeCard("visa", "9995", "card_declined", "insufficient_funds"),
     "chargeDeclinedLostCard": FakeCard("visa", "9987", "card_declined", "lost_card"),
@@ -862,6 +866,7 @@ def _payment_method_object(pm_id: str, card: FakeCard) -> dict[str, Any]:
             "last4": card.last4,
             "exp_month": _EXP_MONTH,
             "exp_year": _EXP_YEAR,
+            "country": card.country,
             "fingerprint": hashlib.sha256(card.last4.encode()).hexdigest()[:16],
         },
     }

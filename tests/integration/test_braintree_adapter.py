@@ -26,7 +26,9 @@ async def test_a_sale_is_sent_in_major_units_and_submitted_for_settlement(
 ) -> None:
     request = driver.request(amount=1050)
     result = await adapter.authorize(request)
-    assert result.card == CardSummary(brand="visa", last4="1111", exp_month=12, exp_year=2030)
+    assert result.card == CardSummary(
+        brand="visa", last4="1111", exp_month=12, exp_year=2030, bin="411111", country="US"
+    )
     [charged] = braintree_fake.transactions_for(request.attempt_id)
     assert (charged.id, charged.amount, charged.status) == (
         result.reference,
@@ -117,7 +119,9 @@ async def test_a_vaulted_card_charges_again_and_again(
     adapter: Gateway, driver: GatewayDriver, braintree_fake: BraintreeFake
 ) -> None:
     vaulted = await adapter.vault("fake-valid-mastercard-nonce", f"vault_{uuid.uuid4().hex}")
-    assert vaulted.card == CardSummary(brand="mastercard", last4="4444", exp_month=12, exp_year=2030)
+    assert vaulted.card == CardSummary(
+        brand="mastercard", last4="4444", exp_month=12, exp_year=2030, bin="555555", country="US"
+    )
     assert vaulted.token is not None
 
     for _ in range(2):

@@ -8,20 +8,27 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import stripe
-from moto.server import ThreadedMotoServer
 from tests.conftest import own_app
 from tests.factories import MerchantFixture, audit_payloads_naming, create_merchant, query
 from tests.fakes.stripe_server import Fault, StripeFake
-from tests.integration.orchestration_support import Fakes, adyen_token, running_fakes
+from tests.integration.accounts_support import (
+    allowed,
+    charge,
+    connect,
+    credentials,
+    kms_key,
+    kms_settings,
+    moto_kms,
+    token_for,
+)
+from tests.integration.orchestration_support import Fakes, running_fakes
 
 from payorch.runtime import Runtime
 
@@ -32,58 +39,12 @@ def fakes() -> Iterator[Fakes]:
         yield running
 
 
-def allowed(fakes: Fakes) -> dict[str, Any]:
-    return {"allowed_base_urls": [fakes.stripe.url, fakes.braintree.url, fakes.adyen.base_url]}
-
-
-def credentials(fakes: Fakes, kind: str) -> dict[str, Any]:
-    return {
-        "stripe": {"api_key": fakes.stripe.api_key, "base_url": fakes.stripe.url},
-        "braintree": {
-            "merchant_account": fakes.braintree.merchant_id,
-            "public_key": fakes.braintree.public_key,
-            "private_key": fakes.braintree.private_key,
-            "base_url": fakes.braintree.url,
-        },
-        "adyen": {
-            "api_key": fakes.adyen.api_key,
-            "merchant_account": fakes.adyen.merchant_account,
-            "base_url": fakes.adyen.base_url,
-        },
-        "sandbox": {},
-    }[kind]
-
-
-TOKENS = {"stripe": "tok_visa", "braintree": "fake-valid-nonce", "sandbox": "tok_visa"}
-
-
-def token_for(kind: str) -> str:
-    return adyen_token() if kind == "adyen" else TOKENS[kind]
-
-
 @pytest.fixture(scope="module")
 async def app(database_url: str, fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     data_dir = str(tmp_path_factory.mktemp("accounts-data"))
     breaker = {"minimum_calls": 2, "failure_rate": 1.0, "open_seconds": 600, "window_seconds": 600}
     async with own_app(database_url, data_dir=data_dir, accounts=allowed(fakes), breaker=breaker) as built:
         yield built
-
-
-async def connect(
-    client: httpx.AsyncClient, merchant: MerchantFixture, kind: str, name: str, **fields: Any
-) -> dict[str, Any]:
-    body = {"gateway": kind, "name": name, **fields}
-    response = await client.post("/v1/gateway_accounts", json=body, headers=merchant.headers)
-    assert response.status_code == 201, response.text
-    account: dict[str, Any] = response.json()
-    return account
-
-
-async def charge(
-    client: httpx.AsyncClient, merchant: MerchantFixture, tokens: dict[str, str], **extra: Any
-) -> httpx.Response:
-    body = {"amount": 1200, "currency": "usd", "payment_method": {"tokens": tokens}, **extra}
-    return await client.post("/v1/charges", json=body, headers=merchant.headers)
 
 
 @pytest.mark.parametrize("kind", ["stripe", "braintree", "adyen"])
@@ -368,32 +329,10 @@ async def test_no_credential_appears_in_an_answer_log_row_or_audit_event(
     assert account["credentials"]["last4"] == api_key[-4:]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def kms_url() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def kms_key(url: str) -> str:
-    client = boto3.client(
-        "kms", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-    return str(client.create_key()["KeyMetadata"]["Arn"])
-
-
-def kms_settings(url: str, key_id: str) -> dict[str, Any]:
-    kms = {"key_id": key_id, "endpoint_url": url, "region": "us-east-1", "access_key_id": "testing",
-           "secret_access_key": "testing", "connect_timeout_seconds": 2, "read_timeout_seconds": 5}  # fmt: skip
-    return {"kms": kms}
+    with moto_kms() as url:
+        yield url
 
 
 async def wrap_keys(runtime: Runtime, merchant: MerchantFixture) -> set[str]:

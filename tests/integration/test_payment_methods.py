@@ -55,7 +55,9 @@ async def test_vault_then_charge_with_the_pm_id(
     assert payment_method["id"].startswith("pm_")
     assert payment_method["object"] == "payment_method"
     assert payment_method["gateways"] == ["sandbox", "sandbox_backup"]
-    assert payment_method["card"] == {"brand": "mastercard", "last4": "4444", "exp_month": 12, "exp_year": 2034}
+    assert payment_method["card"] == {
+        "brand": "mastercard", "last4": "4444", "exp_month": 12, "exp_year": 2034, "bin": "555555", "country": "US"
+    }  # fmt: skip
     assert "tok_" not in response.text  # no token ever leaves
     assert "sbxpm_" not in response.text
     [(tokens,)] = await rows(

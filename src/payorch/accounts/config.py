@@ -28,7 +28,12 @@ class AccountsConfig(BaseModel):
     """Gateway accounts (docs/routing.md)."""
 
     kms: KmsConfig | None = None
-    """Wrap data keys with AWS KMS; unset: with a local key file (the embedded mode; refused in production)."""
+    """Wrap data keys with AWS KMS. Unset: with a local key file, outside production; in production
+    merchants' accounts are then refused (503 ``kms_not_configured``) unless ``allow_local_key``."""
+    allow_local_key: bool = False
+    """Production without KMS: seal credentials with the local key file anyway. Not for production:
+    the key then sits on the same hosts and backups as what it protects, and no service logs its use.
+    For trying a production set-up on one machine."""
     local_key_directory: Path | None = None
     """Where the local master keys live (0600 files); unset: ``<data_dir>/account_keys``."""
     cache_seconds: float = Field(default=30.0, ge=0, le=3600)
@@ -46,3 +51,15 @@ class AccountsConfig(BaseModel):
     success_rate_exploration: float = Field(default=0.05, ge=0, le=0.5)
     """The exploration floor: this share of ``success_rate`` charges try a random account first,
     so an account that recovered is seen to have recovered."""
+
+    def production_problems(self) -> list[str]:
+        """Why these settings are unfit for production (empty when they are fit). No KMS at all is
+        not one: a payorch whose merchants use only the platform's accounts needs none, and the
+        runtime says at start that accounts cannot be connected without it."""
+        if self.kms is None and self.local_key_directory is not None and not self.allow_local_key:
+            return [
+                "accounts.local_key_directory is set, but production seals gateway credentials with AWS KMS: "
+                "set PAYORCH_ACCOUNTS__KMS__KEY_ID, or PAYORCH_ACCOUNTS__ALLOW_LOCAL_KEY=true to use the local "
+                "key anyway (not for production)"
+            ]
+        return []

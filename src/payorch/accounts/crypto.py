@@ -25,6 +25,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from payorch.accounts.config import AccountsConfig, KmsConfig
+from payorch.observability.aws_logs import guard_botocore_logs
+
+log = logging.getLogger(__name__)
 
 _NONCE_BYTES = 12
 _LOCAL_KEY_ID = re.compile(r"^local:[0-9a-f]{16}$")
@@ -33,6 +36,16 @@ _LOCAL_KEY_ID = re.compile(r"^local:[0-9a-f]{16}$")
 class KeyUnavailable(Exception):
     """The master key could not wrap or unwrap a data key (KMS unreachable or refusing, a missing
     key file). The message never carries key material."""
+
+
+class SealingRefused(KeyUnavailable):
+    """Production without KMS (and without ``allow_local_key``): nothing new is sealed."""
+
+
+NO_KMS = (
+    "production seals gateway credentials with AWS KMS, and none is configured: "
+    "set PAYORCH_ACCOUNTS__KMS__KEY_ID (docs/routing.md)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,31 +232,9 @@ class KmsKeyWrapper:
             raise KeyUnavailable(f"KMS unavailable for {operation}: {type(error).__name__}") from None
 
 
-class _WithholdKeyMaterial(logging.Filter):
-    """botocore logs each request's parameters and each response at DEBUG; for KMS those carry a
-    data key in the clear (``Plaintext``). Such a record is rewritten before any handler sees it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
-            return True
-        if "Plaintext" in message or "CiphertextBlob" in message:
-            record.msg = "[payorch withheld a botocore debug line carrying KMS key material]"
-            record.args = ()
-        return True
-
-
-def _guard_botocore_logs() -> None:
-    for name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, _WithholdKeyMaterial) for existing in logger.filters):
-            logger.addFilter(_WithholdKeyMaterial())
-
-
 def make_kms_client(config: KmsConfig) -> Any:
     """A KMS client with explicit connect and read timeouts and a bounded retry budget."""
-    _guard_botocore_logs()
+    guard_botocore_logs()
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -260,7 +251,38 @@ def make_kms_client(config: KmsConfig) -> Any:
     return session.client("kms", endpoint_url=config.endpoint_url, config=boto_config)
 
 
-def build_key_wrapper(config: AccountsConfig, data_dir: Path) -> KeyWrapper:
+class OpenOnlyKeyWrapper:
+    """Production without KMS: data keys a local key wrapped before still open, so those accounts
+    keep charging; no data key is wrapped anew, so no new credential rests under a key file."""
+
+    def __init__(self, local: LocalKeyWrapper) -> None:
+        self._local = local
+
+    async def current_key_id(self) -> str:
+        raise SealingRefused(NO_KMS)
+
+    async def wrap(self, data_key: bytes, context: dict[str, str]) -> tuple[str, bytes]:
+        del data_key, context
+        raise SealingRefused(NO_KMS)
+
+    async def unwrap(self, key_id: str, wrapped: bytes, context: dict[str, str]) -> bytes:
+        return await self._local.unwrap(key_id, wrapped, context)
+
+    async def rewrap(self, key_id: str, wrapped: bytes, context: dict[str, str]) -> tuple[str, bytes]:
+        del key_id, wrapped, context
+        raise SealingRefused(NO_KMS)
+
+
+def build_key_wrapper(config: AccountsConfig, data_dir: Path, *, production: bool) -> KeyWrapper:
+    """KMS when configured; else the local key, which production uses only when told to."""
     if config.kms is not None:
         return KmsKeyWrapper(make_kms_client(config.kms), config.kms.key_id)
-    return LocalKeyWrapper(config.local_key_directory or data_dir / "account_keys")
+    local = LocalKeyWrapper(config.local_key_directory or data_dir / "account_keys")
+    if not production:
+        return local
+    if not config.allow_local_key:
+        log.warning("merchants cannot connect gateway accounts or change their credentials: %s", NO_KMS)
+        return OpenOnlyKeyWrapper(local)
+    log.warning("gateway credentials are sealed with a local key file (PAYORCH_ACCOUNTS__ALLOW_LOCAL_KEY): "
+                "not for production")  # fmt: skip
+    return local

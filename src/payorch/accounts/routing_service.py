@@ -11,11 +11,11 @@ from payorch.accounts.schemas import EvaluateRequest, render_version
 from payorch.audit.events import AuditEvent, Resource, outbox_params
 from payorch.errors import ApiError, InvalidRequest
 from payorch.ids import new_id
-from payorch.orchestration.routing import CardFacts, ChargeFacts
+from payorch.orchestration.routing import ChargeFacts
 from payorch.orchestration.routing_rules import InvalidRouting, RoutingRules, check_rules
+from payorch.payments.card_facts import card_facts, vaulted
 from payorch.security.api_keys import Caller
 from payorch.storage import gateway_accounts as repo
-from payorch.storage import payment_methods as payment_methods_repo
 from payorch.storage.database import Database
 
 HISTORY = 20
@@ -80,30 +80,20 @@ class RoutingService:
 
     async def evaluate(self, caller: Caller, params: EvaluateRequest) -> dict[str, Any]:
         """What a charge with these parameters would be routed to now."""
-        payment_method = params.payment_method
-        if isinstance(payment_method, str):
+        if isinstance(params.payment_method, str):
             async with self._db.connection() as connection:
-                vaulted = await payment_methods_repo.get_payment_method(
-                    connection, caller.merchant_id, payment_method, livemode=caller.livemode
-                )
-            if vaulted is None:
-                raise InvalidRequest(
-                    f"No such payment_method: '{payment_method}'.", param="payment_method", code="resource_missing"
-                )
-            tokens, card = vaulted.tokens, CardFacts(network=vaulted.card_brand)
+                known = card_facts(await vaulted(connection, caller, params.payment_method))
         else:
-            hint = payment_method.card
-            tokens = payment_method.tokens
-            card = CardFacts() if hint is None else CardFacts(hint.network, hint.bin, hint.country)
+            known = card_facts(params.payment_method)
         facts = ChargeFacts(
             charge_id=new_id("ch"),
             amount=params.amount,
             currency=params.currency,
             livemode=caller.livemode,
             capture=params.capture,
-            tokens=tokens,
+            tokens=known.tokens,
             metadata=params.metadata,
-            card=card,
+            card=known.card,
         )
         routed = await self._routing.route(caller.merchant_id, facts)
         return {"object": "routing_evaluation", **routed.decision.record()}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
-from payorch.money import MAX_AMOUNT, UnknownCurrency, normalize_currency
+from payorch.money import MAX_AMOUNT, CurrencyCode
 from payorch.orchestration.routing_rules import RoutingRules
-from payorch.payments.schemas import CardHint, GatewayName, MetadataKey, MetadataValue, Token
+from payorch.payments.schemas import MetadataKey, MetadataValue, PaymentMethodParam
 from payorch.storage.gateway_accounts import AccountRow, RoutingRow
 
 AccountName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -23,15 +23,6 @@ class FeeIn(_Strict):
     fixed: int = Field(default=0, ge=0, le=MAX_AMOUNT, description="Minor units of the fee's currency.")
 
 
-def _fees(fees: dict[str, FeeIn] | None) -> dict[str, FeeIn] | None:
-    if fees is None:
-        return None
-    try:
-        return {normalize_currency(currency): fee for currency, fee in fees.items()}
-    except UnknownCurrency:
-        raise ValueError("fees are keyed by ISO 4217 currency codes") from None
-
-
 class AccountCreate(_Strict):
     gateway: str = Field(
         description="The gateway package: sandbox, stripe, ... (`GET /v1/gateway_accounts` lists them)."
@@ -41,22 +32,18 @@ class AccountCreate(_Strict):
         default_factory=dict, max_length=20, description="The gateway's own credential fields (docs/routing.md)."
     )
     timeout_ms: int | None = Field(default=None, gt=0, le=60_000)
-    fees: dict[str, FeeIn] = Field(default_factory=dict, max_length=200)
+    fees: dict[CurrencyCode, FeeIn] = Field(default_factory=dict, max_length=200)
     enabled: StrictBool = True
     verify: StrictBool = Field(default=False, description="Make one cheap authenticated call before storing.")
-
-    _currencies = field_validator("fees")(_fees)
 
 
 class AccountUpdate(_Strict):
     name: AccountName | None = None
     credentials: dict[str, Any] | None = Field(default=None, max_length=20, description="Replaces every credential.")
     timeout_ms: int | None = Field(default=None, gt=0, le=60_000)
-    fees: dict[str, FeeIn] | None = Field(default=None, max_length=200)
+    fees: dict[CurrencyCode, FeeIn] | None = Field(default=None, max_length=200)
     enabled: StrictBool | None = None
     verify: StrictBool = False
-
-    _currencies = field_validator("fees")(_fees)
 
 
 class CredentialsOut(BaseModel):
@@ -127,25 +114,12 @@ def render_version(row: RoutingRow) -> dict[str, Any]:
 RoutingPut = RoutingRules
 
 
-class EvaluatePaymentMethod(_Strict):
-    tokens: dict[GatewayName, Token] = Field(min_length=1, max_length=8)
-    card: CardHint | None = None
-
-
 class EvaluateRequest(_Strict):
     amount: int = Field(gt=0, le=MAX_AMOUNT)
-    currency: str = Field(min_length=3, max_length=3)
-    payment_method: EvaluatePaymentMethod | Annotated[str, StringConstraints(pattern=r"^pm_[0-9a-z]{26}$")]
+    currency: CurrencyCode
+    payment_method: PaymentMethodParam
     capture: StrictBool = True
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=50)
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        try:
-            return normalize_currency(value)
-        except UnknownCurrency:
-            raise ValueError("must be an ISO 4217 currency code") from None
 
 
 class EvaluateOut(BaseModel):

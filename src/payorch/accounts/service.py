@@ -12,7 +12,7 @@ import orjson
 
 from payorch.accounts import credentials as creds
 from payorch.accounts.config import AccountsConfig
-from payorch.accounts.crypto import KeyUnavailable, KeyWrapper, seal, unseal
+from payorch.accounts.crypto import KeyUnavailable, KeyWrapper, SealingRefused, seal, unseal
 from payorch.accounts.directory import AccountDirectory, context_of, is_account_id, sealed_of
 from payorch.accounts.schemas import AccountCreate, AccountUpdate, render_account
 from payorch.audit.events import Actor, AuditEvent, Origin, Resource, outbox_params
@@ -41,6 +41,14 @@ class AccountInUse(ApiError):
     status = 409
     type = "invalid_request_error"
     code = "account_in_use"
+
+
+class SealingNotConfigured(ApiError):
+    """Production without a key service to seal credentials with: the operator's to fix."""
+
+    status = 503
+    type = "api_error"
+    code = "kms_not_configured"
 
 
 class AccountChanged(ApiError):
@@ -77,8 +85,6 @@ class AccountService:
 
     async def create(self, caller: Caller, params: AccountCreate) -> dict[str, Any]:
         config = creds.validate(params.gateway, params.credentials, params.timeout_ms, self._config.allowed_base_urls)
-        if params.verify:
-            await creds.verify(config, self._services)
         account_id = new_id("ga")
         now = datetime.now(UTC)
         row = await self._sealed(
@@ -91,6 +97,8 @@ class AccountService:
             ),
             config,
         )  # fmt: skip
+        if params.verify:  # after sealing: a payorch that cannot keep the credentials does not call the gateway
+            await creds.verify(config, self._services)
         event = _event(caller, "gateway_account.created", row, enabled=row.enabled, verified=params.verify)
         async with self._db.connection() as connection:
             stored = await repo.insert_account(connection, row, outbox_params([event], conditional=True))
@@ -126,10 +134,10 @@ class AccountService:
         if params.credentials is not None or params.verify or "timeout_ms" in params.model_fields_set:
             given = params.credentials if params.credentials is not None else await self._credentials(row)
             config = creds.validate(row.kind, given, updated.timeout_ms, self._config.allowed_base_urls)
-            if params.verify:
-                await creds.verify(config, self._services)
             if params.credentials is not None:
                 updated = await self._sealed(updated, config)
+            if params.verify:
+                await creds.verify(config, self._services)
         event = _event(caller, "gateway_account.updated", updated, changed=changed, enabled=updated.enabled)
         try:
             async with self._db.connection() as connection:
@@ -200,6 +208,11 @@ class AccountService:
         fingerprint, last4 = creds.summary(config)
         try:
             sealed = await seal(self._wrapper, creds.sealable(config), context_of(row))
+        except SealingRefused as error:
+            raise SealingNotConfigured(
+                f"Gateway accounts cannot be connected or given new credentials on this payorch: {error}. "
+                "Nothing was stored."
+            ) from None
         except KeyUnavailable as error:
             log.error("account %s: cannot seal credentials (%s)", row.id, error)
             raise NoGatewayAvailable("The credentials could not be sealed now (key service unavailable).") from None

@@ -36,7 +36,11 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
         "credentials the gateway refused (`credentials_refused`) when `verify` was asked",
     },
     409: {"model": ErrorEnvelope, "description": "The name is taken, or the account changed concurrently"},
-    503: {"model": ErrorEnvelope, "description": "The gateway (verify) or the key service could not be reached"},
+    503: {
+        "model": ErrorEnvelope,
+        "description": "The gateway (verify) or the key service could not be reached, or production has no "
+        "key service to seal credentials with (`kms_not_configured`)",
+    },
 }
 
 

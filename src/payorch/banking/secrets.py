@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from payorch.banking.config import AwsSecretsConfig, SecretsConfig
+from payorch.observability.aws_logs import guard_botocore_logs
 
 _NAME = re.compile(r"^[A-Za-z0-9_+=.@-]{1,128}(/[A-Za-z0-9_+=.@-]{1,128}){0,7}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9-]{32,64}$")
@@ -123,29 +123,6 @@ class AwsSecretsManagerStore:
 
 def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
-
-
-class _WithholdSecretPayloads(logging.Filter):
-    """botocore logs every request's parameters (``botocore.endpoint``) and every response body
-    (``botocore.parsers``) at DEBUG; for Secrets Manager those carry the secret itself. This rewrites
-    such a record before any handler sees it, whatever level logging is set to."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
-            return True
-        if "SecretString" in message or "SecretBinary" in message:
-            record.msg = "[payorch withheld a botocore debug line carrying a Secrets Manager payload]"
-            record.args = ()
-        return True
-
-
-def guard_botocore_logs() -> None:
-    for name in ("botocore.endpoint", "botocore.parsers"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, _WithholdSecretPayloads) for existing in logger.filters):
-            logger.addFilter(_WithholdSecretPayloads())
 
 
 def make_secretsmanager_client(config: AwsSecretsConfig) -> Any:

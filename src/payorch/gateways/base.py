@@ -40,6 +40,10 @@ class CardSummary:
     last4: str | None = None
     exp_month: int | None = None
     exp_year: int | None = None
+    bin: str | None = None
+    """The first 6 or 8 digits, where the gateway reports them (``gateways.cards.card_bin``)."""
+    country: str | None = None
+    """The issuing country, ISO 3166-1 alpha-2 (``gateways.cards.issuing_country``)."""
 
 
 @dataclass(frozen=True, slots=True)

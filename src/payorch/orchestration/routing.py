@@ -240,6 +240,9 @@ class Router:
     async def _order(
         self, decision: Decision, action: Action | None, eligible: list[str], view: RoutingView, facts: ChargeFacts
     ) -> list[str]:
+        if action is not None and action.strategy == "success_rate":
+            # What the charge's outcomes are counted under, even when there is nothing to order.
+            decision.details["network"] = facts.card.network or "unknown"
         if action is None or action.strategy == "priority" or len(eligible) < 2:
             return eligible
         if action.strategy == "volume_split":
@@ -249,7 +252,7 @@ class Router:
         return await self._best_rate(decision, eligible, facts)
 
     async def _best_rate(self, decision: Decision, eligible: list[str], facts: ChargeFacts) -> list[str]:
-        network = facts.card.network or "unknown"
+        network = str(decision.details["network"])
         counts = None
         if self._rates is not None:
             counts = await self._rates.counts(eligible, facts.currency, network)
@@ -265,7 +268,6 @@ class Router:
             explored = ordered.pop(rng.randrange(len(ordered)))
             ordered.insert(0, explored)
             decision.details["explored"] = explored
-        decision.details["network"] = network
         decision.details["observed"] = {key: {"approved": counts[key][0], "failed": counts[key][1]} for key in eligible}
         return ordered
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from payorch.money import MAX_AMOUNT, UnknownCurrency, normalize_currency
+from payorch.money import MAX_AMOUNT, CurrencyCode
 
 Strategy = Literal["priority", "volume_split", "success_rate", "least_cost"]
 AccountRef = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -54,7 +54,7 @@ class Conditions(_Strict):
     """All present conditions must hold. A card condition holds only when the card fact is known
     before the call (docs/routing.md); an unknown fact never matches."""
 
-    currency: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    currency: list[CurrencyCode] | None = Field(default=None, min_length=1, max_length=50)
     amount: AmountRange | None = None
     card_network: list[Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,20}$")]] | None = Field(
         default=None, min_length=1, max_length=20
@@ -69,16 +69,6 @@ class Conditions(_Strict):
         default=None, min_length=1, max_length=10
     )
     livemode: bool | None = None
-
-    @field_validator("currency")
-    @classmethod
-    def _currencies(cls, values: list[str] | None) -> list[str] | None:
-        if values is None:
-            return None
-        try:
-            return [normalize_currency(value) for value in values]
-        except UnknownCurrency:
-            raise ValueError("must be ISO 4217 currency codes") from None
 
 
 class Rule(_Strict):

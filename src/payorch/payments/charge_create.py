@@ -22,16 +22,16 @@ from payorch.ids import new_id
 from payorch.observability.logging import bind_charge
 from payorch.orchestration.config import ReconcilerConfig
 from payorch.orchestration.executor import AttemptOutcome, Execution, Executor
-from payorch.orchestration.routing import Candidate, CardFacts, ChargeFacts, ChargeRouter, Decision, Routed
+from payorch.orchestration.routing import Candidate, ChargeFacts, ChargeRouter, Decision, Routed
 from payorch.orchestration.routing_stats import OutcomeRecorder
 from payorch.payments import charges as lifecycle
+from payorch.payments.card_facts import card_facts, vaulted
 from payorch.payments.operations import OperationRequest, Reply, store_reply
 from payorch.payments.schemas import ChargeCreate, TokensPaymentMethod
 from payorch.payments.states import AttemptStatus, transition_attempt
 from payorch.storage import charge_writes
 from payorch.storage import charges as repo
 from payorch.storage import idempotency as keys
-from payorch.storage import payment_methods as payment_methods_repo
 from payorch.storage.charges import Charge, NewCharge
 from payorch.storage.database import Database
 from payorch.storage.idempotency import KeyExists
@@ -248,50 +248,34 @@ class CreateCharge:
         payment_method = params.payment_method
         network_transaction_ids: dict[str, str] = {}
         if isinstance(payment_method, TokensPaymentMethod):
-            tokens, param = payment_method.tokens, "payment_method.tokens"
-            hint = payment_method.card
-            card = CardFacts() if hint is None else CardFacts(hint.network, hint.bin, hint.country)
+            known = card_facts(payment_method)
         else:
             # A vaulted payment method: eligible on every account that holds a token for it.
             if connection is None:
                 async with self._db.connection() as own:
-                    vaulted = await self._vaulted(own, request, payment_method)
+                    stored = await vaulted(own, caller, payment_method)
             else:
-                vaulted = await self._vaulted(connection, request, payment_method)
-            tokens, param, card = vaulted.tokens, "payment_method", CardFacts(network=vaulted.card_brand)
-            network_transaction_ids = vaulted.network_transaction_ids
+                stored = await vaulted(connection, caller, payment_method)
+            known = card_facts(stored)
+            network_transaction_ids = stored.network_transaction_ids
         facts = ChargeFacts(
             charge_id=charge_id,
             amount=params.amount,
             currency=params.currency,
             livemode=caller.livemode,
             capture=params.capture,
-            tokens=tokens,
+            tokens=known.tokens,
             metadata=params.metadata,
-            card=card,
+            card=known.card,
         )
         routed = await self._router.route(caller.merchant_id, facts)
         if not routed.candidates:
             raise InvalidRequest(
                 "No configured gateway routes this currency with the given tokens.",
-                param=param,
+                param=known.param,
                 code="no_eligible_gateway",
             )
         return routed, network_transaction_ids
-
-    @staticmethod
-    async def _vaulted(
-        connection: Connection, request: OperationRequest[ChargeCreate], payment_method_id: str
-    ) -> payment_methods_repo.PaymentMethod:
-        caller = request.caller
-        payment_method = await payment_methods_repo.get_payment_method(
-            connection, caller.merchant_id, payment_method_id, livemode=caller.livemode
-        )
-        if payment_method is None:  # unknown, or another merchant's or mode's: the same answer
-            raise InvalidRequest(
-                f"No such payment_method: '{payment_method_id}'.", param="payment_method", code="resource_missing"
-            )
-        return payment_method
 
 
 def _label(candidates: list[Candidate], key: str) -> str:

@@ -51,12 +51,17 @@ class PaymentMethodCreate(StrictModel):
     )
 
 
+class PaymentMethodCardOut(CardOut):
+    bin: str | None = Field(description="The first 6 or 8 digits, where a gateway told them when vaulting.")
+    country: str | None = Field(description="The issuing country (ISO 3166-1 alpha-2), where a gateway told it.")
+
+
 class PaymentMethodOut(BaseModel):
     id: str
     object: Literal["payment_method"] = "payment_method"
     livemode: bool
     gateways: list[str] = Field(description="The gateways holding a reusable token for it, in routing order.")
-    card: CardOut | None
+    card: PaymentMethodCardOut | None
     created: int
 
 
@@ -69,6 +74,8 @@ def render_payment_method(payment_method: PaymentMethod, gateway_order: list[str
             "last4": payment_method.card_last4,
             "exp_month": payment_method.card_exp_month,
             "exp_year": payment_method.card_exp_year,
+            "bin": payment_method.card_bin,
+            "country": payment_method.card_country,
         }
     position = {name: index for index, name in enumerate(gateway_order)}
     return {
@@ -183,7 +190,11 @@ class VaultPaymentMethod:
         caller: Caller, payment_method_id: str, vaulted: dict[str, VaultResult], order: list[str]
     ) -> PaymentMethod:
         ordered = [name for name in order if name in vaulted]
-        card = next((vaulted[n].card for n in ordered if vaulted[n].card is not None), None) or CardSummary()
+        cards = [card for card in (vaulted[n].card for n in ordered) if card is not None]
+        card = cards[0] if cards else CardSummary()
+        # One card, seen by several gateways: each fact from the first that told it.
+        first_bin = next((c.bin for c in cards if c.bin is not None), None)
+        country = next((c.country for c in cards if c.country is not None), None)
         return PaymentMethod(
             id=payment_method_id,
             merchant_id=caller.merchant_id,
@@ -194,6 +205,8 @@ class VaultPaymentMethod:
             card_exp_month=card.exp_month,
             card_exp_year=card.exp_year,
             created_at=datetime.now(UTC),
+            card_bin=first_bin,
+            card_country=country,
         )
 
 

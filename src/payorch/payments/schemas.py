@@ -14,10 +14,9 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     Tag,
-    field_validator,
 )
 
-from payorch.money import MAX_AMOUNT, UnknownCurrency, normalize_currency
+from payorch.money import MAX_AMOUNT, CurrencyCode
 from payorch.storage.charges import Charge
 
 GatewayName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -63,7 +62,7 @@ PaymentMethodParam = Annotated[
 
 class ChargeCreate(StrictModel):
     amount: StrictInt = Field(gt=0, le=MAX_AMOUNT, description="In the currency's minor unit (cents, yen, fils).")
-    currency: str = Field(min_length=3, max_length=3, description="ISO 4217, case-insensitive.")
+    currency: CurrencyCode = Field(description="ISO 4217, case-insensitive.")
     payment_method: PaymentMethodParam = Field(
         description='A stored `pm_...` id, or `{"tokens": {"<gateway>": "<token or nonce>"}}`.'
     )
@@ -99,14 +98,6 @@ class ChargeCreate(StrictModel):
         description="Passed through to gateways that take it (an `authenticationData` object, e.g. "
         "`{threeDSRequestData: {nativeThreeDS: preferred}}`).",
     )
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        try:
-            return normalize_currency(value)
-        except UnknownCurrency:
-            raise ValueError("must be an ISO 4217 currency code") from None
 
 
 class CardOut(BaseModel):

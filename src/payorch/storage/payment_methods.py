@@ -22,6 +22,10 @@ class PaymentMethod:
     created_at: datetime
     network_transaction_ids: dict[str, str] = field(default_factory=dict)
     """By gateway name: the network transaction id sent on merchant-initiated charges."""
+    card_bin: str | None = None
+    """The first 6 or 8 digits, as the gateway reported them at vault time."""
+    card_country: str | None = None
+    """The issuing country (ISO 3166-1 alpha-2), as the gateway reported it."""
 
 
 _INSERTED = tuple(f.name for f in fields(PaymentMethod) if f.name != "network_transaction_ids")
@@ -39,9 +43,10 @@ _INSERT_OR_GET = Statement(
     f"""
     WITH p AS (
         INSERT INTO payment_methods (id, merchant_id, livemode, tokens, card_brand, card_last4, card_exp_month,
-                                     card_exp_year, created_at)
+                                     card_exp_year, created_at, card_bin, card_country)
         VALUES (:id::text, :merchant_id::text, :livemode::boolean, :tokens::jsonb, :card_brand::text,
-                :card_last4::text, :card_exp_month::integer, :card_exp_year::integer, :created_at::timestamptz)
+                :card_last4::text, :card_exp_month::integer, :card_exp_year::integer, :created_at::timestamptz,
+                :card_bin::text, :card_country::text)
         ON CONFLICT (merchant_id, id) DO NOTHING
         RETURNING {_COLUMNS}
     )

@@ -56,7 +56,8 @@ class AdyenGateway:
 
     async def verify_credentials(self) -> GatewayResult:
         """``/paymentMethods`` for the merchant account: authenticated, moves no money."""
-        answer = await self._post("/paymentMethods", {"merchantAccount": self._merchant_account}, "verify")
+        # No Idempotency-Key: a read moves nothing, and a replayed answer would be an old verdict.
+        answer = await self._post("/paymentMethods", {"merchantAccount": self._merchant_account}, None)
         if answer.failure is not None:
             return answer.failure
         if answer.status in (401, 403):
@@ -188,8 +189,10 @@ class AdyenGateway:
             return mapping.result_from_modification(answer.body)
         return mapping.result_from_error(answer.status or 0, answer.body)
 
-    async def _post(self, path: str, body: Mapping[str, Any], idempotency_key: str) -> _Answer:
-        headers = {"X-API-Key": self._api_key.get_secret_value(), "Idempotency-Key": idempotency_key}
+    async def _post(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> _Answer:
+        headers = {"X-API-Key": self._api_key.get_secret_value()}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         try:
             response = await self._http.post(path, json=body, headers=headers)
         except httpx.HTTPError as error:

@@ -31,6 +31,7 @@ from payorch.gateways.base import (
     Outcome,
     PaymentRequest,
 )
+from payorch.gateways.cards import card_bin, issuing_country
 
 IN_PROGRESS_ERROR_CODE = "704"
 STORED_PREFIX = "stored:"
@@ -193,6 +194,8 @@ def vault_body(method: dict[str, Any], shopper_reference: str, merchant_account:
 
 
 def card_summary(payment: Mapping[str, Any]) -> CardSummary | None:
+    """What ``additionalData`` tells of the card; ``cardBin`` and ``issuerCountry`` only where the
+    merchant account has those fields switched on."""
     extra = payment.get("additionalData")
     extra = extra if isinstance(extra, Mapping) else {}
     method = payment.get("paymentMethod")
@@ -207,6 +210,8 @@ def card_summary(payment: Mapping[str, Any]) -> CardSummary | None:
         last4=str(last4) if last4 else None,
         exp_month=int(month) if month.isdigit() else None,
         exp_year=int(year) if year.isdigit() else None,
+        bin=card_bin(extra.get("cardBin")),
+        country=issuing_country(extra.get("issuerCountry") or extra.get("cardIssuingCountry")),
     )
 
 

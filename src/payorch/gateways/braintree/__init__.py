@@ -26,6 +26,7 @@ PLUGIN = GatewayPlugin(
         vault=True,
         lookup=True,
         notifications=True,
+        verify_credentials=True,
     ),
     build=_build,
     notification_scheme="Braintree bt_signature",

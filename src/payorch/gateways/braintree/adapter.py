@@ -53,6 +53,11 @@ _CUSTOMER_ID_IN_USE: Final = "91609"
 _TOKEN_IN_USE: Final = frozenset({"91719", "92906", "93503"})
 _CANNOT_SUBMIT_FOR_SETTLEMENT: Final = "91507"
 _CANNOT_BE_VOIDED: Final = "91504"
+_REFUSED_CREDENTIALS: Final = (
+    braintree.exceptions.AuthenticationError,
+    braintree.exceptions.AuthorizationError,
+    braintree.exceptions.NotFoundError,
+)
 
 
 class _ClosableHttp(Http):  # type: ignore[misc]  # braintree is untyped
@@ -252,6 +257,20 @@ class BraintreeAdapter:
         except braintree.exceptions.NotFoundError:
             return None
         return VaultResult(Outcome.APPROVED, token=str(card.token), card=mapping.card_summary(card))
+
+    async def verify_credentials(self) -> GatewayResult:
+        """Generate a client token (``POST /merchants/<id>/client_token``): authenticated by the key
+        pair, scoped to the merchant id, moves no money."""
+
+        def generate() -> GatewayResult:
+            try:
+                self._gateway.client_token.generate()
+            except _REFUSED_CREDENTIALS:
+                # 401: the key pair; 403 or 404: keys that do not reach this merchant id.
+                return GatewayResult(Outcome.NOT_SENT, code="credentials_refused", message="Braintree refused the keys")
+            return GatewayResult(Outcome.APPROVED, code="verified")
+
+        return await self._run("verify", generate, _identity)
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayNotification:
         """Verify ``bt_signature`` over ``bt_payload`` (form-encoded body) and decode the notification."""

@@ -20,6 +20,7 @@ from urllib3.exceptions import ConnectTimeoutError, SSLError
 
 from payorch.gateways.base import Authentication, CardSummary, GatewayNotification, GatewayResult, Outcome, VaultResult
 from payorch.gateways.braintree.declines import classify_gateway_rejection, classify_processor_code
+from payorch.gateways.cards import card_bin, issuing_country
 from payorch.gateways.transport import causes, transport_outcome
 from payorch.money import UnknownCurrency, from_major_string
 
@@ -46,7 +47,8 @@ _BRANDS: Final = {
 
 
 def card_summary(card: Any) -> CardSummary | None:
-    """The SDK's ``CreditCard`` (or a transaction's ``credit_card_details``) -> what payorch may keep."""
+    """The SDK's ``CreditCard`` (or a transaction's ``credit_card_details``) -> what payorch may keep:
+    its ``bin`` and ``country_of_issuance`` (alpha-3, or ``Unknown``) too."""
     if card is None:
         return None
     card_type = getattr(card, "card_type", None)
@@ -55,6 +57,8 @@ def card_summary(card: Any) -> CardSummary | None:
         last4=getattr(card, "last_4", None) or None,
         exp_month=_int_or_none(getattr(card, "expiration_month", None)),
         exp_year=_int_or_none(getattr(card, "expiration_year", None)),
+        bin=card_bin(getattr(card, "bin", None)),
+        country=issuing_country(getattr(card, "country_of_issuance", None)),
     )
 
 

@@ -5,6 +5,7 @@ tokens the way Stripe's test cards do (DESIGN.md section 5):
 
 =====================  ==============================================================
 ``tok_visa``           approves (also ``tok_mastercard``, ``tok_amex``)
+``tok_fr``, ``tok_br`` approve: Visa cards issued in France, in Brazil
 ``tok_chargeDeclined`` hard decline ``card_declined``
 ``tok_insufficient_funds``  hard decline ``insufficient_funds``
 ``tok_try_again_later``     soft decline ``try_again_later``
@@ -56,14 +57,16 @@ class _TestCard:
     decline_code: str | None = None
 
 
-def _card(brand: str, last4: str) -> CardSummary:
-    return CardSummary(brand=brand, last4=last4, exp_month=12, exp_year=2034)
+def _card(brand: str, last4: str, first_digits: str = "424242", country: str = "US") -> CardSummary:
+    return CardSummary(brand=brand, last4=last4, exp_month=12, exp_year=2034, bin=first_digits, country=country)
 
 
 TEST_TOKENS: Final[dict[str, _TestCard]] = {
-    "tok_visa": _TestCard(_card("visa", "4242"), "approve"),
-    "tok_mastercard": _TestCard(_card("mastercard", "4444"), "approve"),
-    "tok_amex": _TestCard(_card("amex", "8431"), "approve"),
+    "tok_visa": _TestCard(_card("visa", "4242", "42424242"), "approve"),
+    "tok_mastercard": _TestCard(_card("mastercard", "4444", "555555"), "approve"),
+    "tok_amex": _TestCard(_card("amex", "8431", "378282"), "approve"),
+    "tok_fr": _TestCard(_card("visa", "0003", "400000", "FR"), "approve"),
+    "tok_br": _TestCard(_card("visa", "0002", "400000", "BR"), "approve"),
     "tok_chargeDeclined": _TestCard(_card("visa", "0002"), "decline", "card_declined"),
     "tok_insufficient_funds": _TestCard(_card("visa", "9995"), "decline", "insufficient_funds"),
     "tok_try_again_later": _TestCard(_card("visa", "0119"), "soft_decline", "try_again_later"),

@@ -38,6 +38,7 @@ from payorch.gateways.base import (
     Outcome,
     PaymentRequest,
 )
+from payorch.gateways.cards import issuing_country
 from payorch.gateways.transport import transport_outcome
 
 HARD_DECLINE_CODES = frozenset(
@@ -155,7 +156,8 @@ def decline_outcome(code: str | None) -> Outcome:
 
 
 def card_summary(payment_method: object) -> CardSummary | None:
-    """Brand, last4 and expiry from an expanded PaymentMethod (an id alone tells us nothing)."""
+    """Brand, last4, expiry and issuing country from an expanded PaymentMethod (an id alone tells
+    us nothing). Stripe does not tell a PaymentMethod's BIN."""
     if not isinstance(payment_method, Mapping):
         return None
     card = payment_method.get("card")
@@ -166,6 +168,7 @@ def card_summary(payment_method: object) -> CardSummary | None:
         last4=_str_or_none(card.get("last4")),
         exp_month=_int_or_none(card.get("exp_month")),
         exp_year=_int_or_none(card.get("exp_year")),
+        country=issuing_country(card.get("country")),
     )
 
 

@@ -1,4 +1,4 @@
-"""Per-merchant gateway accounts and versioned routing configurations (migration 0010).
+"""Per-merchant gateway accounts and versioned routing configurations (migration 0009).
 
 Neither is a money table: a merchant has a handful of each, so they are not partitioned. Every key
 holds ``merchant_id`` all the same, so a Citus distribution on it needs no schema change.
