@@ -67,3 +67,16 @@ async def test_a_garbled_line_is_reported_with_its_location(tmp_path):
     report = await verify_sink(sink)
     assert report.first_problem.kind == "unreadable"
     assert f"{path} line 3" in report.first_problem.message
+
+
+def test_a_batch_reads_back_whatever_line_breaks_its_strings_hold() -> None:
+    """JSON keeps U+2028, U+0085, form feeds and the like raw inside strings: a batch is split on
+    "\\n" alone, or an event holding one could be written and never read back."""
+    from payorch.audit.chain import GENESIS_HASH, chain_events
+    from payorch.audit.sinks.base import decode_batch, encode_batch
+
+    odd = "a\nb\rc\x85d\x0be\x0cf\u2028g\u2029h\r\ni\x1cj\x1dk\x1el"
+    events = chain_events(
+        GENESIS_HASH, 1, [{"id": "aud_1", "resource": {"type": "charge", "id": odd}}, {"id": "aud_2"}]
+    )
+    assert decode_batch("batch", encode_batch(events)) == events

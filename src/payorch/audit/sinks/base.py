@@ -157,7 +157,9 @@ def encode_batch(events: list[ChainedEvent]) -> bytes:
 
 def decode_batch(location: str, body: bytes) -> list[ChainedEvent]:
     events: list[ChainedEvent] = []
-    for number, line in enumerate(body.decode("utf-8", "replace").splitlines(), start=1):
+    # One event per "\n" only: a JSON line holds no raw "\n", but may hold U+2028, U+0085 or a form
+    # feed inside a string (a merchant's free text), where str.splitlines() would also break.
+    for number, line in enumerate(body.decode("utf-8", "replace").split("\n"), start=1):
         if not line.strip():
             continue
         try:
